@@ -1,0 +1,247 @@
+"""The environment file (`environments/NAME.yaml`): where and how to apply.
+
+Unknown keys are errors that name the key. Everything not given has a safe
+default, and no default opens anything to the internet: CIDR sources exist
+only where this file names them.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ket_infra import yamldoc
+from ket_infra.errors import EnvironmentFileError
+from ket_infra.flows import CATALOG_NAMES, Flow
+from ket_infra.plan import KUBELET_ROLES, ROLES
+
+TOP_KEYS = {
+    "plan_file",
+    "aws",
+    "terraform",
+    "installer_cidr",
+    "ingress_cidrs",
+    "api_cidrs",
+    "extra_rules",
+    "preflight",
+}
+AWS_KEYS = {"region", "account_id", "endpoint_url"}
+TERRAFORM_KEYS = {"binary", "backend", "plugin_dir"}
+BACKEND_KEYS = {"local": {"type", "path"}, "s3": {"type", "bucket", "key", "region", "use_lockfile", "endpoint_url"}}
+EXTRA_RULE_KEYS = {"name", "protocol", "ports", "to", "from", "from_cidr", "purpose"}
+PROTOCOL_NAMES = ("tcp", "udp", "icmp", "all")
+_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
+
+
+@dataclass(frozen=True)
+class AwsConfig:
+    region: str
+    account_id: str | None = None
+    endpoint_url: str | None = None
+
+
+@dataclass(frozen=True)
+class Backend:
+    type: str = "local"
+    path: str | None = None
+    bucket: str | None = None
+    key: str | None = None
+    region: str | None = None
+    use_lockfile: bool = True
+    endpoint_url: str | None = None
+
+
+@dataclass(frozen=True)
+class TerraformConfig:
+    binary: str = "terraform"
+    backend: Backend = field(default_factory=Backend)
+    plugin_dir: str | None = None
+
+
+@dataclass(frozen=True)
+class Environment:
+    name: str
+    path: str
+    plan_file: Path
+    aws: AwsConfig
+    terraform: TerraformConfig = field(default_factory=TerraformConfig)
+    installer_cidr: str | None = None
+    ingress_cidrs: tuple[str, ...] = ()
+    api_cidrs: tuple[str, ...] = ()
+    extra_flows: tuple[Flow, ...] = ()
+    preflight: bool = True
+
+
+def env_path(env: str) -> Path:
+    """`--env NAME` means environments/NAME.yaml; a path means that file."""
+    if "/" in env or env.endswith((".yaml", ".yml")):
+        return Path(env)
+    return Path("environments") / f"{env}.yaml"
+
+
+def _cidr(doc: yamldoc.Doc, key: str, value: object) -> str:
+    if not isinstance(value, str):
+        doc.fail(key, f"must be a CIDR string such as 10.0.0.5/32, got {value!r}")
+    try:
+        net = ipaddress.ip_network(value.strip(), strict=False)
+    except ValueError:
+        doc.fail(key, f"{value!r} is not a valid CIDR", "use a CIDR such as 10.0.0.5/32")
+    if net.version != 4:
+        doc.fail(key, f"{value!r} is not an IPv4 CIDR", "use an IPv4 CIDR such as 10.0.0.5/32")
+    return str(net)
+
+
+def _cidr_list(doc: yamldoc.Doc, name: str) -> tuple[str, ...]:
+    items = doc.seq(name)
+    return tuple(dict.fromkeys(_cidr(doc, f"{name}[{i}]", v) for i, v in enumerate(items)))
+
+
+def _roles(doc: yamldoc.Doc, name: str) -> tuple[str, ...]:
+    value = doc.raw(name)
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not items:
+        doc.fail(name, "must be a role or a list of roles", f"use {', '.join(ROLES)}, kubelet or all")
+    out: list[str] = []
+    for item in items:
+        if item == "kubelet":
+            out.extend(KUBELET_ROLES)
+        elif item == "all":
+            out.extend(ROLES)
+        elif item in ROLES:
+            out.append(item)
+        else:
+            doc.fail(name, f"{item!r} is not a role", f"use {', '.join(ROLES)}, kubelet or all")
+    return tuple(r for r in ROLES if r in out)
+
+
+def _ports(doc: yamldoc.Doc, protocol: str) -> tuple[int, int] | None:
+    value = doc.raw("ports")
+    if protocol not in ("tcp", "udp", "icmp"):
+        if value is not None:
+            doc.fail("ports", f"protocol {protocol} has no ports", "remove ports")
+        return None
+    if value is None:
+        if protocol == "icmp":
+            return (-1, -1)
+        doc.fail("ports", f"is required for protocol {protocol}", "give a port (6783) or a range (6783-6784)")
+    text = str(value).strip()
+    match = re.fullmatch(r"(-?\d+)(?:\s*-\s*(-?\d+))?", text) if not isinstance(value, bool) else None
+    if match is None:
+        doc.fail("ports", f"{value!r} is not a port or range", "give a port (6783) or a range (6783-6784)")
+    lo = int(match.group(1))
+    hi = int(match.group(2)) if match.group(2) is not None else lo
+    limit = (-1, 255) if protocol == "icmp" else (1, 65535)
+    if not (limit[0] <= lo <= limit[1] and limit[0] <= hi <= limit[1]) or (protocol != "icmp" and lo > hi):
+        what = "ICMP type-code" if protocol == "icmp" else "ports"
+        doc.fail(
+            "ports", f"{text} is not a valid {what} range", f"use values from {limit[0]} to {limit[1]}, low to high"
+        )
+    return (lo, hi)
+
+
+def _extra_rule(doc: yamldoc.Doc, reserved: set[str]) -> Flow:
+    doc.reject_unknown(EXTRA_RULE_KEYS)
+    name = doc.text("name", required=True)
+    assert name is not None
+    if not _NAME.match(name):
+        doc.fail("name", f"{name!r} is not a valid rule name", "use lowercase letters, digits and dashes")
+    if name in reserved:
+        doc.fail("name", f"{name!r} is already the name of a built-in or earlier rule", "choose another name")
+    protocol = doc.text("protocol", required=True)
+    assert protocol is not None
+    protocol = protocol.lower()
+    if protocol not in PROTOCOL_NAMES:
+        if not protocol.isdigit() or not 0 <= int(protocol) <= 255:
+            doc.fail(
+                "protocol", f"{protocol!r} is not a protocol", "use tcp, udp, icmp, all or an IP protocol number 0-255"
+            )
+        protocol = {"6": "tcp", "17": "udp", "1": "icmp"}.get(str(int(protocol)), str(int(protocol)))
+    ports = _ports(doc, protocol)
+    to = _roles(doc, "to")
+    purpose = doc.text("purpose", required=True)
+    assert purpose is not None
+    has_from, has_cidr = doc.has("from"), doc.has("from_cidr")
+    if has_from == has_cidr:
+        doc.fail(None, "give exactly one of from (roles) and from_cidr (a CIDR)")
+    if has_from:
+        if protocol == "all":
+            doc.fail(
+                "protocol", "all protocols between roles is never allowed", "name the protocol and ports the CNI needs"
+            )
+        return Flow(
+            name, protocol, ports, to, purpose, f"environment file {doc.path}", "environment", src=_roles(doc, "from")
+        )
+    cidr = _cidr(doc, "from_cidr", doc.raw("from_cidr"))
+    return Flow(name, protocol, ports, to, purpose, f"environment file {doc.path}", "environment", src_cidr=cidr)
+
+
+def _backend(doc: yamldoc.Doc) -> Backend:
+    kind = doc.text("type", default="local")
+    assert kind is not None
+    if kind not in BACKEND_KEYS:
+        doc.fail("type", f"{kind!r} is not a supported backend", "use local or s3")
+    doc.reject_unknown(BACKEND_KEYS[kind])
+    if kind == "local":
+        return Backend("local", path=doc.text("path"))
+    return Backend(
+        "s3",
+        bucket=doc.text("bucket", required=True),
+        key=doc.text("key", required=True),
+        region=doc.text("region"),
+        use_lockfile=doc.flag("use_lockfile", True),
+        endpoint_url=doc.text("endpoint_url"),
+    )
+
+
+def load_environment(env: str | Path) -> Environment:
+    """Load the environment file named by --env; raises EnvironmentFileError."""
+    path = env_path(str(env))
+    root = yamldoc.load(path, EnvironmentFileError, "environment file")
+    root.reject_unknown(TOP_KEYS)
+    plan_file = root.text("plan_file", required=True)
+    assert plan_file is not None
+
+    aws = root.mapping("aws")
+    aws.reject_unknown(AWS_KEYS)
+    region = aws.text("region", required=True)
+    assert region is not None
+    if not _REGION.match(region):
+        aws.fail("region", f"{region!r} is not an AWS region name", "use a region such as eu-west-1")
+    account = aws.text("account_id")
+    if account is not None and not re.fullmatch(r"\d{12}", account):
+        aws.fail("account_id", f"{account!r} is not a 12-digit AWS account id", 'quote it: account_id: "123456789012"')
+    endpoint = aws.text("endpoint_url")
+    if endpoint is not None and not re.match(r"^https?://[^/\s]+", endpoint):
+        aws.fail("endpoint_url", f"{endpoint!r} is not an http(s) URL", "use a URL such as http://127.0.0.1:5000")
+
+    tf = root.mapping("terraform")
+    tf.reject_unknown(TERRAFORM_KEYS)
+    binary = tf.text("binary", default="terraform")
+    assert binary is not None
+    plugin_dir = tf.text("plugin_dir")
+    if plugin_dir is not None:
+        plugin_dir = str((path.parent / plugin_dir).resolve())
+
+    installer = root.raw("installer_cidr")
+    reserved: set[str] = set(CATALOG_NAMES)
+    extra: list[Flow] = []
+    for i, item in enumerate(root.seq("extra_rules")):
+        flow = _extra_rule(root.item("extra_rules", i, item), reserved)
+        reserved.add(flow.name)
+        extra.append(flow)
+
+    return Environment(
+        name=path.stem,
+        path=str(path),
+        plan_file=(path.parent / plan_file).resolve(),
+        aws=AwsConfig(region, account, endpoint),
+        terraform=TerraformConfig(binary, _backend(tf.mapping("backend")), plugin_dir),
+        installer_cidr=_cidr(root, "installer_cidr", installer) if installer is not None else None,
+        ingress_cidrs=_cidr_list(root, "ingress_cidrs"),
+        api_cidrs=_cidr_list(root, "api_cidrs"),
+        extra_flows=tuple(extra),
+        preflight=root.flag("preflight", True),
+    )

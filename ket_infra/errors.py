@@ -1,0 +1,36 @@
+"""The one exception hierarchy: every failure a user can act on is a KetInfraError.
+
+A message says what is wrong, where (file and key path, or the command) and
+what to do. The CLI prints it as one line on stderr and exits 1.
+"""
+
+from __future__ import annotations
+
+
+class KetInfraError(Exception):
+    """Base class: an error with a message a user can act on."""
+
+
+class InputError(KetInfraError):
+    """A plan or environment file is unreadable, malformed or invalid."""
+
+    def __init__(self, path: str, key: str | None, problem: str, fix: str | None = None) -> None:
+        self.path = path
+        self.key = key
+        self.problem = problem
+        self.fix = fix
+        where = f"{path}: {key}: " if key else f"{path}: "
+        tail = f"; {fix}" if fix else ""
+        super().__init__(f"{where}{problem}{tail}")
+
+
+class PlanError(InputError):
+    """The KET plan file is invalid."""
+
+
+class EnvironmentFileError(InputError):
+    """The environment file is invalid."""
+
+
+class QuotaError(KetInfraError):
+    """A security group would exceed an AWS quota."""

@@ -1,0 +1,264 @@
+"""The flow catalog: what KET and each CNI need, in role terms, as data.
+
+Every entry names its protocol, ports, the roles it goes from and to, why it
+is needed and where that is written down (PORTS.md cites the same sources).
+One table per source; `required_flows` picks the tables a plan needs.
+Adding a CNI is adding a table here and its tests.
+
+Protocols: "tcp", "udp", "icmp", an IANA protocol number as a string for
+anything else ("4" IP-in-IP, "50" ESP), or "all" (pod CIDR only).
+For icmp, `ports` holds (type, code).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from ket_infra.plan import KUBELET_ROLES, ROLES
+
+if TYPE_CHECKING:
+    from ket_infra.environment import Environment
+    from ket_infra.plan import Plan
+
+KUBELET = KUBELET_ROLES
+ALL = ROLES
+
+# Symbolic CIDR sources, resolved by the layout from the plan and environment.
+POD_CIDR = "pod_cidr"  # cluster.networking.pod_cidr_block
+INSTALLER = "installer_cidr"  # environment: where `kismatic install` runs
+INGRESS_CLIENTS = "ingress_cidrs"  # environment: who may reach ingress 80/443
+API_CLIENTS = "api_cidrs"  # environment: load balancer, operators -> 6443
+PREFLIGHT = "preflight"  # /32 of master[0] and worker[0] (KET's inspector clients)
+
+KET_REPO = "kismatic v1.12.0"
+ETCD_K8S = f"{KET_REPO} ansible/group_vars/etcd-k8s.yaml"
+ETCD_NET = f"{KET_REPO} ansible/group_vars/etcd-networking.yaml"
+ALL_YAML = f"{KET_REPO} ansible/group_vars/all.yaml"
+RULE_SET = f"{KET_REPO} pkg/inspector/rule/rule_set.go"
+PREFLIGHT_TASKS = f"{KET_REPO} ansible/roles/preflight/tasks/main.yaml"
+K8S_PORTS = "kubernetes.io docs/reference/networking/ports-and-protocols"
+CALICO_REQ = "docs.tigera.io Calico requirements (network requirements)"
+CALICO_AWS = "docs.tigera.io Calico reference/public-cloud/aws"
+WEAVE_FAQ = "weaveworks/weave site/faq.md#ports"
+WEAVE_ENC = "weaveworks/weave site/concepts/encryption-implementation.md"
+CONTIV_VXLAN = "contiv/ansible roles/contiv_network/defaults/main.yml"
+CONTIV_OFNET = "openshift-ansible roles/contiv/defaults/main.yml"
+
+
+@dataclass(frozen=True)
+class Flow:
+    """Traffic that must be allowed: from some roles (or a CIDR) to some roles."""
+
+    name: str
+    protocol: str
+    ports: tuple[int, int] | None
+    to: tuple[str, ...]
+    purpose: str
+    source: str  # the document that says this flow is needed
+    required_by: str
+    src: tuple[str, ...] = ()  # roles the traffic comes from
+    src_cidr: str | None = None  # or a symbolic CIDR source (above), or a literal CIDR
+
+    def __post_init__(self) -> None:
+        if bool(self.src) == bool(self.src_cidr):
+            raise ValueError(f"flow {self.name}: give exactly one of src and src_cidr")
+        if self.protocol == "all" and self.src:
+            raise ValueError(f"flow {self.name}: all protocols between roles is never allowed")
+
+
+def _tcp(
+    name: str, lo: int, hi: int, to: tuple[str, ...], src: tuple[str, ...] | str, purpose: str, cite: str, by: str
+) -> Flow:
+    return _flow(name, "tcp", (lo, hi), to, src, purpose, cite, by)
+
+
+def _flow(
+    name: str,
+    protocol: str,
+    ports: tuple[int, int] | None,
+    to: tuple[str, ...],
+    src: tuple[str, ...] | str,
+    purpose: str,
+    cite: str,
+    by: str,
+) -> Flow:
+    if isinstance(src, str):
+        return Flow(name, protocol, ports, to, purpose, cite, by, src_cidr=src)
+    return Flow(name, protocol, ports, to, purpose, cite, by, src=src)
+
+
+# KET itself, while the cluster runs (PORTS.md section 1).
+KET_RUNTIME: tuple[Flow, ...] = (
+    _tcp("etcd-client", 2379, 2379, ("etcd",), ("master",), "Kubernetes etcd, client", ETCD_K8S, "ket"),
+    _tcp("etcd-peer", 2380, 2380, ("etcd",), ("etcd",), "Kubernetes etcd, peer", ETCD_K8S, "ket"),
+    _tcp("apiserver", 6443, 6443, ("master",), KUBELET, "kube-apiserver", ALL_YAML, "ket"),
+    _tcp(
+        "apiserver-clients",
+        6443,
+        6443,
+        ("master",),
+        API_CLIENTS,
+        "kube-apiserver for the load balancer and operators",
+        ALL_YAML,
+        "ket",
+    ),
+    _tcp(
+        "apiserver-installer", 6443, 6443, ("master",), INSTALLER, "kube-apiserver for the installer", ALL_YAML, "ket"
+    ),
+    _tcp("kubelet-api", 10250, 10250, KUBELET, ("master",), "kubelet API (logs, exec, metrics)", K8S_PORTS, "ket"),
+    _tcp("ingress-http", 80, 80, ("ingress",), INGRESS_CLIENTS, "nginx ingress, http", RULE_SET, "ket"),
+    _tcp("ingress-https", 443, 443, ("ingress",), INGRESS_CLIENTS, "nginx ingress, https", RULE_SET, "ket"),
+    # Port 111 is deliberately not opened: kismatic issue 784.
+    _tcp("gluster-nfs", 2049, 2049, ("storage",), KUBELET, "GlusterFS NFS mounts", RULE_SET, "ket"),
+    _tcp("gluster-nfs-aux", 38465, 38467, ("storage",), KUBELET, "GlusterFS NFS mounts (mountd, nlm)", RULE_SET, "ket"),
+    _tcp("ssh", 22, 22, ALL, INSTALLER, "ansible over SSH from the installer", f"{KET_REPO} docs/plan.md", "ket"),
+)
+
+# The networking etcd cluster, deployed by KET for calico and contiv only.
+NETWORKING_ETCD: tuple[Flow, ...] = (
+    _tcp(
+        "etcd-networking-client",
+        6666,
+        6666,
+        ("etcd",),
+        KUBELET,
+        "networking etcd, client (CNI datastore)",
+        ETCD_NET,
+        "ket",
+    ),
+    _tcp("etcd-networking-peer", 6660, 6660, ("etcd",), ("etcd",), "networking etcd, peer", ETCD_NET, "ket"),
+)
+
+
+def _inspector(name: str, lo: int, hi: int, to: tuple[str, ...], purpose: str) -> Flow:
+    return _tcp(name, lo, hi, to, PREFLIGHT, f"preflight: {purpose}", RULE_SET, "ket-preflight")
+
+
+def _ping(name: str, to: str, src: str) -> Flow:
+    return _flow(
+        name, "icmp", (8, 0), (to,), (src,), f"preflight: ping {src} to {to}", PREFLIGHT_TASKS, "ket-preflight"
+    )
+
+
+# `kismatic install validate`: the inspector client on master[0] and worker[0]
+# checks every port of every node (TCPPortAccessible, no CNI condition), and
+# the nodes ping each other. Needed before install only (`preflight: false`).
+KET_PREFLIGHT: tuple[Flow, ...] = (
+    _inspector("inspector", 8888, 8888, ALL, "kismatic-inspector server"),
+    _inspector("inspector-etcd", 2379, 2380, ("etcd",), "etcd ports"),
+    _inspector("inspector-etcd-networking-client", 6666, 6666, ("etcd",), "networking etcd client port"),
+    _inspector("inspector-etcd-networking-peer", 6660, 6660, ("etcd",), "networking etcd peer port"),
+    _inspector("inspector-apiserver", 6443, 6443, ("master",), "kube-apiserver port"),
+    _inspector("inspector-scheduler-controller", 10251, 10252, ("master",), "scheduler and controller-manager ports"),
+    _inspector("inspector-kubelet", 10250, 10250, KUBELET, "kubelet port"),
+    _inspector("inspector-kube-proxy", 10256, 10256, KUBELET, "kube-proxy health port"),
+    _inspector("inspector-ingress", 80, 80, ("ingress",), "ingress http port"),
+    _inspector("inspector-ingress-tls", 443, 443, ("ingress",), "ingress https port"),
+    _inspector("inspector-ingress-health", 10254, 10254, ("ingress",), "ingress health port"),
+    _inspector("inspector-storage-heketi", 8081, 8081, ("storage",), "storage port 8081"),
+    _inspector("inspector-storage-nfs", 2049, 2049, ("storage",), "GlusterFS NFS port"),
+    _inspector("inspector-storage-nfs-aux", 38465, 38467, ("storage",), "GlusterFS NFS ports"),
+    _ping("ping-etcd-etcd", "etcd", "etcd"),
+    _ping("ping-master-etcd", "etcd", "master"),
+    _ping("ping-worker-master", "master", "worker"),
+    _ping("ping-ingress-master", "master", "ingress"),
+    _ping("ping-worker-worker", "worker", "worker"),
+    _ping("ping-ingress-worker", "worker", "ingress"),
+)
+
+CALICO_COMMON: tuple[Flow, ...] = (
+    _tcp("calico-bgp", 179, 179, KUBELET, KUBELET, "Calico BGP peering (BIRD mesh)", CALICO_REQ, "calico"),
+)
+
+CALICO_OVERLAY: tuple[Flow, ...] = (
+    # IP-in-IP is IP protocol 4; the /etc/protocols keyword "ipip" is 94.
+    _flow("calico-ipip", "4", None, KUBELET, KUBELET, "Calico IP-in-IP tunnel", CALICO_REQ, "calico"),
+)
+
+CALICO_ROUTED: tuple[Flow, ...] = (
+    # Unencapsulated pod traffic keeps pod source IPs, which a group reference
+    # never matches: the pod CIDR itself must be the source.
+    _flow(
+        "calico-pod-traffic",
+        "all",
+        None,
+        KUBELET,
+        POD_CIDR,
+        "Calico routed pod traffic (pod source IPs)",
+        CALICO_AWS,
+        "calico",
+    ),
+)
+
+WEAVE: tuple[Flow, ...] = (
+    _tcp("weave-control", 6783, 6783, KUBELET, KUBELET, "Weave control plane and peer mesh", WEAVE_FAQ, "weave"),
+    # UDP 6784 is the fast datapath; TCP 6784 is Weave's local API and stays closed.
+    _flow(
+        "weave-data",
+        "udp",
+        (6783, 6784),
+        KUBELET,
+        KUBELET,
+        "Weave sleeve (6783) and fast datapath (6784)",
+        WEAVE_FAQ,
+        "weave",
+    ),
+)
+
+WEAVE_ENCRYPTED: tuple[Flow, ...] = (
+    _flow("weave-esp", "50", None, KUBELET, KUBELET, "Weave encrypted fast datapath (IPsec ESP)", WEAVE_ENC, "weave"),
+)
+
+CONTIV: tuple[Flow, ...] = (
+    _flow("contiv-vxlan", "udp", (4789, 4789), KUBELET, KUBELET, "Contiv VXLAN data path", CONTIV_VXLAN, "contiv"),
+    _tcp(
+        "contiv-ofnet-master",
+        9001,
+        9001,
+        ("master",),
+        KUBELET,
+        "Contiv ofnet master RPC (netmaster)",
+        CONTIV_OFNET,
+        "contiv",
+    ),
+    _tcp("contiv-ofnet-agent", 9002, 9003, KUBELET, KUBELET, "Contiv ofnet agent RPC", CONTIV_OFNET, "contiv"),
+    _tcp("contiv-netmaster-api", 9999, 9999, ("master",), KUBELET, "Contiv netmaster REST API", CONTIV_VXLAN, "contiv"),
+)
+
+
+def cni_flows(plan: Plan) -> tuple[Flow, ...]:
+    """The CNI's own flows, including the networking etcd it needs."""
+    cni = plan.cni
+    if cni.disabled or cni.provider == "custom":
+        return ()
+    if cni.provider == "calico":
+        mode = CALICO_OVERLAY if cni.mode == "overlay" else CALICO_ROUTED
+        return CALICO_COMMON + mode + NETWORKING_ETCD
+    if cni.provider == "weave":
+        return WEAVE + (WEAVE_ENCRYPTED if cni.encrypted else ())
+    if cni.provider == "contiv":
+        return CONTIV + NETWORKING_ETCD
+    raise ValueError(f"no flow table for CNI provider {cni.provider!r}")
+
+
+def required_flows(plan: Plan, env: Environment | None = None) -> tuple[Flow, ...]:
+    """Every flow this plan needs, KET's own first, without duplicates."""
+    preflight = env.preflight if env is not None else True
+    extra = env.extra_flows if env is not None else ()
+    flows = KET_RUNTIME + (KET_PREFLIGHT if preflight else ()) + cni_flows(plan) + tuple(extra)
+    return tuple({f.name: f for f in flows}.values())
+
+
+TABLES: tuple[tuple[Flow, ...], ...] = (
+    KET_RUNTIME,
+    NETWORKING_ETCD,
+    KET_PREFLIGHT,
+    CALICO_COMMON,
+    CALICO_OVERLAY,
+    CALICO_ROUTED,
+    WEAVE,
+    WEAVE_ENCRYPTED,
+    CONTIV,
+)
+CATALOG_NAMES: frozenset[str] = frozenset(f.name for table in TABLES for f in table)

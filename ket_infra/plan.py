@@ -1,0 +1,240 @@
+"""The KET plan file (`kismatic-cluster.yaml`) as typed, immutable data.
+
+Validates what KET itself validates where it touches networking, with the
+same defaults, for plan files of KET v1.0 to v1.12:
+
+- no `add_ons.cni` block means Calico, in the mode of the legacy
+  `cluster.networking.type` or `overlay` (KET's own migration of old plans);
+- a `cni` block that is present must name its provider, and Calico its mode;
+- legacy `master.load_balanced_fqdn` stands for `master.load_balancer`;
+- one host listed in several groups is one node with several roles (host,
+  ip and internalip must then agree, as KET requires of "the same node").
+
+Node addresses must be IPv4: security-group rules here are IPv4 CIDRs.
+
+Unknown keys are ignored, as KET ignores them. The Weave password is read
+only to know that encryption is on; it is never kept.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from pathlib import Path
+
+from ket_infra import yamldoc
+from ket_infra.errors import PlanError
+
+ROLES: tuple[str, ...] = ("etcd", "master", "worker", "ingress", "storage")
+REQUIRED_ROLES: tuple[str, ...] = ("etcd", "master", "worker")
+# Every role that runs kubelet and the CNI agent (PORTS.md "kubelet nodes").
+KUBELET_ROLES: tuple[str, ...] = ("master", "worker", "ingress", "storage")
+
+CNI_PROVIDERS: tuple[str, ...] = ("calico", "weave", "contiv", "custom")
+CALICO_MODES: tuple[str, ...] = ("overlay", "routed")
+
+
+def role_key(roles: frozenset[str] | set[str]) -> tuple[int, ...]:
+    """Sort key putting role sets in KET's role order."""
+    return tuple(ROLES.index(r) for r in ROLES if r in roles)
+
+
+def group_name(roles: frozenset[str] | set[str]) -> str:
+    """The name of the group of nodes holding exactly ROLES: `etcd-master`."""
+    return "-".join(r for r in ROLES if r in roles)
+
+
+@dataclass(frozen=True)
+class Node:
+    host: str
+    ip: str
+    internalip: str | None
+    roles: frozenset[str]
+
+    @property
+    def address(self) -> str:
+        """The address other nodes use: `internalip`, else `ip` (as KET does)."""
+        return self.internalip or self.ip
+
+    @property
+    def group(self) -> str:
+        return group_name(self.roles)
+
+
+@dataclass(frozen=True)
+class Cni:
+    provider: str  # calico | weave | contiv | custom
+    mode: str | None  # calico only: overlay | routed
+    encrypted: bool  # weave only: options.weave.password is set
+    disabled: bool  # add_ons.cni.disable: no CNI is installed
+
+
+@dataclass(frozen=True)
+class Plan:
+    path: str
+    cluster: str
+    pod_cidr: str
+    service_cidr: str
+    cni: Cni
+    nodes: tuple[Node, ...]
+    # Hosts per role in the order the plan lists them (master[0], worker[0] matter).
+    members: tuple[tuple[str, tuple[str, ...]], ...]
+    load_balancer: str | None
+
+    def hosts(self, role: str) -> tuple[str, ...]:
+        return dict(self.members).get(role, ())
+
+    def node(self, host: str) -> Node:
+        for n in self.nodes:
+            if n.host == host:
+                return n
+        raise KeyError(host)
+
+    def first(self, role: str) -> Node | None:
+        hosts = self.hosts(role)
+        return self.node(hosts[0]) if hosts else None
+
+
+def _cidr(doc: yamldoc.Doc, name: str) -> str:
+    value = doc.text(name)
+    if value is None:
+        doc.fail(name, "is required", "set it to an IPv4 CIDR such as 172.16.0.0/16")
+    try:
+        net = ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        doc.fail(name, f"{value!r} is not a valid CIDR", "use a CIDR such as 172.16.0.0/16")
+    if net.version != 4:
+        doc.fail(name, f"{value!r} is not an IPv4 CIDR", "KET clusters use IPv4; use a CIDR such as 172.16.0.0/16")
+    return str(net)
+
+
+def _ip(doc: yamldoc.Doc, name: str, required: bool) -> str | None:
+    value = doc.text(name)
+    if value is None:
+        if required:
+            doc.fail(name, "is required", "set the node's IP address")
+        return None
+    try:
+        addr = ipaddress.ip_address(value)
+    except ValueError:
+        doc.fail(name, f"{value!r} is not a valid IP address", "use an IPv4 address such as 10.0.1.10")
+    if addr.version != 4:
+        doc.fail(name, f"{value!r} is not an IPv4 address", "use an IPv4 address such as 10.0.1.10")
+    return str(addr)
+
+
+def _cni(root: yamldoc.Doc, cluster: yamldoc.Doc) -> Cni:
+    addons = root.mapping("add_ons")
+    networking = cluster.mapping("networking")
+    if not addons.has("cni"):
+        # KET's migration of plans older than v1.5: Calico in the legacy mode.
+        legacy_type = networking.text("type")
+        if legacy_type is not None and legacy_type not in CALICO_MODES:
+            networking.fail("type", f"{legacy_type!r} is not a valid networking type", "use overlay or routed")
+        return Cni("calico", legacy_type or "overlay", False, False)
+    cni = addons.mapping("cni")
+    disabled = cni.flag("disable", False)
+    provider = cni.text("provider")
+    options = cni.mapping("options")
+    if disabled:
+        return Cni(provider or "none", None, False, True)
+    if provider is None:
+        cni.fail("provider", "is required when add_ons.cni is present", f"use one of {', '.join(CNI_PROVIDERS)}")
+    if provider not in CNI_PROVIDERS:
+        cni.fail("provider", f"{provider!r} is not a valid CNI provider", f"use one of {', '.join(CNI_PROVIDERS)}")
+    mode = None
+    encrypted = False
+    if provider == "calico":
+        calico = options.mapping("calico")
+        mode = calico.text("mode")
+        if mode is None:
+            calico.fail("mode", "is required for the calico provider", "use overlay or routed")
+        if mode not in CALICO_MODES:
+            calico.fail("mode", f"{mode!r} is not a valid Calico mode", "use overlay or routed")
+    if provider == "weave":
+        encrypted = options.mapping("weave").text("password") is not None
+    return Cni(provider, mode, encrypted, False)
+
+
+def _group(root: yamldoc.Doc, role: str) -> list[tuple[str, str, str | None, str]]:
+    """The (host, ip, internalip, key path) of each node of ROLE, checked."""
+    group = root.mapping(role)
+    nodes = group.seq("nodes")
+    required = role in REQUIRED_ROLES
+    if required and not nodes:
+        group.fail("nodes", "at least one node is required", f"list the {role} nodes")
+    expected = group.integer("expected_count")
+    if required and (expected is None or expected <= 0):
+        group.fail(
+            "expected_count",
+            "is required and must be greater than 0",
+            f"set it to {len(nodes)}, the number of {role} nodes listed",
+        )
+    if expected is not None and expected != len(nodes) and (nodes or expected > 0):
+        group.fail(
+            "expected_count",
+            f"is {expected} but {len(nodes)} node(s) are listed",
+            "make expected_count match the nodes listed",
+        )
+    out = []
+    for i, raw in enumerate(nodes):
+        node = group.item("nodes", i, raw)
+        host = node.text("host")
+        if host is None:
+            node.fail("host", "is required", "set the node's hostname")
+        ip = _ip(node, "ip", required=True)
+        assert ip is not None
+        out.append((host, ip, _ip(node, "internalip", required=False), node.prefix))
+    return out
+
+
+def _merge_nodes(path: str, listed: dict[str, list[tuple[str, str, str | None, str]]]) -> tuple[Node, ...]:
+    by_host: dict[str, tuple[str, str | None, str, set[str]]] = {}
+    for role in ROLES:
+        for host, ip, internalip, key in listed[role]:
+            if host in by_host:
+                ip0, internal0, key0, roles = by_host[host]
+                if (ip, internalip) != (ip0, internal0):
+                    raise PlanError(
+                        path,
+                        key,
+                        f"host {host!r} is also listed at {key0} with different addresses "
+                        f"(ip {ip0}, internalip {internal0 or 'unset'})",
+                        "one host is one node: give it the same ip and internalip in every group",
+                    )
+                roles.add(role)
+            else:
+                by_host[host] = (ip, internalip, key, {role})
+    seen: dict[tuple[str, str], tuple[str, str]] = {}
+    for host, (ip, internalip, key, _roles) in by_host.items():
+        for field, value in (("ip", ip), ("internalip", internalip)):
+            if value is None:
+                continue
+            other = seen.get((field, value))
+            if other is not None:
+                raise PlanError(
+                    path,
+                    f"{key}.{field}",
+                    f"{value} is also the {field} of host {other[0]!r} ({other[1]})",
+                    "two different nodes cannot share an address: fix the address or use the same host name",
+                )
+            seen[(field, value)] = (host, key)
+    return tuple(Node(h, ip, internal, frozenset(roles)) for h, (ip, internal, _k, roles) in by_host.items())
+
+
+def load_plan(path: str | Path) -> Plan:
+    """Load and validate the KET plan file at PATH; raises PlanError."""
+    root = yamldoc.load(Path(path), PlanError, "KET plan file")
+    cluster = root.mapping("cluster")
+    name = cluster.text("name", default="kubernetes")
+    assert name is not None
+    networking = cluster.mapping("networking")
+    pod_cidr = _cidr(networking, "pod_cidr_block")
+    service_cidr = _cidr(networking, "service_cidr_block")
+    cni = _cni(root, cluster)
+    listed = {role: _group(root, role) for role in ROLES}
+    nodes = _merge_nodes(root.path, listed)
+    members = tuple((role, tuple(dict.fromkeys(h for h, *_ in listed[role]))) for role in ROLES)
+    master = root.mapping("master")
+    load_balancer = master.text("load_balancer") or master.text("load_balanced_fqdn")
+    return Plan(root.path, name, pod_cidr, service_cidr, cni, nodes, members, load_balancer)

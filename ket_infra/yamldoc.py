@@ -1,0 +1,157 @@
+"""Read a YAML file into typed values, with errors that name file and key path.
+
+Shared by the plan loader and the environment loader so that both report
+bad input the same way: `FILE: KEY.PATH: what is wrong; how to fix it`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any, NoReturn
+
+import yaml
+
+from ket_infra.errors import InputError
+
+_MAX_BYTES = 16 * 1024 * 1024  # a plan file is a few KiB; refuse to parse a runaway file
+# libyaml's loader is ~10x faster on large plans; same safe constructors.
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "empty"
+    if isinstance(value, bool):
+        return f"the boolean {str(value).lower()}"
+    if isinstance(value, (dict, list)):
+        return f"a {'mapping' if isinstance(value, dict) else 'list'}"
+    text = repr(value) if isinstance(value, str) else str(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+class Doc:
+    """A mapping inside a YAML file, remembering where it came from."""
+
+    def __init__(self, data: Mapping[Any, Any], path: str, error: type[InputError], prefix: str = "") -> None:
+        self.data = data
+        self.path = path
+        self.error = error
+        self.prefix = prefix
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}.{name}" if self.prefix else name
+
+    def fail(self, name: str | None, problem: str, fix: str | None = None) -> NoReturn:
+        raise self.error(self.path, self.key(name) if name is not None else (self.prefix or None), problem, fix)
+
+    def has(self, name: str) -> bool:
+        return self.data.get(name) is not None
+
+    def raw(self, name: str) -> Any:
+        return self.data.get(name)
+
+    def keys(self) -> Iterator[str]:
+        for k in self.data:
+            yield str(k)
+
+    def reject_unknown(self, allowed: set[str]) -> None:
+        for k in self.data:
+            if str(k) not in allowed:
+                self.fail(
+                    str(k),
+                    "unknown key",
+                    f"remove it (allowed here: {', '.join(sorted(allowed))})",
+                )
+
+    def text(self, name: str, default: str | None = None, required: bool = False) -> str | None:
+        value = self.data.get(name)
+        if value is None:
+            if required:
+                self.fail(name, "is required", "set it")
+            return default
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            self.fail(name, f"must be a string, got {_describe(value)}", "write a plain text value")
+        text = str(value).strip()
+        if not text:
+            if required:
+                self.fail(name, "is required and must not be empty", "set it")
+            return default
+        return text
+
+    def integer(self, name: str, default: int | None = None) -> int | None:
+        value = self.data.get(name)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+                return int(value.strip())
+            self.fail(name, f"must be a whole number, got {_describe(value)}", "write a number such as 3")
+        return value
+
+    def flag(self, name: str, default: bool) -> bool:
+        value = self.data.get(name)
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            self.fail(name, f"must be true or false, got {_describe(value)}", "write true or false")
+        return value
+
+    def mapping(self, name: str) -> Doc:
+        value = self.data.get(name)
+        if value is None:
+            value = {}
+        if not isinstance(value, dict):
+            self.fail(name, f"must be a mapping, got {_describe(value)}", "write key: value pairs here")
+        return Doc(value, self.path, self.error, self.key(name))
+
+    def seq(self, name: str) -> list[Any]:
+        value = self.data.get(name)
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            self.fail(name, f"must be a list, got {_describe(value)}", "write a list of - items here")
+        return value
+
+    def item(self, name: str, index: int, value: Any) -> Doc:
+        key = f"{self.key(name)}[{index}]"
+        if not isinstance(value, dict):
+            raise self.error(
+                self.path, key, f"must be a mapping, got {_describe(value)}", "write key: value pairs here"
+            )
+        return Doc(value, self.path, self.error, key)
+
+
+def load(path: Path, error: type[InputError], what: str) -> Doc:
+    """Parse PATH as a YAML mapping; any failure becomes ERROR naming the file."""
+    shown = str(path)
+    try:
+        size = path.stat().st_size
+        if size > _MAX_BYTES:
+            raise error(shown, None, f"is {size} bytes, too large for a {what}", "check that this is the right file")
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise error(shown, None, f"{what} not found", "check the path") from None
+    except IsADirectoryError:
+        raise error(shown, None, f"is a directory, not a {what}", "give the path of the YAML file") from None
+    except OSError as exc:
+        raise error(shown, None, f"cannot read {what}: {exc.strerror}", "check the path and permissions") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        lineno = raw[: exc.start].count(b"\n") + 1
+        raise error(shown, None, f"line {lineno}: not valid UTF-8", "save the file as UTF-8 text") from None
+    try:
+        data = yaml.load(text, Loader=_LOADER)  # a safe loader (no arbitrary objects)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"line {mark.line + 1}: " if mark is not None else ""
+        problem = (exc.problem or exc.context or "syntax error").strip()
+        raise error(shown, None, f"{where}invalid YAML: {problem}", "fix the YAML syntax") from None
+    except (yaml.YAMLError, RecursionError, ValueError) as exc:
+        raise error(shown, None, f"invalid YAML: {type(exc).__name__}", "fix the YAML syntax") from None
+    if data is None:
+        raise error(shown, None, f"is empty, expected a {what}", "check that this is the right file")
+    if not isinstance(data, dict):
+        raise error(shown, None, f"must be a YAML mapping, got {_describe(data)}", f"check that this is a {what}")
+    return Doc(data, shown, error)

@@ -1,0 +1,50 @@
+"""Shared test helpers: small valid plans to mutate, written to tmp files."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+
+
+def node(host: str, ip: str, internalip: str | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"host": host, "ip": ip}
+    if internalip:
+        out["internalip"] = internalip
+    return out
+
+
+def base_plan(cni: dict[str, Any] | None = None) -> dict[str, Any]:
+    plan: dict[str, Any] = {
+        "cluster": {
+            "name": "test",
+            "networking": {"pod_cidr_block": "172.16.0.0/16", "service_cidr_block": "172.20.0.0/16"},
+        },
+        "etcd": {"expected_count": 1, "nodes": [node("etcd01", "10.0.1.11")]},
+        "master": {"expected_count": 1, "nodes": [node("master01", "10.0.1.21")]},
+        "worker": {"expected_count": 1, "nodes": [node("worker01", "10.0.1.31")]},
+    }
+    if cni is not None:
+        plan["add_ons"] = {"cni": cni}
+    return plan
+
+
+def write_yaml(path: Path, data: Any) -> Path:
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+@pytest.fixture
+def plan_file(tmp_path: Path):
+    """Write a plan dict (a deep copy) to tmp_path/plan.yaml and return the path."""
+
+    def write(data: dict[str, Any]) -> Path:
+        return write_yaml(tmp_path / "plan.yaml", copy.deepcopy(data))
+
+    return write

@@ -1,0 +1,150 @@
+"""The environment file: defaults, extra rules, and errors that name the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from ket_infra.environment import env_path, load_environment
+from ket_infra.errors import EnvironmentFileError
+from tests.conftest import ROOT
+
+
+def write_env(tmp_path: Path, data: Any) -> Path:
+    path = tmp_path / "staging.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+MINIMAL = {"plan_file": "plan.yaml", "aws": {"region": "eu-west-1"}}
+
+
+def test_minimal_environment_has_safe_defaults(tmp_path: Path) -> None:
+    env = load_environment(write_env(tmp_path, MINIMAL))
+    assert env.name == "staging"
+    assert env.plan_file == (tmp_path / "plan.yaml").resolve()
+    assert (env.installer_cidr, env.ingress_cidrs, env.api_cidrs, env.extra_flows) == (None, (), (), ())
+    assert env.preflight is True
+    assert env.terraform.binary == "terraform"
+    assert env.terraform.backend.type == "local"
+
+
+def test_example_environment_loads() -> None:
+    env = load_environment(ROOT / "environments" / "example.yaml")
+    assert env.aws.account_id == "123456789012"
+    assert env.plan_file == (ROOT / "examples" / "calico-overlay.yaml").resolve()
+
+
+def test_env_name_or_path() -> None:
+    assert env_path("staging") == Path("environments/staging.yaml")
+    assert env_path("conf/x.yaml") == Path("conf/x.yaml")
+
+
+def test_extra_rules(tmp_path: Path) -> None:
+    data = dict(
+        MINIMAL,
+        extra_rules=[
+            {
+                "name": "flannel-vxlan",
+                "protocol": "udp",
+                "ports": 8472,
+                "to": "kubelet",
+                "from": "kubelet",
+                "purpose": "flannel",
+            },
+            {
+                "name": "metrics",
+                "protocol": "tcp",
+                "ports": "6781-6782",
+                "to": ["worker"],
+                "from_cidr": "10.5.0.0/24",
+                "purpose": "scrape",
+            },
+            {"name": "gre", "protocol": 47, "to": "all", "from": ["master"], "purpose": "GRE"},
+        ],
+    )
+    flows = load_environment(write_env(tmp_path, data)).extra_flows
+    assert [(f.name, f.protocol, f.ports) for f in flows] == [
+        ("flannel-vxlan", "udp", (8472, 8472)),
+        ("metrics", "tcp", (6781, 6782)),
+        ("gre", "47", None),
+    ]
+    assert flows[0].to == ("master", "worker", "ingress", "storage")
+    assert flows[1].src_cidr == "10.5.0.0/24"
+
+
+def rule(**kw: Any) -> dict[str, Any]:
+    base = {"name": "x", "protocol": "tcp", "ports": 80, "to": "worker", "from": "master", "purpose": "p"}
+    base.update(kw)
+    return {k: v for k, v in base.items() if v is not None}
+
+
+BAD: list[tuple[str, dict[str, Any], str, str]] = [
+    ("unknown top key", {"planfile": "x"}, "planfile", "unknown key"),
+    ("unknown aws key", {"aws": {"region": "eu-west-1", "profile": "p"}}, "aws.profile", "unknown key"),
+    ("region missing", {"aws": {}}, "aws.region", "is required"),
+    ("region malformed", {"aws": {"region": "Europe"}}, "aws.region", "not an AWS region"),
+    ("account not 12 digits", {"aws": {"region": "eu-west-1", "account_id": "12345"}}, "aws.account_id", "12-digit"),
+    (
+        "endpoint not a url",
+        {"aws": {"region": "eu-west-1", "endpoint_url": "localhost"}},
+        "aws.endpoint_url",
+        "http(s) URL",
+    ),
+    (
+        "backend unknown",
+        {"terraform": {"backend": {"type": "gcs"}}},
+        "terraform.backend.type",
+        "not a supported backend",
+    ),
+    (
+        "s3 without bucket",
+        {"terraform": {"backend": {"type": "s3", "key": "k"}}},
+        "terraform.backend.bucket",
+        "is required",
+    ),
+    ("installer cidr bad", {"installer_cidr": "10.0.0.5/40"}, "installer_cidr", "not a valid CIDR"),
+    ("ingress cidrs not a list", {"ingress_cidrs": "0.0.0.0/0"}, "ingress_cidrs", "must be a list"),
+    ("ingress cidr bad", {"ingress_cidrs": ["nope"]}, "ingress_cidrs[0]", "not a valid CIDR"),
+    ("preflight not bool", {"preflight": "no"}, "preflight", "true or false"),
+    ("extra rule unknown key", {"extra_rules": [rule(port=1)]}, "extra_rules[0].port", "unknown key"),
+    ("extra rule no name", {"extra_rules": [rule(name=None)]}, "extra_rules[0].name", "is required"),
+    ("extra rule bad name", {"extra_rules": [rule(name="Bad Name")]}, "extra_rules[0].name", "not a valid rule name"),
+    ("extra rule builtin name", {"extra_rules": [rule(name="calico-bgp")]}, "extra_rules[0].name", "already the name"),
+    ("extra rule bad protocol", {"extra_rules": [rule(protocol="sctpx")]}, "extra_rules[0].protocol", "not a protocol"),
+    ("extra rule no ports", {"extra_rules": [rule(ports=None)]}, "extra_rules[0].ports", "is required"),
+    ("extra rule bad ports", {"extra_rules": [rule(ports="90-80")]}, "extra_rules[0].ports", "not a valid ports range"),
+    ("extra rule ports on proto 4", {"extra_rules": [rule(protocol="4")]}, "extra_rules[0].ports", "has no ports"),
+    ("extra rule bad role", {"extra_rules": [rule(to="gateway")]}, "extra_rules[0].to", "not a role"),
+    (
+        "extra rule both sources",
+        {"extra_rules": [rule(from_cidr="10.0.0.0/8")]},
+        "extra_rules[0]",
+        "exactly one of from",
+    ),
+    (
+        "extra rule all between groups",
+        {"extra_rules": [rule(protocol="all", ports=None)]},
+        "extra_rules[0].protocol",
+        "never allowed",
+    ),
+]
+
+
+@pytest.mark.parametrize(("case", "change", "key", "words"), BAD, ids=[b[0] for b in BAD])
+def test_bad_environment(tmp_path: Path, case: str, change: dict[str, Any], key: str, words: str) -> None:
+    path = write_env(tmp_path, {**MINIMAL, **change})
+    with pytest.raises(EnvironmentFileError) as info:
+        load_environment(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: {key}: "), message
+    assert words in message
+    assert "\n" not in message
+
+
+def test_missing_environment_file(tmp_path: Path) -> None:
+    with pytest.raises(EnvironmentFileError, match="environment file not found"):
+        load_environment(tmp_path / "nope.yaml")

@@ -1,0 +1,250 @@
+"""The plan loader: KET's defaults and KET's validation, with actionable errors."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ket_infra.errors import PlanError
+from ket_infra.plan import load_plan
+from tests.conftest import EXAMPLES, base_plan, node
+
+
+def test_minimal_plan_defaults_to_calico_overlay(plan_file) -> None:
+    plan = load_plan(plan_file(base_plan()))
+    assert (plan.cni.provider, plan.cni.mode, plan.cni.disabled) == ("calico", "overlay", False)
+    assert [n.host for n in plan.nodes] == ["etcd01", "master01", "worker01"]
+    assert plan.cluster == "test"
+
+
+@pytest.mark.parametrize(
+    ("legacy_type", "mode"),
+    [(None, "overlay"), ("overlay", "overlay"), ("routed", "routed")],
+)
+def test_legacy_networking_type_sets_calico_mode(plan_file, legacy_type: str | None, mode: str) -> None:
+    data = base_plan()
+    if legacy_type:
+        data["cluster"]["networking"]["type"] = legacy_type
+    plan = load_plan(plan_file(data))
+    assert (plan.cni.provider, plan.cni.mode) == ("calico", mode)
+
+
+def test_legacy_type_ignored_when_cni_block_present(plan_file) -> None:
+    data = base_plan({"provider": "weave"})
+    data["cluster"]["networking"]["type"] = "routed"
+    assert load_plan(plan_file(data)).cni.provider == "weave"
+
+
+def test_v1_4_example_reads_as_calico_overlay() -> None:
+    plan = load_plan(EXAMPLES / "v1-4-legacy.yaml")
+    assert (plan.cni.provider, plan.cni.mode) == ("calico", "overlay")
+    assert plan.load_balancer == "10.3.1.21"
+    assert plan.node("worker01").roles == {"worker", "ingress"}
+
+
+def test_same_host_in_several_groups_is_one_node_with_several_roles(plan_file) -> None:
+    data = base_plan()
+    data["master"]["nodes"] = [node("etcd01", "10.0.1.11")]
+    plan = load_plan(plan_file(data))
+    assert [n.host for n in plan.nodes] == ["etcd01", "worker01"]
+    assert plan.node("etcd01").roles == {"etcd", "master"}
+    assert plan.node("etcd01").group == "etcd-master"
+    assert plan.first("master") == plan.node("etcd01")
+
+
+def test_internalip_is_the_address_when_set(plan_file) -> None:
+    data = base_plan()
+    data["worker"]["nodes"] = [node("worker01", "203.0.113.5", "10.0.2.5")]
+    assert load_plan(plan_file(data)).node("worker01").address == "10.0.2.5"
+
+
+def test_weave_password_is_not_kept(plan_file) -> None:
+    plan = load_plan(plan_file(base_plan({"provider": "weave", "options": {"weave": {"password": "hunter2-secret"}}})))
+    assert plan.cni.encrypted is True
+    assert "hunter2-secret" not in repr(plan)
+
+
+def test_empty_weave_password_means_not_encrypted(plan_file) -> None:
+    plan = load_plan(plan_file(base_plan({"provider": "weave", "options": {"weave": {"password": ""}}})))
+    assert plan.cni.encrypted is False
+
+
+def test_disabled_cni_skips_provider_checks(plan_file) -> None:
+    plan = load_plan(plan_file(base_plan({"disable": True, "provider": "nonsense"})))
+    assert plan.cni.disabled is True
+
+
+def test_unknown_keys_are_ignored_like_ket(plan_file) -> None:
+    data = base_plan()
+    data["something_new"] = {"x": 1}
+    data["etcd"]["nodes"][0]["future_field"] = "y"
+    load_plan(plan_file(data))
+
+
+def test_pod_cidr_is_normalised_to_its_network(plan_file) -> None:
+    data = base_plan()
+    data["cluster"]["networking"]["pod_cidr_block"] = "172.16.5.1/16"
+    assert load_plan(plan_file(data)).pod_cidr == "172.16.0.0/16"
+
+
+def _set(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
+    def mutate(data: dict[str, Any]) -> None:
+        *parents, last = path.split(".")
+        cur: Any = data
+        for p in parents:
+            cur = cur[int(p)] if isinstance(cur, list) else cur.setdefault(p, {})
+        if value is _DELETE:
+            del cur[last]
+        elif isinstance(cur, list):
+            cur[int(last)] = value
+        else:
+            cur[last] = value
+
+    return mutate
+
+
+_DELETE = object()
+
+BAD_PLANS: list[tuple[str, Callable[[dict[str, Any]], None], str, str]] = [
+    # (case id, mutation, key path expected in the message, words expected in the message)
+    (
+        "pod cidr missing",
+        _set("cluster.networking.pod_cidr_block", _DELETE),
+        "cluster.networking.pod_cidr_block",
+        "is required",
+    ),
+    (
+        "pod cidr invalid",
+        _set("cluster.networking.pod_cidr_block", "172.16.0.0/33"),
+        "cluster.networking.pod_cidr_block",
+        "not a valid CIDR",
+    ),
+    (
+        "service cidr missing",
+        _set("cluster.networking.service_cidr_block", ""),
+        "cluster.networking.service_cidr_block",
+        "is required",
+    ),
+    (
+        "service cidr not ipv4",
+        _set("cluster.networking.service_cidr_block", "fd00::/64"),
+        "cluster.networking.service_cidr_block",
+        "not an IPv4 CIDR",
+    ),
+    ("no etcd nodes", _set("etcd.nodes", []), "etcd.nodes", "at least one node"),
+    ("no master group", _set("master", _DELETE), "master.nodes", "at least one node"),
+    ("no worker nodes", _set("worker.nodes", None), "worker.nodes", "at least one node"),
+    ("expected_count missing", _set("etcd.expected_count", _DELETE), "etcd.expected_count", "is required"),
+    ("expected_count zero", _set("master.expected_count", 0), "master.expected_count", "greater than 0"),
+    ("expected_count mismatch", _set("worker.expected_count", 3), "worker.expected_count", "is 3 but 1 node(s)"),
+    ("expected_count not a number", _set("worker.expected_count", "three"), "worker.expected_count", "whole number"),
+    (
+        "optional group mismatch",
+        _set("ingress", {"expected_count": 2, "nodes": []}),
+        "ingress.expected_count",
+        "is 2 but 0",
+    ),
+    ("host missing", _set("etcd.nodes.0.host", _DELETE), "etcd.nodes[0].host", "is required"),
+    ("ip missing", _set("master.nodes.0.ip", _DELETE), "master.nodes[0].ip", "is required"),
+    ("ip invalid", _set("master.nodes.0.ip", "10.0.1.300"), "master.nodes[0].ip", "not a valid IP address"),
+    (
+        "internalip invalid",
+        _set("worker.nodes.0.internalip", "bogus"),
+        "worker.nodes[0].internalip",
+        "not a valid IP address",
+    ),
+    ("node not a mapping", _set("worker.nodes.0", "worker01"), "worker.nodes[0]", "must be a mapping"),
+    ("nodes not a list", _set("worker.nodes", {"host": "w"}), "worker.nodes", "must be a list"),
+    (
+        "same host, other ip",
+        _set("worker.nodes.0", node("etcd01", "10.0.1.99")),
+        "worker.nodes[0]",
+        "different addresses",
+    ),
+    (
+        "same ip, other host",
+        _set("worker.nodes.0", node("worker01", "10.0.1.11")),
+        "worker.nodes[0].ip",
+        "10.0.1.11 is also the ip",
+    ),
+    ("cni provider missing", _set("add_ons", {"cni": {"options": {}}}), "add_ons.cni.provider", "is required"),
+    (
+        "cni provider unknown",
+        _set("add_ons", {"cni": {"provider": "flannel"}}),
+        "add_ons.cni.provider",
+        "'flannel' is not a valid CNI provider",
+    ),
+    (
+        "calico mode missing",
+        _set("add_ons", {"cni": {"provider": "calico"}}),
+        "add_ons.cni.options.calico.mode",
+        "is required",
+    ),
+    (
+        "calico mode unknown",
+        _set("add_ons", {"cni": {"provider": "calico", "options": {"calico": {"mode": "bgp"}}}}),
+        "add_ons.cni.options.calico.mode",
+        "'bgp' is not a valid Calico mode",
+    ),
+    (
+        "legacy type unknown",
+        _set("cluster.networking.type", "vxlan"),
+        "cluster.networking.type",
+        "not a valid networking type",
+    ),
+    (
+        "cni disable not a bool",
+        _set("add_ons", {"cni": {"disable": "nope", "provider": "calico"}}),
+        "add_ons.cni.disable",
+        "true or false",
+    ),
+    ("cluster not a mapping", _set("cluster", ["a"]), "cluster", "must be a mapping"),
+]
+
+
+@pytest.mark.parametrize(("case", "mutate", "key", "words"), BAD_PLANS, ids=[c[0] for c in BAD_PLANS])
+def test_bad_plan_names_file_key_and_fix(plan_file, case: str, mutate, key: str, words: str) -> None:
+    data = copy.deepcopy(base_plan())
+    mutate(data)
+    path = plan_file(data)
+    with pytest.raises(PlanError) as info:
+        load_plan(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: {key}: "), message
+    assert words in message
+    assert "\n" not in message
+    assert info.value.fix, f"no fix offered: {message}"
+
+
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [
+        (b"cluster: [unclosed\n", "invalid YAML"),
+        (b"cluster:\n  name: a\n bad: indent\n", "invalid YAML"),
+        (b"", "is empty"),
+        (b"- just\n- a list\n", "must be a YAML mapping"),
+        (b"cluster: \xff\xfe\n", "line 1: not valid UTF-8"),
+        (b"cluster: !!python/object:os.system {}\n", "invalid YAML"),
+    ],
+)
+def test_broken_files_name_the_file(tmp_path: Path, content: bytes, words: str) -> None:
+    path = tmp_path / "broken.yaml"
+    path.write_bytes(content)
+    with pytest.raises(PlanError) as info:
+        load_plan(path)
+    assert str(info.value).startswith(f"{path}: ")
+    assert words in str(info.value)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(PlanError, match="KET plan file not found; check the path"):
+        load_plan(tmp_path / "nope.yaml")
+
+
+def test_directory_instead_of_file(tmp_path: Path) -> None:
+    with pytest.raises(PlanError, match="is a directory"):
+        load_plan(tmp_path)

@@ -1,0 +1,219 @@
+"""Flows and layout, table-driven per CNI and mode: the exact rules each needs."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ket_infra.environment import AwsConfig, Environment
+from ket_infra.errors import QuotaError
+from ket_infra.flows import Flow
+from ket_infra.layout import RULE_QUOTA, RuleSet, layout
+from ket_infra.plan import load_plan
+from tests.conftest import base_plan, node
+
+ENV = Environment(name="t", path="t.yaml", plan_file=Path("plan.yaml"), aws=AwsConfig("eu-west-1"), preflight=False)
+
+
+def rules_of(rs: RuleSet, group: str, direction: str = "ingress") -> set[tuple[str, str, str]]:
+    return {(r.protocol, r.ports, r.peer.label) for r in rs.rules if r.group == group and r.direction == direction}
+
+
+def build(plan_file, cni: dict[str, Any] | None, env: Environment | None = ENV, **groups: Any) -> RuleSet:
+    data = base_plan(cni)
+    data.update(groups)
+    return layout(load_plan(plan_file(data)), env)
+
+
+KET_WORKER = {("tcp", "10250", "master")}
+KET_ETCD = {("tcp", "2379", "master"), ("tcp", "2380", "etcd")}
+NET_ETCD = {("tcp", "6660", "etcd"), ("tcp", "6666", "master"), ("tcp", "6666", "worker")}
+BGP = {("tcp", "179", "master"), ("tcp", "179", "worker")}
+IPIP = {("4", "-", "master"), ("4", "-", "worker")}
+WEAVE = {
+    ("tcp", "6783", "master"),
+    ("tcp", "6783", "worker"),
+    ("udp", "6783-6784", "master"),
+    ("udp", "6783-6784", "worker"),
+}
+ESP = {("50", "-", "master"), ("50", "-", "worker")}
+CONTIV_WORKER = {
+    ("udp", "4789", "master"),
+    ("udp", "4789", "worker"),
+    ("tcp", "9002-9003", "master"),
+    ("tcp", "9002-9003", "worker"),
+}
+
+CASES = [
+    (
+        "calico overlay",
+        {"provider": "calico", "options": {"calico": {"mode": "overlay"}}},
+        KET_WORKER | BGP | IPIP,
+        KET_ETCD | NET_ETCD,
+    ),
+    ("legacy default", None, KET_WORKER | BGP | IPIP, KET_ETCD | NET_ETCD),
+    (
+        "calico routed",
+        {"provider": "calico", "options": {"calico": {"mode": "routed"}}},
+        KET_WORKER | BGP | {("all", "all", "172.16.0.0-16")},
+        KET_ETCD | NET_ETCD,
+    ),
+    ("weave", {"provider": "weave"}, KET_WORKER | WEAVE, KET_ETCD),
+    (
+        "weave encrypted",
+        {"provider": "weave", "options": {"weave": {"password": "pw"}}},
+        KET_WORKER | WEAVE | ESP,
+        KET_ETCD,
+    ),
+    ("contiv", {"provider": "contiv"}, KET_WORKER | CONTIV_WORKER, KET_ETCD | NET_ETCD),
+    ("custom", {"provider": "custom"}, KET_WORKER, KET_ETCD),
+    ("disabled", {"disable": True}, KET_WORKER, KET_ETCD),
+]
+
+
+@pytest.mark.parametrize(("case", "cni", "worker", "etcd"), CASES, ids=[c[0] for c in CASES])
+def test_cni_rules(plan_file, case: str, cni: dict[str, Any] | None, worker: set[Any], etcd: set[Any]) -> None:
+    rs = build(plan_file, cni)
+    assert rules_of(rs, "worker") == worker
+    assert rules_of(rs, "etcd") == etcd
+
+
+def test_contiv_master_ports_merge_into_one_range(plan_file) -> None:
+    rs = build(plan_file, {"provider": "contiv"})
+    master = rules_of(rs, "master")
+    assert ("tcp", "9001-9003", "worker") in master  # 9001 (netmaster) touches 9002-9003 (agents)
+    assert ("tcp", "9999", "worker") in master
+    assert ("tcp", "9001-9003", "master") in master
+
+
+def test_weave_never_opens_tcp_6784(plan_file) -> None:
+    rs = build(plan_file, {"provider": "weave", "options": {"weave": {"password": "pw"}}})
+    for r in rs.rules:
+        if r.protocol == "tcp" and r.from_port is not None and r.to_port is not None:
+            assert not r.from_port <= 6784 <= r.to_port, r
+
+
+def test_every_ingress_between_groups_has_its_egress_twin(plan_file) -> None:
+    rs = build(plan_file, {"provider": "weave", "options": {"weave": {"password": "pw"}}})
+    egress = {(r.group, r.protocol, r.ports, r.peer.group) for r in rs.rules if r.direction == "egress"}
+    for r in rs.rules:
+        if r.direction == "ingress" and r.peer.group is not None:
+            assert (r.peer.group, r.protocol, r.ports, r.group) in egress, r
+
+
+def test_routed_mode_turns_source_dest_check_off_on_kubelet_groups(plan_file) -> None:
+    rs = build(plan_file, {"provider": "calico", "options": {"calico": {"mode": "routed"}}})
+    assert {(h.group, h.source_dest_check) for h in rs.host_settings} == {("master", False), ("worker", False)}
+    assert ("all", "all", "172.16.0.0-16") in rules_of(rs, "worker", "egress")
+    assert any("one subnet" in w for w in rs.warnings)
+    all_rules = [r for r in rs.rules if r.protocol == "all"]
+    assert all(r.peer.cidr == "172.16.0.0/16" for r in all_rules)
+
+
+def test_overlay_has_no_host_settings(plan_file) -> None:
+    assert build(plan_file, None).host_settings == ()
+
+
+def test_stacked_etcd_master_gets_one_group(plan_file) -> None:
+    rs = build(plan_file, None, master={"expected_count": 1, "nodes": [node("etcd01", "10.0.1.11")]})
+    assert [g.name for g in rs.groups] == ["etcd-master", "worker"]
+    etcd_master = rules_of(rs, "etcd-master")
+    # etcd client from masters is a self-reference, merged with the peer port
+    assert ("tcp", "2379-2380", "etcd-master") in etcd_master
+    assert ("tcp", "6666", "worker") in etcd_master
+
+
+def test_environment_cidrs(plan_file) -> None:
+    env = replace(ENV, installer_cidr="10.9.0.5/32", ingress_cidrs=("0.0.0.0/0",), api_cidrs=("10.8.0.0/24",))
+    rs = build(plan_file, None, env, ingress={"expected_count": 1, "nodes": [node("ingress01", "10.0.1.41")]})
+    for group in ("etcd", "master", "worker", "ingress"):
+        assert ("tcp", "22", "10.9.0.5-32") in rules_of(rs, group)
+    assert {("tcp", "6443", "10.9.0.5-32"), ("tcp", "6443", "10.8.0.0-24")} <= rules_of(rs, "master")
+    world = [r for r in rs.rules if r.peer.cidr == "0.0.0.0/0"]
+    assert {(r.group, r.ports) for r in world} == {("ingress", "80"), ("ingress", "443")}
+
+
+def test_no_world_open_rule_by_default(plan_file) -> None:
+    for _case, cni, _w, _e in CASES:
+        rs = build(plan_file, cni, None)
+        assert not [r for r in rs.rules if r.peer.cidr in ("0.0.0.0/0", "::/0")]
+
+
+def test_preflight_rules_come_from_master0_and_worker0_only(plan_file) -> None:
+    data = base_plan()
+    data["worker"] = {"expected_count": 2, "nodes": [node("worker01", "10.0.1.31"), node("worker02", "10.0.1.32")]}
+    rs = layout(load_plan(plan_file(data)), replace(ENV, preflight=True))
+    cidrs = {r.peer.cidr for r in rs.rules if r.peer.cidr is not None}
+    assert cidrs == {"10.0.1.21/32", "10.0.1.31/32"}
+    assert ("tcp", "8888", "10.0.1.21-32") in rules_of(rs, "etcd")
+    assert ("tcp", "2379-2380", "10.0.1.31-32") in rules_of(rs, "etcd")
+    assert ("icmp", "type 8 code 0", "master") in rules_of(rs, "etcd")
+    off = layout(load_plan(plan_file(data)), ENV)
+    assert not [r for r in off.rules if "ket-preflight" in r.required_by]
+
+
+def test_custom_cni_uses_extra_rules(plan_file) -> None:
+    flannel = Flow(
+        "flannel-vxlan",
+        "udp",
+        (8472, 8472),
+        ("master", "worker"),
+        "flannel VXLAN",
+        "env",
+        "environment",
+        src=("master", "worker"),
+    )
+    rs = build(plan_file, {"provider": "custom"}, replace(ENV, extra_flows=(flannel,)))
+    assert {("udp", "8472", "master"), ("udp", "8472", "worker")} <= rules_of(rs, "worker")
+    assert not any("custom" in w for w in rs.warnings)
+    bare = build(plan_file, {"provider": "custom"})
+    assert any("extra_rules" in w for w in bare.warnings)
+
+
+def test_rule_names_are_unique_and_stable(plan_file) -> None:
+    rs1 = build(plan_file, {"provider": "contiv"})
+    rs2 = build(plan_file, {"provider": "contiv"})
+    names = [r.name for r in rs1.rules]
+    assert len(names) == len(set(names))
+    assert names == [r.name for r in rs2.rules]
+    assert "worker-in-tcp-179-from-master" not in names
+    assert "worker-in-udp-4789-from-master" in names
+
+
+def test_quota_error_names_the_group(plan_file) -> None:
+    many = tuple(
+        Flow(
+            f"extra-{i}",
+            "tcp",
+            (1000 + 2 * i, 1000 + 2 * i),
+            ("worker",),
+            "x",
+            "env",
+            "environment",
+            src_cidr="10.0.0.0/8",
+        )
+        for i in range(RULE_QUOTA)
+    )
+    with pytest.raises(QuotaError, match=r"group worker needs \d+ ingress rules"):
+        build(plan_file, None, replace(ENV, extra_flows=many))
+
+
+def test_near_quota_warns(plan_file) -> None:
+    many = tuple(
+        Flow(
+            f"extra-{i}",
+            "tcp",
+            (1000 + 2 * i, 1000 + 2 * i),
+            ("worker",),
+            "x",
+            "env",
+            "environment",
+            src_cidr="10.0.0.0/8",
+        )
+        for i in range(48)
+    )
+    rs = build(plan_file, None, replace(ENV, extra_flows=many))
+    assert any("near the AWS quota" in w for w in rs.warnings)
