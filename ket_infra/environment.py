@@ -84,7 +84,7 @@ def env_path(env: str) -> Path:
 
 def _cidr(doc: yamldoc.Doc, key: str, value: object) -> str:
     if not isinstance(value, str):
-        doc.fail(key, f"must be a CIDR string such as 10.0.0.5/32, got {value!r}")
+        doc.fail(key, f"must be a CIDR string, got {yamldoc.describe(value)}", "use a CIDR such as 10.0.0.5/32")
     try:
         net = ipaddress.ip_network(value.strip(), strict=False)
     except ValueError:
@@ -113,7 +113,7 @@ def _roles(doc: yamldoc.Doc, name: str) -> tuple[str, ...]:
         elif item in ROLES:
             out.append(item)
         else:
-            doc.fail(name, f"{item!r} is not a role", f"use {', '.join(ROLES)}, kubelet or all")
+            doc.fail(name, f"{yamldoc.describe(item)} is not a role", f"use {', '.join(ROLES)}, kubelet or all")
     return tuple(r for r in ROLES if r in out)
 
 
@@ -127,10 +127,12 @@ def _ports(doc: yamldoc.Doc, protocol: str) -> tuple[int, int] | None:
         if protocol == "icmp":
             return (-1, -1)
         doc.fail("ports", f"is required for protocol {protocol}", "give a port (6783) or a range (6783-6784)")
-    text = str(value).strip()
-    match = re.fullmatch(r"(-?\d+)(?:\s*-\s*(-?\d+))?", text) if not isinstance(value, bool) else None
+    text = str(value).strip() if isinstance(value, (str, int)) and not yamldoc.is_huge(value) else ""
+    match = re.fullmatch(r"(-?[0-9]{1,6})(?:\s*-\s*(-?[0-9]{1,6}))?", text) if not isinstance(value, bool) else None
     if match is None:
-        doc.fail("ports", f"{value!r} is not a port or range", "give a port (6783) or a range (6783-6784)")
+        doc.fail(
+            "ports", f"{yamldoc.describe(value)} is not a port or range", "give a port (6783) or a range (6783-6784)"
+        )
     lo = int(match.group(1))
     hi = int(match.group(2)) if match.group(2) is not None else lo
     limit = (-1, 255) if protocol == "icmp" else (1, 65535)
@@ -154,7 +156,7 @@ def _extra_rule(doc: yamldoc.Doc, reserved: set[str]) -> Flow:
     assert protocol is not None
     protocol = protocol.lower()
     if protocol not in PROTOCOL_NAMES:
-        if not protocol.isdigit() or not 0 <= int(protocol) <= 255:
+        if not re.fullmatch(r"[0-9]{1,3}", protocol) or not 0 <= int(protocol) <= 255:
             doc.fail(
                 "protocol", f"{protocol!r} is not a protocol", "use tcp, udp, icmp, all or an IP protocol number 0-255"
             )

@@ -105,6 +105,11 @@ def _cidr(doc: yamldoc.Doc, name: str) -> str:
         doc.fail(name, f"{value!r} is not a valid CIDR", "use a CIDR such as 172.16.0.0/16")
     if net.version != 4:
         doc.fail(name, f"{value!r} is not an IPv4 CIDR", "KET clusters use IPv4; use a CIDR such as 172.16.0.0/16")
+    if net.prefixlen < 8:
+        # Calico routed mode opens all protocols from the pod CIDR: never the internet.
+        doc.fail(
+            name, f"{value!r} spans the internet, not a cluster network", "use a private range such as 172.16.0.0/16"
+        )
     return str(net)
 
 

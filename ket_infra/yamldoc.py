@@ -6,7 +6,8 @@ bad input the same way: `FILE: KEY.PATH: what is wrong; how to fix it`.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -19,13 +20,26 @@ _MAX_BYTES = 16 * 1024 * 1024  # a plan file is a few KiB; refuse to parse a run
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-def _describe(value: Any) -> str:
+def is_huge(value: Any) -> bool:
+    """An integer too long to print (Python refuses str() past 4300 digits)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64
+
+
+def safe_key(key: Any) -> str:
+    """A key as it can be shown on one line."""
+    text = str(key) if not is_huge(key) else "<huge number>"
+    return text if re.fullmatch(r"[\w.\-\[\]/]+", text) else repr(text)
+
+
+def describe(value: Any) -> str:
     if value is None:
         return "empty"
     if isinstance(value, bool):
         return f"the boolean {str(value).lower()}"
     if isinstance(value, (dict, list)):
         return f"a {'mapping' if isinstance(value, dict) else 'list'}"
+    if is_huge(value):
+        return "a number too large"
     text = repr(value) if isinstance(value, str) else str(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
@@ -40,6 +54,7 @@ class Doc:
         self.prefix = prefix
 
     def key(self, name: str) -> str:
+        name = safe_key(name)
         return f"{self.prefix}.{name}" if self.prefix else name
 
     def fail(self, name: str | None, problem: str, fix: str | None = None) -> NoReturn:
@@ -51,15 +66,11 @@ class Doc:
     def raw(self, name: str) -> Any:
         return self.data.get(name)
 
-    def keys(self) -> Iterator[str]:
-        for k in self.data:
-            yield str(k)
-
     def reject_unknown(self, allowed: set[str]) -> None:
         for k in self.data:
-            if str(k) not in allowed:
+            if not isinstance(k, str) or k not in allowed:
                 self.fail(
-                    str(k),
+                    safe_key(k),
                     "unknown key",
                     f"remove it (allowed here: {', '.join(sorted(allowed))})",
                 )
@@ -70,9 +81,11 @@ class Doc:
             if required:
                 self.fail(name, "is required", "set it")
             return default
-        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-            self.fail(name, f"must be a string, got {_describe(value)}", "write a plain text value")
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)) or is_huge(value):
+            self.fail(name, f"must be a string, got {describe(value)}", "write a plain text value")
         text = str(value).strip()
+        if "\x00" in text:
+            self.fail(name, "contains a NUL character", "remove it")
         if not text:
             if required:
                 self.fail(name, "is required and must not be empty", "set it")
@@ -83,10 +96,10 @@ class Doc:
         value = self.data.get(name)
         if value is None:
             return default
-        if isinstance(value, bool) or not isinstance(value, int):
-            if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        if isinstance(value, bool) or not isinstance(value, int) or is_huge(value):
+            if isinstance(value, str) and re.fullmatch(r"-?[0-9]{1,18}", value.strip()):
                 return int(value.strip())
-            self.fail(name, f"must be a whole number, got {_describe(value)}", "write a number such as 3")
+            self.fail(name, f"must be a whole number, got {describe(value)}", "write a number such as 3")
         return value
 
     def flag(self, name: str, default: bool) -> bool:
@@ -94,7 +107,7 @@ class Doc:
         if value is None:
             return default
         if not isinstance(value, bool):
-            self.fail(name, f"must be true or false, got {_describe(value)}", "write true or false")
+            self.fail(name, f"must be true or false, got {describe(value)}", "write true or false")
         return value
 
     def mapping(self, name: str) -> Doc:
@@ -102,7 +115,7 @@ class Doc:
         if value is None:
             value = {}
         if not isinstance(value, dict):
-            self.fail(name, f"must be a mapping, got {_describe(value)}", "write key: value pairs here")
+            self.fail(name, f"must be a mapping, got {describe(value)}", "write key: value pairs here")
         return Doc(value, self.path, self.error, self.key(name))
 
     def seq(self, name: str) -> list[Any]:
@@ -110,15 +123,13 @@ class Doc:
         if value is None:
             return []
         if not isinstance(value, list):
-            self.fail(name, f"must be a list, got {_describe(value)}", "write a list of - items here")
+            self.fail(name, f"must be a list, got {describe(value)}", "write a list of - items here")
         return value
 
     def item(self, name: str, index: int, value: Any) -> Doc:
         key = f"{self.key(name)}[{index}]"
         if not isinstance(value, dict):
-            raise self.error(
-                self.path, key, f"must be a mapping, got {_describe(value)}", "write key: value pairs here"
-            )
+            raise self.error(self.path, key, f"must be a mapping, got {describe(value)}", "write key: value pairs here")
         return Doc(value, self.path, self.error, key)
 
 
@@ -153,5 +164,5 @@ def load(path: Path, error: type[InputError], what: str) -> Doc:
     if data is None:
         raise error(shown, None, f"is empty, expected a {what}", "check that this is the right file")
     if not isinstance(data, dict):
-        raise error(shown, None, f"must be a YAML mapping, got {_describe(data)}", f"check that this is a {what}")
+        raise error(shown, None, f"must be a YAML mapping, got {describe(data)}", f"check that this is a {what}")
     return Doc(data, shown, error)
