@@ -1,11 +1,17 @@
-# ket-infra: `make demo` runs the whole job on a local sandbox, `make test` runs the tests.
+# ket-infra. `make demo` runs the whole job on a local sandbox; `make test` runs the tests.
+# `make plan|apply|verify|destroy ENV=name` drive a real environment (environments/NAME.yaml).
 PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
 ENV    ?=
-EXAMPLES := $(wildcard examples/*.yaml)
+DEMO_PLAN ?= examples/calico-overlay.yaml
+DEMO_PORT ?= 5055
+DEMO_ENV  := environments/sandbox.yaml
+# The machine image's offline provider mirror, when there is one.
+KET_INFRA_TF_PLUGIN_DIR ?= $(wildcard /opt/tf-plugins)
+export KET_INFRA_TF_PLUGIN_DIR
 
-.PHONY: demo test lint fmt bench rules clean
+.PHONY: demo test lint fmt bench plan apply destroy clean need-env
 
 $(BIN)/ket-infra: pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or run make PYTHON=python3"; exit 1; }
@@ -15,7 +21,36 @@ $(BIN)/ket-infra: pyproject.toml
 	@touch $@
 
 demo: $(BIN)/ket-infra
-	@for f in $(EXAMPLES); do echo "== ket-infra rules $$f"; $(BIN)/ket-infra rules $$f || exit 1; echo; done
+	@command -v terraform >/dev/null || { echo "error: terraform not found; install Terraform >= 1.5 (https://developer.hashicorp.com/terraform/install)"; exit 1; }
+	@set -e; \
+	trap '$(BIN)/ket-infra sandbox down --port $(DEMO_PORT) >/dev/null 2>&1 || true' EXIT; \
+	echo "== 1. the rules $(DEMO_PLAN) needs"; \
+	$(BIN)/ket-infra rules $(DEMO_PLAN) | head -n 12; echo "   ... (ket-infra rules $(DEMO_PLAN) shows all)"; \
+	echo "== 2. sandbox: a local AWS API (moto) with one instance per node"; \
+	$(BIN)/ket-infra sandbox up $(DEMO_PLAN) --port $(DEMO_PORT) --env-file $(DEMO_ENV); \
+	echo "== 3. plan"; \
+	$(BIN)/ket-infra plan --env $(DEMO_ENV) | tail -n 4; \
+	echo "== 4. apply"; \
+	$(BIN)/ket-infra apply --env $(DEMO_ENV); \
+	echo "== 5. plan again: nothing left to change"; \
+	$(BIN)/ket-infra plan --env $(DEMO_ENV) --detailed-exitcode | tail -n 1; \
+	echo "== 6. destroy"; \
+	$(BIN)/ket-infra destroy --env $(DEMO_ENV); \
+	echo "== 7. sandbox down"; \
+	$(BIN)/ket-infra sandbox down --port $(DEMO_PORT); \
+	echo "demo complete"
+
+need-env:
+	@test -n "$(ENV)" || { echo "error: set ENV, e.g. make $(MAKECMDGOALS) ENV=staging (reads environments/staging.yaml)"; exit 1; }
+
+plan: $(BIN)/ket-infra need-env
+	$(BIN)/ket-infra plan --env $(ENV)
+
+apply: $(BIN)/ket-infra need-env
+	$(BIN)/ket-infra apply --env $(ENV)
+
+destroy: $(BIN)/ket-infra need-env
+	$(BIN)/ket-infra destroy --env $(ENV)
 
 test: $(BIN)/ket-infra
 	$(BIN)/pytest -q

@@ -7,6 +7,7 @@ the commands that need them, so `ket-infra --help` starts fast.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import click
@@ -15,6 +16,7 @@ from ket_infra import __version__
 from ket_infra.errors import KetInfraError
 
 EXIT_ERROR = 1
+EXIT_CHANGES = 2
 
 
 class _Cli(click.Group):
@@ -64,6 +66,98 @@ def rules(plan_file: str, env: str | None, fmt: str) -> None:
     environment = load_environment(env) if env else None
     rs = layout(load_plan(plan_file), environment)
     click.echo(render(rs, fmt), nl=False)
+
+
+ENV_OPTION = click.option(
+    "--env", "env", required=True, metavar="ENV", help="Environment name (environments/ENV.yaml) or file path."
+)
+
+
+def _progress(message: str) -> None:
+    click.echo(message, err=True)
+
+
+@cli.command("render")
+@ENV_OPTION
+def render_cmd(env: str) -> None:
+    """Write the Terraform root module for ENV (finds the nodes in AWS)."""
+    from ket_infra import workflow
+
+    ctx = workflow.context(env, _progress)
+    workflow.discover_and_render(ctx)
+
+
+@cli.command("plan")
+@ENV_OPTION
+@click.option("--detailed-exitcode", is_flag=True, help="Exit 2 when there are changes, 0 when none.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def plan_cmd(env: str, detailed_exitcode: bool, fmt: str) -> None:
+    """Discover the nodes, render, terraform init and plan (saved for apply)."""
+    import json
+
+    from ket_infra import workflow
+
+    ctx = workflow.context(env, _progress if fmt == "json" else click.echo)
+    summary = workflow.plan(ctx)
+    if fmt == "json":
+        doc = {
+            "environment": ctx.env.name,
+            "changes": [
+                {"action": c.action, "kind": c.kind, "name": c.name, "purpose": c.purpose} for c in summary.changes
+            ],
+            "counts": summary.counts(),
+        }
+        click.echo(json.dumps(doc, indent=2))
+    if detailed_exitcode and summary.has_changes:
+        sys.exit(EXIT_CHANGES)
+
+
+@cli.command("apply")
+@ENV_OPTION
+@click.option("--auto-approve", is_flag=True, help="Plan and apply in one step (for pipelines).")
+def apply_cmd(env: str, auto_approve: bool) -> None:
+    """Apply the saved plan (a stale one is refused), then the host settings."""
+    from ket_infra import workflow
+
+    ctx = workflow.context(env, click.echo)
+    workflow.apply(ctx, auto_approve)
+
+
+@cli.command("destroy")
+@ENV_OPTION
+def destroy_cmd(env: str) -> None:
+    """Remove the groups, rules and attachments ket-infra created for ENV."""
+    from ket_infra import workflow
+
+    workflow.destroy(workflow.context(env, click.echo))
+
+
+@cli.group()
+def sandbox() -> None:
+    """A local AWS API emulator (moto server) seeded from a plan file."""
+
+
+@sandbox.command("up")
+@click.argument("plan_file", type=click.Path(dir_okay=False))
+@click.option("--port", default=5000, show_default=True, help="Port on 127.0.0.1.")
+@click.option("--env-file", type=click.Path(dir_okay=False), default="environments/sandbox.yaml", show_default=True)
+def sandbox_up(plan_file: str, port: int, env_file: str) -> None:
+    """Start the emulator, create a VPC, subnets and one instance per node, write ENV_FILE."""
+    from pathlib import Path
+
+    from ket_infra.sandbox import sandbox_up as up
+
+    path = up(Path(plan_file), port=port, env_file=Path(env_file), progress=click.echo)
+    click.echo(f"sandbox ready: use --env {path}")
+
+
+@sandbox.command("down")
+@click.option("--port", default=5000, show_default=True)
+def sandbox_down(port: int) -> None:
+    """Stop the emulator on PORT."""
+    from ket_infra.sandbox import sandbox_down as down
+
+    click.echo("sandbox stopped" if down(port=port) else f"no sandbox was running on port {port}")
 
 
 def main() -> None:

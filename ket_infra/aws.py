@@ -1,0 +1,239 @@
+"""The AWS edge (boto3 only): find the plan's nodes, guard the account,
+set the EC2 source/destination check.
+
+Nodes are matched to running instances by private IP (`internalip`, else
+`ip`), with a handful of paginated describe calls whatever the node count.
+boto3 is imported lazily so that offline commands start fast.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from ket_infra.environment import Environment
+from ket_infra.errors import KetInfraError
+from ket_infra.plan import Plan
+
+MAX_GROUPS_PER_INTERFACE = 5
+_FILTER_CHUNK = 200  # values per describe filter, well under the API's limit
+
+
+class AwsError(KetInfraError):
+    """AWS refused, could not be reached, or the cloud does not match the plan."""
+
+
+@dataclass(frozen=True)
+class NodeInterface:
+    host: str
+    address: str
+    instance_id: str
+    network_interface_id: str
+    subnet_id: str
+    vpc_id: str
+    security_groups: tuple[str, ...]
+    source_dest_check: bool
+
+
+@dataclass(frozen=True)
+class Discovery:
+    vpc_id: str
+    nodes: tuple[NodeInterface, ...]
+
+    def node(self, host: str) -> NodeInterface:
+        return next(n for n in self.nodes if n.host == host)
+
+
+def _is_local(url: str | None) -> bool:
+    return bool(url) and any(h in str(url) for h in ("://127.", "://localhost", "://[::1]"))
+
+
+def credentials_env(env: Environment) -> dict[str, str]:
+    """Dummy credentials for a local emulator when none are configured."""
+    if _is_local(env.aws.endpoint_url) and not (os.environ.get("AWS_ACCESS_KEY_ID") or os.environ.get("AWS_PROFILE")):
+        return {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+    return {}
+
+
+class Counter:
+    """Counts the AWS API calls made through the clients it is attached to."""
+
+    def __init__(self) -> None:
+        self.calls: dict[str, int] = {}
+
+    def __call__(self, event_name: str, **_: Any) -> None:
+        op = event_name.split(".")[-1]
+        self.calls[op] = self.calls.get(op, 0) + 1
+
+    @property
+    def total(self) -> int:
+        return sum(self.calls.values())
+
+
+def client(env: Environment, service: str, counter: Counter | None = None) -> Any:
+    """A boto3 client for ENV: its region, endpoint, and standard retries (throttling backs off)."""
+    import boto3
+    from botocore.config import Config
+
+    creds = credentials_env(env)
+    session = boto3.session.Session(
+        aws_access_key_id=creds.get("AWS_ACCESS_KEY_ID"),
+        aws_secret_access_key=creds.get("AWS_SECRET_ACCESS_KEY"),
+        region_name=env.aws.region,
+    )
+    config = Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=5, read_timeout=30)
+    c = session.client(service, endpoint_url=env.aws.endpoint_url, config=config)
+    if counter is not None:
+        c.meta.events.register("before-call.*.*", counter)
+    return c
+
+
+@contextmanager
+def aws_errors(env: Environment, doing: str) -> Iterator[None]:
+    """Turn botocore failures into one line that says what to fix."""
+    from botocore import exceptions as bx
+
+    where = env.aws.endpoint_url or f"AWS region {env.aws.region}"
+    try:
+        yield
+    except bx.NoCredentialsError:
+        raise AwsError(
+            f"{doing}: no AWS credentials found; set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"
+        ) from None
+    except (bx.EndpointConnectionError, bx.ConnectTimeoutError, bx.ReadTimeoutError) as exc:
+        raise AwsError(
+            f"{doing}: cannot reach {where} ({type(exc).__name__}); check {env.path}: aws.endpoint_url and the network"
+        ) from None
+    except bx.ClientError as exc:
+        err = exc.response.get("Error", {})
+        raise AwsError(f"{doing}: AWS said {err.get('Code', '?')}: {err.get('Message', '')}".rstrip()) from None
+    except bx.BotoCoreError as exc:
+        raise AwsError(f"{doing}: {exc}") from None
+
+
+def check_account(env: Environment, sts: Any | None = None) -> str:
+    """The caller's account id; refuses when the environment names another one."""
+    with aws_errors(env, "checking the AWS account"):
+        account = str((sts or client(env, "sts")).get_caller_identity()["Account"])
+    if env.aws.account_id and account != env.aws.account_id:
+        raise AwsError(
+            f"{env.path}: aws.account_id: the credentials are for account {account}, not {env.aws.account_id}; "
+            "use credentials of the right account or fix account_id"
+        )
+    return account
+
+
+def _chunks(items: list[str]) -> Iterator[list[str]]:
+    for i in range(0, len(items), _FILTER_CHUNK):
+        yield items[i : i + _FILTER_CHUNK]
+
+
+def discover(plan: Plan, env: Environment, ec2: Any | None = None) -> Discovery:
+    """Map every plan node to its running instance and primary interface."""
+    ec2 = ec2 or client(env, "ec2")
+    wanted = {n.address: n for n in plan.nodes}
+    found: dict[str, NodeInterface] = {}
+    with aws_errors(env, "finding the plan's nodes in EC2"):
+        pages = ec2.get_paginator("describe_instances")
+        for chunk in _chunks(sorted(wanted)):
+            filters = [
+                {"Name": "private-ip-address", "Values": chunk},
+                {"Name": "instance-state-name", "Values": ["running", "pending", "stopped"]},
+            ]
+            for page in pages.paginate(Filters=filters):
+                for reservation in page["Reservations"]:
+                    for inst in reservation["Instances"]:
+                        _match(inst, wanted, found)
+    missing = [n for n in plan.nodes if n.address not in found]
+    if missing:
+        names = ", ".join(f"{n.host} ({n.address})" for n in missing)
+        raise AwsError(
+            f"{plan.path}: {len(missing)} node(s) not found as EC2 instances in {env.aws.region}: {names}; "
+            "check internalip/ip in the plan file, the region and the account"
+        )
+    vpcs = sorted({i.vpc_id for i in found.values()})
+    if len(vpcs) > 1:
+        by_vpc = "; ".join(f"{v}: {', '.join(sorted(i.host for i in found.values() if i.vpc_id == v))}" for v in vpcs)
+        raise AwsError(
+            f"{plan.path}: the nodes are in {len(vpcs)} VPCs ({by_vpc}); a cluster's nodes must share one VPC"
+        )
+    nodes = tuple(found[n.address] for n in plan.nodes)
+    return Discovery(vpcs[0], nodes)
+
+
+def _match(inst: dict[str, Any], wanted: dict[str, Any], found: dict[str, NodeInterface]) -> None:
+    for eni in inst.get("NetworkInterfaces", []):
+        addresses = {a["PrivateIpAddress"] for a in eni.get("PrivateIpAddresses", [])} | {eni.get("PrivateIpAddress")}
+        for address in addresses:
+            node = wanted.get(address)
+            if node is None:
+                continue
+            found[address] = NodeInterface(
+                host=node.host,
+                address=address,
+                instance_id=inst["InstanceId"],
+                network_interface_id=eni["NetworkInterfaceId"],
+                subnet_id=eni.get("SubnetId") or inst["SubnetId"],
+                vpc_id=eni.get("VpcId") or inst["VpcId"],
+                security_groups=tuple(g["GroupId"] for g in eni.get("Groups", [])),
+                source_dest_check=bool(inst.get("SourceDestCheck", True)),
+            )
+
+
+def check_interfaces(discovery: Discovery, own_group_ids: set[str], plan: Plan) -> None:
+    """Refuse before any change when an interface has no room for one more group."""
+    full = [
+        n
+        for n in discovery.nodes
+        if len(n.security_groups) >= MAX_GROUPS_PER_INTERFACE and not set(n.security_groups) & own_group_ids
+    ]
+    if full:
+        names = ", ".join(f"{n.host} ({n.network_interface_id})" for n in full)
+        raise AwsError(
+            f"{plan.path}: {names} already carry {MAX_GROUPS_PER_INTERFACE} security groups, the AWS limit per "
+            "interface; detach one before applying"
+        )
+
+
+def check_routed_subnets(plan: Plan, discovery: Discovery, kubelet_hosts: set[str]) -> None:
+    """Calico routed mode works only between L2-adjacent nodes: one subnet."""
+    subnets: dict[str, list[str]] = {}
+    for n in discovery.nodes:
+        if n.host in kubelet_hosts:
+            subnets.setdefault(n.subnet_id, []).append(n.host)
+    if len(subnets) > 1:
+        where = "; ".join(f"{s}: {', '.join(h[:3])}{' ...' if len(h) > 3 else ''}" for s, h in sorted(subnets.items()))
+        raise AwsError(
+            f"{plan.path}: add_ons.cni.options.calico.mode: routed needs every kubelet node in one subnet, "
+            f"but they are in {len(subnets)} ({where}); use mode overlay (IP-in-IP) or move the nodes"
+        )
+
+
+def set_source_dest_check(
+    env: Environment,
+    targets: list[NodeInterface],
+    value: bool,
+    progress: Callable[[str], None],
+    ec2: Any | None = None,
+) -> int:
+    """Set the check on TARGETS where it differs; returns how many changed."""
+    ec2 = ec2 or client(env, "ec2")
+    changed = 0
+    with aws_errors(env, "setting the EC2 source/destination check"):
+        current: dict[str, bool] = {}
+        ids = [t.instance_id for t in targets]
+        for chunk in _chunks(ids):
+            for page in ec2.get_paginator("describe_instances").paginate(InstanceIds=chunk):
+                for r in page["Reservations"]:
+                    for inst in r["Instances"]:
+                        current[inst["InstanceId"]] = bool(inst.get("SourceDestCheck", True))
+        for t in targets:
+            if current.get(t.instance_id) == value:
+                continue
+            ec2.modify_instance_attribute(InstanceId=t.instance_id, SourceDestCheck={"Value": value})
+            changed += 1
+            progress(f"  {t.host} ({t.instance_id}): source/dest check {'on' if value else 'off'}")
+    return changed

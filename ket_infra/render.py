@@ -1,0 +1,131 @@
+"""Write the per-environment Terraform root module.
+
+The root module (templates/main.tf.j2) holds the backend, the provider and
+the call of the static module terraform/modules/ket-cni-network; the rules
+themselves go in a generated `ket-infra.auto.tfvars.json` as data.
+Templates format; they decide nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ket_infra.environment import Environment
+from ket_infra.errors import KetInfraError
+from ket_infra.layout import Rule, RuleSet
+
+PROJECT = Path(__file__).resolve().parent.parent
+TEMPLATES = PROJECT / "templates"
+MODULE = PROJECT / "terraform" / "modules" / "ket-cni-network"
+TFVARS = "ket-infra.auto.tfvars.json"
+MAIN = "main.tf"
+# Characters AWS accepts in a security-group rule description.
+_DESCRIPTION_BAD = re.compile(r"[^a-zA-Z0-9. _\-:/()#,@\[\]+=&;{}!$*]")
+
+
+@dataclass(frozen=True)
+class Attachment:
+    host: str
+    group: str
+    network_interface_id: str
+
+
+def work_dir(env: Environment, base: Path | None = None) -> Path:
+    """Where the root module of ENV is rendered (git-ignored)."""
+    return (base or Path.cwd() / ".work") / env.name
+
+
+def _description(rule: Rule) -> str:
+    text = f"{rule.purpose} [{', '.join(rule.required_by)}]"
+    return _DESCRIPTION_BAD.sub("_", text)[:255]
+
+
+def _protocol(protocol: str) -> str:
+    return "-1" if protocol == "all" else protocol
+
+
+def _ports(rule: Rule) -> dict[str, int | None]:
+    if rule.protocol in ("tcp", "udp", "icmp"):
+        return {"from_port": rule.from_port, "to_port": rule.to_port}
+    return {"from_port": None, "to_port": None}  # the module sends -1/-1 where AWS needs it
+
+
+def tfvars(rs: RuleSet, vpc_id: str, attachments: list[Attachment]) -> dict[str, Any]:
+    """The module's input as data: groups, rules and attachments."""
+    ingress: dict[str, Any] = {}
+    egress: dict[str, Any] = {}
+    for r in rs.rules:
+        entry: dict[str, Any] = {"group": r.group, "protocol": _protocol(r.protocol), **_ports(r)}
+        peer_key = "source_group" if r.direction == "ingress" else "destination_group"
+        entry["cidr"] = r.peer.cidr
+        entry[peer_key] = r.peer.group
+        entry["description"] = _description(r)
+        (ingress if r.direction == "ingress" else egress)[r.name] = entry
+    return {
+        "cluster_name": rs.cluster,
+        "vpc_id": vpc_id,
+        "groups": {
+            g.name: {
+                "roles": list(g.roles),
+                "description": f"ket-infra {rs.cluster}: nodes with roles {', '.join(g.roles)}",
+            }
+            for g in rs.groups
+        },
+        "ingress_rules": ingress,
+        "egress_rules": egress,
+        "attachments": {
+            a.host: {"group": a.group, "network_interface_id": a.network_interface_id}
+            for a in sorted(attachments, key=lambda a: a.host)
+        },
+    }
+
+
+def root_module(rs: RuleSet, env: Environment, out_dir: Path) -> str:
+    import jinja2
+
+    if not (MODULE / "main.tf").exists():
+        raise KetInfraError(
+            f"Terraform module not found at {MODULE}; run ket-infra from a full checkout of the project"
+        )
+    loader = jinja2.FileSystemLoader(str(TEMPLATES))
+    jenv = jinja2.Environment(
+        loader=loader,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    return jenv.get_template("main.tf.j2").render(
+        env_name=env.name,
+        cluster=rs.cluster,
+        region=env.aws.region,
+        account_id=env.aws.account_id,
+        endpoint_url=env.aws.endpoint_url,
+        backend=env.terraform.backend,
+        module_source="./modules/ket-cni-network",
+    )
+
+
+def render(rs: RuleSet, env: Environment, vpc_id: str, attachments: list[Attachment], out_dir: Path) -> list[Path]:
+    """Write main.tf and the tfvars JSON into OUT_DIR; return the files written."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(out_dir, 0o755)
+    # A copy of the static module keeps the folder self-contained and its source path stable.
+    module_copy = out_dir / "modules" / "ket-cni-network"
+    if module_copy.exists():
+        shutil.rmtree(module_copy)
+    shutil.copytree(MODULE, module_copy, ignore=shutil.ignore_patterns(".terraform*", "*.tfstate*", "README.md"))
+    files = {
+        out_dir / MAIN: root_module(rs, env, out_dir),
+        out_dir / TFVARS: json.dumps(tfvars(rs, vpc_id, attachments), indent=2, sort_keys=False) + "\n",
+    }
+    for path, text in files.items():
+        path.write_text(text)
+        os.chmod(path, 0o644)
+    return list(files)

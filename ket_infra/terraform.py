@@ -1,0 +1,236 @@
+"""The one place that runs Terraform (or OpenTofu).
+
+Through python-terraform's generic `Terraform.cmd()` with explicit flags
+only: its apply/destroy/output/plan helpers and state reading are broken on
+Terraform >= 0.15 (beelit94/python-terraform issues 108, 113, 84, 70, 103).
+Always `-input=false -no-color`; plans are saved with `-out` and read back
+with `show -json`. Variable values live in the rendered tfvars file and are
+never put on a command line or in a message.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ket_infra.environment import Environment
+from ket_infra.errors import KetInfraError
+
+MIN_VERSION = (1, 5)
+PLAN_FILE = "tfplan"
+FINGERPRINT = "tfplan.fingerprint"
+PLUGIN_DIR_VAR = "KET_INFRA_TF_PLUGIN_DIR"
+RULE_TYPES = {
+    "aws_vpc_security_group_ingress_rule": "ingress",
+    "aws_vpc_security_group_egress_rule": "egress",
+}
+
+
+class TerraformError(KetInfraError):
+    """Terraform is missing, too old, or a Terraform command failed."""
+
+
+@dataclass(frozen=True)
+class Change:
+    action: str  # create | update | delete | replace
+    kind: str  # ingress | egress | group | attachment | other
+    name: str
+    purpose: str
+
+
+@dataclass(frozen=True)
+class PlanSummary:
+    changes: tuple[Change, ...] = field(default_factory=tuple)
+
+    @property
+    def has_changes(self) -> bool:
+        return bool(self.changes)
+
+    def counts(self) -> dict[str, int]:
+        out = {"create": 0, "update": 0, "replace": 0, "delete": 0}
+        for c in self.changes:
+            out[c.action] += 1
+        return out
+
+
+def _last_error(stderr: str, stdout: str) -> str:
+    """The meaningful part of Terraform's error output, on one line."""
+    text = stderr.strip() or stdout.strip()
+    lines = [ln.strip(" │╷╵") for ln in text.splitlines()]
+    start = next((i for i, ln in enumerate(lines) if ln.startswith("Error:")), None)
+    picked = lines[start:] if start is not None else lines[-6:]
+    words = " ".join(ln for ln in picked if ln)
+    return re.sub(r"\s+", " ", words)[:600] or "no error output"
+
+
+@contextmanager
+def _environ(extra: dict[str, str]) -> Iterator[None]:
+    """python-terraform passes os.environ to Terraform; add EXTRA for one call."""
+    saved = {k: os.environ.get(k) for k in extra}
+    os.environ.update(extra)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+class Terraform:
+    """Terraform in one rendered working folder."""
+
+    def __init__(self, env: Environment, work: Path, progress: Callable[[str], None] = print) -> None:
+        self.env = env
+        self.work = work
+        self.progress = progress
+        self.binary = env.terraform.binary
+        from ket_infra.aws import credentials_env
+
+        self.extra_env = {"TF_IN_AUTOMATION": "1", **credentials_env(env)}
+
+    def _run(self, cmd: str, *args: str, ok: tuple[int, ...] = (0,), **flags: Any) -> tuple[int, str]:
+        from python_terraform import IsFlagged
+        from python_terraform import Terraform as PyTerraform
+
+        self.work.mkdir(parents=True, exist_ok=True)
+        tf = PyTerraform(working_dir=str(self.work), terraform_bin_path=self.binary)
+        options = {k: (IsFlagged if v is True else v) for k, v in flags.items()}
+        with _environ(self.extra_env):
+            try:
+                rc, out, err = tf.cmd(cmd, *args, **options)
+            except OSError as exc:
+                raise TerraformError(f"cannot run {self.binary}: {exc.strerror}; {self._install_hint()}") from None
+        if rc not in ok:
+            raise TerraformError(f"{self.binary} {cmd} failed in {self.work}: {_last_error(err or '', out or '')}")
+        return rc, out or ""
+
+    def _install_hint(self) -> str:
+        return (
+            f"install Terraform >= {'.'.join(map(str, MIN_VERSION))} (or OpenTofu) or set terraform.binary "
+            f"in {self.env.path}"
+        )
+
+    def check_version(self) -> str:
+        if shutil.which(self.binary) is None:
+            raise TerraformError(
+                f"{self.env.path}: terraform.binary: {self.binary!r} not found on PATH; {self._install_hint()}"
+            )
+        _, out = self._run("version", json=True)
+        try:
+            version = str(json.loads(out)["terraform_version"])
+        except (ValueError, KeyError, TypeError):
+            raise TerraformError(f"{self.binary} version printed no version; {self._install_hint()}") from None
+        parts = tuple(int(p) for p in re.findall(r"\d+", version)[:2])
+        if parts < MIN_VERSION:
+            raise TerraformError(f"{self.binary} is version {version}, older than 1.5; {self._install_hint()}")
+        return version
+
+    def plugin_dir(self) -> str | None:
+        return self.env.terraform.plugin_dir or os.environ.get(PLUGIN_DIR_VAR) or None
+
+    def init(self) -> None:
+        self.progress(f"terraform init in {self.work}")
+        self._run("init", input=False, no_color=True, plugin_dir=self.plugin_dir(), reconfigure=True)
+
+    def plan(self, destroy: bool = False) -> PlanSummary:
+        self.progress("terraform plan (saved to tfplan)")
+        self._run(
+            "plan",
+            input=False,
+            no_color=True,
+            lock_timeout="0s",
+            out=PLAN_FILE,
+            detailed_exitcode=True,
+            destroy=True if destroy else None,
+            ok=(0, 2),
+        )
+        _, out = self._run("show", PLAN_FILE, json=True, no_color=True)
+        return summarize(out)
+
+    def apply(self) -> None:
+        self.progress("terraform apply tfplan")
+        self._run("apply", PLAN_FILE, input=False, no_color=True, lock_timeout="0s")
+
+    def destroy(self) -> None:
+        self.progress("terraform destroy")
+        self._run("destroy", input=False, no_color=True, auto_approve=True, lock_timeout="0s")
+
+    def state_resources(self) -> list[str]:
+        rc, out = self._run("state", "list", ok=(0, 1))
+        return out.split() if rc == 0 else []
+
+    # Staleness: apply refuses a plan made from other inputs than today's.
+    def fingerprint(self, inputs: list[Path]) -> str:
+        digest = hashlib.sha256()
+        for path in inputs:
+            digest.update(str(path).encode())
+            digest.update(path.read_bytes() if path.exists() else b"<missing>")
+        return digest.hexdigest()
+
+    def save_fingerprint(self, value: str) -> None:
+        (self.work / FINGERPRINT).write_text(value + "\n")
+
+    def saved_fingerprint(self) -> str | None:
+        path = self.work / FINGERPRINT
+        if not path.exists() or not (self.work / PLAN_FILE).exists():
+            return None
+        return path.read_text().strip()
+
+    def forget_plan(self) -> None:
+        for name in (PLAN_FILE, FINGERPRINT):
+            (self.work / name).unlink(missing_ok=True)
+
+
+def summarize(show_json: str) -> PlanSummary:
+    """Changes from `terraform show -json tfplan`, rules first, named by rule."""
+    try:
+        doc = json.loads(show_json)
+    except ValueError:
+        raise TerraformError("terraform show -json printed no JSON; rerun with --debug") from None
+    changes: list[Change] = []
+    for rc in doc.get("resource_changes", []):
+        actions = rc.get("change", {}).get("actions", [])
+        if actions in (["no-op"], ["read"]):
+            continue
+        if "create" in actions and "delete" in actions:
+            action = "replace"
+        else:
+            action = {"create": "create", "update": "update", "delete": "delete"}.get(actions[0], actions[0])
+        kind = RULE_TYPES.get(rc.get("type", ""))
+        if kind is None:
+            kind = {"aws_security_group": "group", "aws_network_interface_sg_attachment": "attachment"}.get(
+                rc.get("type", ""), "other"
+            )
+        change = rc.get("change", {})
+        values = change.get("after") or change.get("before") or {}
+        name = str(rc.get("index", rc.get("address", "?")))
+        purpose = str(values.get("description") or "") if kind in ("ingress", "egress", "group") else ""
+        changes.append(Change(action, kind, name, purpose))
+    order = {"ingress": 0, "egress": 1, "group": 2, "attachment": 3, "other": 4}
+    return PlanSummary(tuple(sorted(changes, key=lambda c: (order[c.kind], c.name))))
+
+
+def summary_lines(summary: PlanSummary) -> list[str]:
+    if not summary.has_changes:
+        return ["No changes: the cloud already matches the plan file."]
+    sign = {"create": "+", "update": "~", "replace": "-/+", "delete": "-"}
+    lines = []
+    for c in summary.changes:
+        what = f"{c.kind} rule" if c.kind in ("ingress", "egress") else c.kind
+        tail = f": {c.purpose}" if c.purpose else ""
+        lines.append(f"  {sign[c.action]:>3} {what} {c.name}{tail}")
+    n = summary.counts()
+    lines.append(
+        f"Plan: {n['create']} to add, {n['update']} to change, {n['replace']} to replace, {n['delete']} to remove."
+    )
+    return lines

@@ -1,0 +1,132 @@
+"""The steps behind `render`, `plan`, `apply` and `destroy`, in order.
+
+load plan and environment -> layout -> (guard account, discover nodes,
+pre-change checks) -> render -> terraform init/plan/apply -> host settings.
+Every check that can refuse runs before anything changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ket_infra.environment import Environment, load_environment
+from ket_infra.errors import KetInfraError
+from ket_infra.layout import RuleSet, layout
+from ket_infra.plan import KUBELET_ROLES, Plan, load_plan
+from ket_infra.render import MAIN, TFVARS, Attachment, render, work_dir
+from ket_infra.terraform import PlanSummary, Terraform, summary_lines
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class Context:
+    env: Environment
+    plan: Plan
+    rules: RuleSet
+    work: Path
+    progress: Progress
+
+    @property
+    def tf(self) -> Terraform:
+        return Terraform(self.env, self.work, self.progress)
+
+    def inputs(self) -> list[Path]:
+        """What a saved plan depends on: plan file, environment file, rendered module."""
+        files = [Path(self.plan.path), Path(self.env.path), self.work / MAIN, self.work / TFVARS]
+        files += sorted((self.work / "modules").rglob("*.tf"))
+        return files
+
+
+def context(env_arg: str, progress: Progress = print, base: Path | None = None) -> Context:
+    env = load_environment(env_arg)
+    plan = load_plan(env.plan_file)
+    return Context(env, plan, layout(plan, env), work_dir(env, base), progress)
+
+
+def discover_and_render(ctx: Context) -> None:
+    """Guard the account, find the nodes, refuse what cannot work, render."""
+    from ket_infra import aws
+
+    ctx.progress(f"checking AWS account and finding {len(ctx.plan.nodes)} node(s) in {ctx.env.aws.region}")
+    aws.check_account(ctx.env)
+    found = aws.discover(ctx.plan, ctx.env)
+    own = {f"{ctx.rules.cluster}-{g.name}" for g in ctx.rules.groups}
+    aws.check_interfaces(found, own, ctx.plan)
+    if ctx.rules.host_settings:
+        kubelet = {n.host for n in ctx.plan.nodes if n.roles & set(KUBELET_ROLES)}
+        aws.check_routed_subnets(ctx.plan, found, kubelet)
+    attachments = [Attachment(n.host, ctx.plan.node(n.host).group, n.network_interface_id) for n in found.nodes]
+    render(ctx.rules, ctx.env, found.vpc_id, attachments, ctx.work)
+    ctx.progress(
+        f"rendered {ctx.work} (VPC {found.vpc_id}, {len(ctx.rules.groups)} groups, {len(ctx.rules.rules)} rules)"
+    )
+
+
+def plan(ctx: Context) -> PlanSummary:
+    tf = ctx.tf
+    tf.check_version()
+    tf.forget_plan()
+    discover_and_render(ctx)
+    tf.init()
+    summary = tf.plan()
+    tf.save_fingerprint(tf.fingerprint(ctx.inputs()))
+    for line in summary_lines(summary):
+        ctx.progress(line)
+    return summary
+
+
+def apply(ctx: Context, auto_approve: bool) -> None:
+    tf = ctx.tf
+    if auto_approve:
+        plan(ctx)
+    else:
+        saved = tf.saved_fingerprint()
+        if saved is None:
+            raise KetInfraError(
+                f"no saved plan for environment {ctx.env.name} in {ctx.work}; run ket-infra plan --env {ctx.env.name} "
+                "first (or apply --auto-approve)"
+            )
+        if saved != tf.fingerprint(ctx.inputs()):
+            raise KetInfraError(
+                f"the saved plan for environment {ctx.env.name} is stale: the plan file, the environment file or the "
+                f"rendered module changed since it was made; run ket-infra plan --env {ctx.env.name} again"
+            )
+        tf.check_version()
+    tf.apply()
+    tf.forget_plan()
+    host_settings(ctx, restore=False)
+    ctx.progress(f"applied: environment {ctx.env.name} is ready for kismatic install apply")
+
+
+def host_settings(ctx: Context, restore: bool) -> None:
+    """Set (or, on destroy, restore) the EC2 source/dest check where the rules say so."""
+    if not ctx.rules.host_settings:
+        return
+    from ket_infra import aws
+
+    groups = {h.group for h in ctx.rules.host_settings}
+    found = aws.discover(ctx.plan, ctx.env)
+    targets = [n for n in found.nodes if ctx.plan.node(n.host).group in groups]
+    value = True if restore else ctx.rules.host_settings[0].source_dest_check
+    ctx.progress(f"source/dest check {'on' if value else 'off'} for {len(targets)} node(s)")
+    changed = aws.set_source_dest_check(ctx.env, targets, value, ctx.progress)
+    if not changed:
+        ctx.progress("  already set")
+
+
+def destroy(ctx: Context) -> None:
+    tf = ctx.tf
+    tf.check_version()
+    if not (ctx.work / MAIN).exists():
+        discover_and_render(ctx)
+    tf.init()
+    tf.forget_plan()
+    tf.destroy()
+    try:
+        host_settings(ctx, restore=True)
+    except KetInfraError as exc:
+        ctx.progress(f"note: could not restore the source/dest check: {exc}")
+    ctx.progress(f"destroyed: ket-infra's groups and rules for environment {ctx.env.name} are gone")

@@ -1,0 +1,211 @@
+"""End to end: the real Terraform CLI and AWS provider against the sandbox's
+moto server. render, init, plan, apply, second plan empty, destroy; and each
+refusal with its one line and exit 1.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from ket_infra.sandbox import sandbox_down, sandbox_up
+from tests.conftest import EXAMPLES, base_plan, node, write_yaml
+from tests.tf import PLUGIN_DIR, needs_terraform
+
+pytestmark = needs_terraform
+TAG = "ket-infra/cluster"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Sandbox:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.port = free_port()
+        self.env_file = root / "environments" / "sandbox.yaml"
+
+    def up(self, plan: Path) -> Path:
+        return sandbox_up(plan, self.port, self.env_file, self.root / ".work", progress=lambda _m: None)
+
+    def client(self, service: str = "ec2") -> Any:
+        import boto3
+
+        return boto3.client(
+            service,
+            region_name="eu-west-1",
+            endpoint_url=f"http://127.0.0.1:{self.port}",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+
+    def run(self, *args: str, env_file: Path | None = None) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "KET_INFRA_TF_PLUGIN_DIR": PLUGIN_DIR or ""}
+        env.pop("AWS_PROFILE", None)
+        cmd = [sys.executable, "-m", "ket_infra", *args, "--env", str(env_file or self.env_file)]
+        return subprocess.run(cmd, cwd=self.root, capture_output=True, text=True, env=env, timeout=600)
+
+    def env_with(self, name: str, **changes: Any) -> Path:
+        data = yaml.safe_load(self.env_file.read_text())
+        for key, value in changes.items():
+            section, _, sub = key.partition(".")
+            if sub:
+                data.setdefault(section, {})[sub] = value
+            else:
+                data[key] = value
+        path = self.env_file.parent / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(data))
+        return path
+
+    def ket_groups(self) -> list[dict[str, Any]]:
+        pages = (
+            self.client()
+            .get_paginator("describe_security_groups")
+            .paginate(Filters=[{"Name": "tag-key", "Values": [TAG]}])
+        )
+        return [g for page in pages for g in page["SecurityGroups"]]
+
+
+@pytest.fixture(scope="module")
+def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
+    box = Sandbox(tmp_path_factory.mktemp("e2e"))
+    yield box
+    sandbox_down(box.port, box.root / ".work")
+
+
+def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 1, result.stdout + result.stderr
+    errors = [ln for ln in result.stderr.splitlines() if ln.startswith("error: ")]
+    assert len(errors) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    return errors[0]
+
+
+def test_plan_apply_replan_destroy(sandbox: Sandbox) -> None:
+    sandbox.up(EXAMPLES / "calico-overlay.yaml")
+    first = sandbox.run("plan", "--detailed-exitcode")
+    assert first.returncode == 2, first.stdout + first.stderr
+    assert "+ ingress rule worker-in-proto4-from-master: Calico IP-in-IP tunnel" in first.stdout
+
+    applied = sandbox.run("apply")
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+
+    groups = {g["GroupId"]: g for g in sandbox.ket_groups()}
+    assert {g["GroupName"] for g in groups.values()} == {
+        f"prod-east-{n}" for n in ("etcd", "master", "worker", "ingress", "storage")
+    }
+    enis = sandbox.client().describe_network_interfaces()["NetworkInterfaces"]
+    by_host = {}
+    for eni in enis:
+        ours = [g["GroupId"] for g in eni["Groups"] if g["GroupId"] in groups]
+        by_host[eni["PrivateIpAddress"]] = ours
+    assert len(by_host) == 10
+    assert all(len(ours) == 1 for ours in by_host.values()), by_host
+    worker_sg = next(g for g in groups.values() if g["GroupName"] == "prod-east-worker")
+    assert by_host["10.0.2.31"] == [worker_sg["GroupId"]]
+    assert not any(
+        r.get("CidrIp") == "0.0.0.0/0"
+        for g in groups.values()
+        for p in g["IpPermissions"] + g["IpPermissionsEgress"]
+        for r in p["IpRanges"]
+    )
+
+    second = sandbox.run("plan", "--detailed-exitcode")
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "No changes" in second.stdout
+
+    destroyed = sandbox.run("destroy")
+    assert destroyed.returncode == 0, destroyed.stdout + destroyed.stderr
+    assert sandbox.ket_groups() == []
+    rules = sandbox.client().describe_security_group_rules()["SecurityGroupRules"]
+    assert not [r for r in rules if any(t["Key"] == TAG for t in r.get("Tags", []))]
+
+
+def test_routed_mode_turns_source_dest_check_off(sandbox: Sandbox) -> None:
+    sandbox.up(EXAMPLES / "calico-routed.yaml")
+    result = sandbox.run("apply", "--auto-approve")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "source/dest check off for 5 node(s)" in result.stdout
+    ec2 = sandbox.client()
+    instances = [i for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]]
+    assert len(instances) == 5
+    for inst in instances:
+        attr = ec2.describe_instance_attribute(InstanceId=inst["InstanceId"], Attribute="sourceDestCheck")
+        assert attr["SourceDestCheck"]["Value"] is False, inst["PrivateIpAddress"]
+    again = sandbox.run("apply", "--auto-approve")
+    assert again.returncode == 0
+    assert "already set" in again.stdout
+    assert sandbox.run("destroy").returncode == 0
+    for inst in instances:
+        attr = ec2.describe_instance_attribute(InstanceId=inst["InstanceId"], Attribute="sourceDestCheck")
+        assert attr["SourceDestCheck"]["Value"] is True
+
+
+def test_stale_plan_is_refused(sandbox: Sandbox) -> None:
+    sandbox.up(EXAMPLES / "contiv.yaml")
+    assert sandbox.run("plan").returncode == 0
+    data = yaml.safe_load(sandbox.env_file.read_text())
+    data["preflight"] = False
+    sandbox.env_file.write_text(yaml.safe_dump(data))
+    line = one_line_error(sandbox.run("apply"))
+    assert "is stale" in line and "run ket-infra plan --env sandbox again" in line
+    assert sandbox.ket_groups() == []
+    no_plan = sandbox.env_with("fresh")
+    assert "no saved plan" in one_line_error(sandbox.run("apply", env_file=no_plan))
+
+
+def test_refusals(sandbox: Sandbox, tmp_path: Path) -> None:
+    sandbox.up(EXAMPLES / "contiv.yaml")
+
+    line = one_line_error(
+        sandbox.run("plan", env_file=sandbox.env_with("nobin", **{"terraform.binary": "no-such-terraform"}))
+    )
+    assert "terraform.binary: 'no-such-terraform' not found on PATH; install Terraform >= 1.5" in line
+
+    line = one_line_error(sandbox.run("plan", env_file=sandbox.env_with("acct", **{"aws.account_id": "999999999999"})))
+    assert "aws.account_id: the credentials are for account 123456789012, not 999999999999" in line
+
+    line = one_line_error(
+        sandbox.run(
+            "plan", env_file=sandbox.env_with("down", **{"aws.endpoint_url": f"http://127.0.0.1:{free_port()}"})
+        )
+    )
+    assert "cannot reach http://127.0.0.1:" in line and "aws.endpoint_url" in line
+
+    empty = tmp_path / "empty-mirror"
+    empty.mkdir()
+    line = one_line_error(
+        sandbox.run("plan", env_file=sandbox.env_with("noprov", **{"terraform.plugin_dir": str(empty)}))
+    )
+    assert "terraform init failed" in line and "hashicorp/aws" in line
+
+    data = base_plan({"provider": "contiv"})
+    data["worker"] = {"expected_count": 2, "nodes": [node("worker01", "10.2.1.31"), node("ghost01", "10.2.1.99")]}
+    data["etcd"]["nodes"] = [node("etcd01", "10.2.1.11")]
+    data["master"]["nodes"] = [node("master01", "10.2.1.21")]
+    ghost_plan = write_yaml(tmp_path / "ghost.yaml", data)
+    line = one_line_error(sandbox.run("plan", env_file=sandbox.env_with("ghost", plan_file=str(ghost_plan))))
+    assert "1 node(s) not found as EC2 instances in eu-west-1: ghost01 (10.2.1.99)" in line
+    assert sandbox.ket_groups() == []
+
+
+def test_routed_across_subnets_is_refused(sandbox: Sandbox, tmp_path: Path) -> None:
+    data = base_plan({"provider": "calico", "options": {"calico": {"mode": "routed"}}})
+    data["worker"]["nodes"] = [node("worker01", "10.0.2.31")]
+    plan = write_yaml(tmp_path / "routed-2-subnets.yaml", data)
+    sandbox.up(plan)
+    line = one_line_error(sandbox.run("plan"))
+    assert "routed needs every kubelet node in one subnet, but they are in 2" in line
+    assert "use mode overlay" in line
+    assert sandbox.ket_groups() == []

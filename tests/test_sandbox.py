@@ -1,0 +1,189 @@
+"""The local sandbox: a real moto server process on a free port, seeded from the example plans."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ket_infra.environment import load_environment
+from ket_infra.errors import KetInfraError
+from ket_infra.plan import load_plan
+from ket_infra.sandbox import network_for, pid_file, sandbox_down, sandbox_up
+from tests.conftest import EXAMPLES, base_plan, node
+
+pytest.importorskip("moto.server", reason="moto[server] is not installed")
+
+OVERLAY = EXAMPLES / "calico-overlay.yaml"
+ROUTED = EXAMPLES / "calico-routed.yaml"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def port_open(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+class Sandbox:
+    def __init__(self, root: Path) -> None:
+        self.port = free_port()
+        self.state_dir = root / "state"
+        self.env_file = root / "envs" / "sandbox.yaml"
+        self.lines: list[str] = []
+
+    def up(self, plan: Path) -> Path:
+        self.lines.clear()
+        return sandbox_up(plan, self.port, self.env_file, self.state_dir, progress=self.lines.append)
+
+    def ec2(self) -> Any:
+        import boto3
+
+        return boto3.client(
+            "ec2",
+            region_name="eu-west-1",
+            endpoint_url=f"http://127.0.0.1:{self.port}",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+
+    def instances(self) -> dict[str, tuple[str, str]]:
+        """Name tag -> (private IP, subnet CIDR) of every running instance."""
+        ec2 = self.ec2()
+        cidrs = {s["SubnetId"]: s["CidrBlock"] for s in ec2.describe_subnets()["Subnets"]}
+        out = {}
+        for reservation in ec2.describe_instances()["Reservations"]:
+            for inst in reservation["Instances"]:
+                assert inst["State"]["Name"] == "running"
+                name = {t["Key"]: t["Value"] for t in inst.get("Tags", [])}["Name"]
+                out[name] = (inst["PrivateIpAddress"], cidrs[inst["SubnetId"]])
+        return out
+
+
+@pytest.fixture(scope="module")
+def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
+    box = Sandbox(tmp_path_factory.mktemp("sandbox"))
+    yield box
+    sandbox_down(box.port, box.state_dir)
+
+
+def test_network_for_the_examples() -> None:
+    vpc, subnets = network_for(load_plan(OVERLAY))
+    assert (str(vpc), [str(s) for s in subnets]) == ("10.0.0.0/22", ["10.0.1.0/24", "10.0.2.0/24"])
+    vpc, subnets = network_for(load_plan(ROUTED))
+    assert (str(vpc), [str(s) for s in subnets]) == ("10.0.3.0/27", ["10.0.3.0/27"])
+
+
+def test_network_for_refuses_what_aws_cannot_hold(plan_file: Any) -> None:
+    wide = base_plan()
+    wide["worker"]["nodes"] = [node("worker01", "10.1.0.31")]
+    with pytest.raises(KetInfraError, match="do not fit in one /16"):
+        network_for(load_plan(plan_file(wide)))
+    reserved = base_plan()
+    reserved["worker"]["nodes"] = [node("worker01", "10.0.1.2")]
+    with pytest.raises(KetInfraError, match=r"worker01 has address 10\.0\.1\.2, which AWS reserves"):
+        network_for(load_plan(plan_file(reserved)))
+
+
+def test_up_seeds_the_overlay_plan(sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("KET_INFRA_TF_PLUGIN_DIR", str(tmp_path))
+    path = sandbox.up(OVERLAY)
+    assert path == sandbox.env_file
+    plan = load_plan(OVERLAY)
+    expected = {n.host: (n.address, str(ipaddress.ip_network(f"{n.address}/24", strict=False))) for n in plan.nodes}
+    assert sandbox.instances() == expected
+    vpcs = [v["CidrBlock"] for v in sandbox.ec2().describe_vpcs()["Vpcs"] if not v["IsDefault"]]
+    assert vpcs == ["10.0.0.0/22"]
+    assert any("seeded VPC" in line and "2 subnets and 10 instances" in line for line in sandbox.lines)
+    assert sandbox.lines[-1] == f"wrote {path}"
+
+    env = load_environment(path)
+    assert env.plan_file == OVERLAY.resolve()
+    assert (env.aws.region, env.aws.account_id, env.aws.endpoint_url) == (
+        "eu-west-1",
+        "123456789012",
+        f"http://127.0.0.1:{sandbox.port}",
+    )
+    assert env.terraform.backend.type == "local"
+    assert env.terraform.plugin_dir == str(tmp_path.resolve())
+    assert env.installer_cidr == "10.0.0.5/32"
+    assert pid_file(sandbox.port, sandbox.state_dir).exists()
+
+
+def test_up_again_resets_and_reseeds(sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("KET_INFRA_TF_PLUGIN_DIR", raising=False)
+    sandbox.up(OVERLAY)
+    path = sandbox.up(ROUTED)
+    assert any(line.startswith("reusing sandbox") for line in sandbox.lines)
+    plan = load_plan(ROUTED)
+    assert sandbox.instances() == {n.host: (n.address, "10.0.3.0/27") for n in plan.nodes}
+    env = load_environment(path)
+    assert env.plan_file == ROUTED.resolve()
+    assert env.terraform.plugin_dir is None
+    assert env.installer_cidr == "10.0.3.5/32"
+
+
+def test_rule_description_from_a_group_source_is_kept(sandbox: Sandbox) -> None:
+    """The sandbox_server patch: moto drops the description of a rule whose source is a group."""
+    sandbox.up(ROUTED)
+    ec2 = sandbox.ec2()
+    vpc = next(v["VpcId"] for v in ec2.describe_vpcs()["Vpcs"] if not v["IsDefault"])
+    target = ec2.create_security_group(GroupName="master", Description="master", VpcId=vpc)["GroupId"]
+    source = ec2.create_security_group(GroupName="worker", Description="worker", VpcId=vpc)["GroupId"]
+    added = ec2.authorize_security_group_ingress(
+        GroupId=target,
+        IpPermissions=[
+            {
+                "IpProtocol": "tcp",
+                "FromPort": 179,
+                "ToPort": 179,
+                "UserIdGroupPairs": [{"GroupId": source, "Description": "Calico BGP peering"}],
+            }
+        ],
+    )["SecurityGroupRules"]
+    assert [r.get("Description") for r in added] == ["Calico BGP peering"]
+
+    rules = ec2.describe_security_group_rules(Filters=[{"Name": "group-id", "Values": [target]}])["SecurityGroupRules"]
+    ingress = [r for r in rules if not r["IsEgress"]]
+    assert [(r["ReferencedGroupInfo"]["GroupId"], r.get("Description")) for r in ingress] == [
+        (source, "Calico BGP peering")
+    ]
+    by_id = ec2.describe_security_group_rules(SecurityGroupRuleIds=[added[0]["SecurityGroupRuleId"]])
+    assert by_id["SecurityGroupRules"][0]["Description"] == "Calico BGP peering"
+
+    group = ec2.describe_security_groups(GroupIds=[target])["SecurityGroups"][0]
+    pairs = [p for perm in group["IpPermissions"] for p in perm["UserIdGroupPairs"]]
+    assert [(p["GroupId"], p.get("Description")) for p in pairs] == [(source, "Calico BGP peering")]
+
+
+def test_up_refuses_a_port_taken_by_another_program(tmp_path: Path) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        with pytest.raises(KetInfraError, match=f"port {port} is in use by another program; pass --port"):
+            sandbox_up(ROUTED, port, tmp_path / "env.yaml", tmp_path / "state", progress=lambda _: None)
+    assert not pid_file(port, tmp_path / "state").exists()
+    assert not (tmp_path / "env.yaml").exists()
+
+
+def test_down_stops_the_server(sandbox: Sandbox) -> None:
+    sandbox.up(ROUTED)
+    assert port_open(sandbox.port)
+    assert sandbox_down(sandbox.port, sandbox.state_dir) is True
+    assert not port_open(sandbox.port)
+    assert not pid_file(sandbox.port, sandbox.state_dir).exists()
+    assert sandbox_down(sandbox.port, sandbox.state_dir) is False
+
+
+def test_down_without_a_sandbox_is_false(tmp_path: Path) -> None:
+    assert sandbox_down(free_port(), tmp_path) is False
