@@ -11,7 +11,7 @@ DEMO_ENV  := environments/sandbox.yaml
 KET_INFRA_TF_PLUGIN_DIR ?= $(wildcard /opt/tf-plugins)
 export KET_INFRA_TF_PLUGIN_DIR
 
-.PHONY: demo test lint fmt bench plan apply destroy clean need-env
+.PHONY: demo test lint fmt bench plan apply verify destroy clean need-env
 
 $(BIN)/ket-infra: pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or run make PYTHON=python3"; exit 1; }
@@ -32,11 +32,13 @@ demo: $(BIN)/ket-infra
 	$(BIN)/ket-infra plan --env $(DEMO_ENV) | tail -n 4; \
 	echo "== 4. apply"; \
 	$(BIN)/ket-infra apply --env $(DEMO_ENV); \
-	echo "== 5. plan again: nothing left to change"; \
+	echo "== 5. verify: every required flow open between every pair of nodes, judged from AWS's live state"; \
+	$(BIN)/ket-infra verify --env $(DEMO_ENV); \
+	echo "== 6. plan again: nothing left to change"; \
 	$(BIN)/ket-infra plan --env $(DEMO_ENV) --detailed-exitcode | tail -n 1; \
-	echo "== 6. destroy"; \
+	echo "== 7. destroy"; \
 	$(BIN)/ket-infra destroy --env $(DEMO_ENV); \
-	echo "== 7. sandbox down"; \
+	echo "== 8. sandbox down"; \
 	$(BIN)/ket-infra sandbox down --port $(DEMO_PORT); \
 	echo "demo complete"
 
@@ -48,6 +50,9 @@ plan: $(BIN)/ket-infra need-env
 
 apply: $(BIN)/ket-infra need-env
 	$(BIN)/ket-infra apply --env $(ENV)
+
+verify: $(BIN)/ket-infra need-env
+	$(BIN)/ket-infra verify --env $(ENV)
 
 destroy: $(BIN)/ket-infra need-env
 	$(BIN)/ket-infra destroy --env $(ENV)

@@ -17,6 +17,7 @@ from ket_infra.errors import KetInfraError
 
 EXIT_ERROR = 1
 EXIT_CHANGES = 2
+EXIT_BLOCKED = 3
 
 
 class _Cli(click.Group):
@@ -115,12 +116,43 @@ def plan_cmd(env: str, detailed_exitcode: bool, fmt: str) -> None:
 @cli.command("apply")
 @ENV_OPTION
 @click.option("--auto-approve", is_flag=True, help="Plan and apply in one step (for pipelines).")
-def apply_cmd(env: str, auto_approve: bool) -> None:
+@click.option("--verify", "then_verify", is_flag=True, help="Run verify after applying (exit 3 if a flow is blocked).")
+def apply_cmd(env: str, auto_approve: bool, then_verify: bool) -> None:
     """Apply the saved plan (a stale one is refused), then the host settings."""
     from ket_infra import workflow
 
     ctx = workflow.context(env, click.echo)
     workflow.apply(ctx, auto_approve)
+    if then_verify:
+        _verify(ctx, "text")
+
+
+@cli.command("verify")
+@ENV_OPTION
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def verify_cmd(env: str, fmt: str) -> None:
+    """Live check: every required flow open between every pair of nodes.
+
+    Reads AWS only (never changes anything). Exit 0 when all is open, 3 when
+    a flow is blocked or a host setting is wrong, 1 on errors.
+    """
+    from ket_infra import workflow
+
+    _verify(workflow.context(env, _progress), fmt)
+
+
+def _verify(ctx: Any, fmt: str) -> None:
+    import json
+
+    from ket_infra.verify import text_report, verify
+
+    report = verify(ctx.plan, ctx.env, ctx.rules)
+    if fmt == "json":
+        click.echo(json.dumps(report.as_json(), indent=2))
+    else:
+        click.echo(text_report(report, ctx.env.name, ctx.rules.cluster), nl=False)
+    if not report.ok:
+        sys.exit(EXIT_BLOCKED)
 
 
 @cli.command("destroy")

@@ -122,7 +122,7 @@ def groups_of(plan: Plan) -> tuple[Group, ...]:
     )
 
 
-def _cidr_peers(flow: Flow, plan: Plan, env: Environment | None) -> list[tuple[str, str | None]]:
+def cidr_sources(flow: Flow, plan: Plan, env: Environment | None) -> list[tuple[str, str | None]]:
     """(CIDR, group that sends from it, if a ket-infra group) for a CIDR flow."""
     kind = flow.src_cidr
     if kind == catalog.POD_CIDR:
@@ -159,7 +159,7 @@ def _atoms(flow: Flow, groups: tuple[Group, ...], plan: Plan, env: Environment |
                 add(t.name, "ingress", Peer(group=s.name))
                 add(s.name, "egress", Peer(group=t.name))
         return out
-    for cidr, sender in _cidr_peers(flow, plan, env):
+    for cidr, sender in cidr_sources(flow, plan, env):
         for t in targets:
             add(t.name, "ingress", Peer(cidr=cidr))
             if sender is not None:

@@ -255,7 +255,7 @@ def _ec2(port: int) -> Any:
     return session.client("ec2", endpoint_url=endpoint(port), config=config)
 
 
-def _image_id(ec2: Any) -> str:
+def image_id(ec2: Any) -> str:
     """An AMI moto knows: an Amazon Linux 2 x86_64 one (a filtered query; listing all AMIs takes seconds)."""
     images = (
         ec2.describe_images(
@@ -291,7 +291,7 @@ def seed(port: int, plan: Plan) -> tuple[str, ipaddress.IPv4Network, int, int]:
                 TagSpecifications=_tags("subnet", f"ket-{plan.cluster}-{net.network_address}"),
             )["Subnet"]
             subnet_ids[net] = subnet["SubnetId"]
-        image = _image_id(ec2)
+        image = image_id(ec2)
         for node in plan.nodes:
             addr = ipaddress.IPv4Address(node.address)
             net = next(n for n in subnet_nets if addr in n)

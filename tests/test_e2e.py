@@ -5,6 +5,7 @@ refusal with its one line and exit 1.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -121,6 +122,37 @@ def test_plan_apply_replan_destroy(sandbox: Sandbox) -> None:
         for r in p["IpRanges"]
     )
 
+    verified = sandbox.run("verify", "--format", "json")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    doc = json.loads(verified.stdout)
+    assert doc["ok"] is True and doc["checks"] and doc["host_settings"] == []
+
+    # someone removes IP-in-IP from the workers into the masters by hand: verify finds it, and only it
+    ec2 = sandbox.client()
+    master_sg = next(g for g in groups.values() if g["GroupName"] == "prod-east-master")["GroupId"]
+    rules = ec2.describe_security_group_rules(Filters=[{"Name": "group-id", "Values": [master_sg]}])["SecurityGroupRules"]
+    ipip = [
+        r["SecurityGroupRuleId"]
+        for r in rules
+        if r["IpProtocol"] == "4" and not r["IsEgress"] and r.get("ReferencedGroupInfo", {}).get("GroupId") == worker_sg["GroupId"]
+    ]
+    ec2.revoke_security_group_ingress(GroupId=master_sg, SecurityGroupRuleIds=ipip)
+    broken = sandbox.run("verify", "--format", "json")
+    assert broken.returncode == 3, broken.stdout + broken.stderr
+    bad = [c for c in json.loads(broken.stdout)["checks"] if c["status"] == "blocked"]
+    assert {(c["rule"], c["source_role"], c["target_role"]) for c in bad} == {("calico-ipip", "worker", "master")}
+    text = sandbox.run("verify")
+    assert text.returncode == 3
+    assert "BLOCKED: no ingress rule on" in text.stdout and "allows IP-in-IP (4)" in text.stdout
+    assert "calico-ipip: IP-in-IP (4) from worker (worker01, worker02, worker03) to master (master01, master02)" in text.stdout
+
+    # the next plan puts it back; apply --verify converges
+    drift = sandbox.run("plan", "--detailed-exitcode")
+    assert drift.returncode == 2 and "+ ingress rule master-in-proto4-from-worker" in drift.stdout
+    healed = sandbox.run("apply", "--verify")
+    assert healed.returncode == 0, healed.stdout + healed.stderr
+    assert "OK: every required flow is open" in healed.stdout
+
     second = sandbox.run("plan", "--detailed-exitcode")
     assert second.returncode == 0, second.stdout + second.stderr
     assert "No changes" in second.stdout
@@ -146,6 +178,16 @@ def test_routed_mode_turns_source_dest_check_off(sandbox: Sandbox) -> None:
     again = sandbox.run("apply", "--auto-approve")
     assert again.returncode == 0
     assert "already set" in again.stdout
+    assert sandbox.run("verify").returncode == 0
+    node02 = next(i for i in instances if i["PrivateIpAddress"] == "10.0.3.22")
+    ec2.modify_instance_attribute(InstanceId=node02["InstanceId"], SourceDestCheck={"Value": True})
+    broken = sandbox.run("verify", "--format", "json")
+    assert broken.returncode == 3
+    doc = json.loads(broken.stdout)
+    assert [c for c in doc["checks"] if c["status"] == "blocked"] == []
+    assert [(h["node"], h["source_dest_check"], h["status"]) for h in doc["host_settings"] if h["status"] == "blocked"] == [
+        ("node02", True, "blocked")
+    ]
     assert sandbox.run("destroy").returncode == 0
     for inst in instances:
         attr = ec2.describe_instance_attribute(InstanceId=inst["InstanceId"], Attribute="sourceDestCheck")

@@ -1,0 +1,573 @@
+"""Prove against the live cloud that every required flow is open.
+
+Reads what AWS has now (security groups on each node's interface, network
+ACLs of each subnet, each instance's source/destination check) and judges
+each required flow the way AWS would: the union of the groups on the target
+interface (ingress) and on the source interface (egress); the network ACLs
+of both subnets in rule-number order, in both directions, with the return
+path (ACLs are stateless). It judges the live state, not ket-infra's own
+rules: a rule added by hand counts, a rule removed is found.
+
+Scale: nodes that no rule or ACL entry can tell apart (same groups, same
+subnet, same matches against every CIDR in play) form one class and are
+judged once; a check stands for all node pairs of its two classes. AWS is
+read with a handful of paginated describe calls, whatever the node count.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ket_infra import flows as catalog
+from ket_infra.aws import Counter, Discovery, NodeInterface, aws_errors, client, discover
+from ket_infra.environment import Environment
+from ket_infra.flows import Flow
+from ket_infra.layout import RuleSet
+from ket_infra.plan import ROLES, Plan
+
+EPHEMERAL = (1024, 65535)
+_PROTO_NAMES = {"6": "tcp", "17": "udp", "1": "icmp"}
+Net = ipaddress.IPv4Network
+
+
+def _net(text: str) -> Net:
+    return ipaddress.IPv4Network(text, strict=False)
+
+
+def _proto(value: Any) -> str:
+    text = str(value).lower()
+    return _PROTO_NAMES.get(text, text)
+
+
+def proto_label(protocol: str) -> str:
+    return {"4": "IP-in-IP (4)", "50": "ESP (50)", "all": "all traffic"}.get(protocol, protocol)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One side of a check: a class of nodes, or an outside CIDR."""
+
+    label: str  # role name, or installer_cidr / ingress_cidrs / api_cidrs / pod_cidr
+    nodes: tuple[NodeInterface, ...] = ()
+    cidr: str | None = None
+
+    @property
+    def rep(self) -> NodeInterface | None:
+        return self.nodes[0] if self.nodes else None
+
+    @property
+    def net(self) -> Net:
+        if self.cidr is not None:
+            return _net(self.cidr)
+        assert self.rep is not None
+        return _net(f"{self.rep.address}/32")
+
+    @property
+    def name(self) -> str:
+        return self.rep.host if self.rep is not None else str(self.cidr)
+
+
+@dataclass
+class Check:
+    rule: str
+    protocol: str
+    from_port: int | None
+    to_port: int | None
+    source: Endpoint
+    target: Endpoint
+    status: str = "allowed"
+    reason: str = ""
+    pairs: int = 0
+
+    def _target_node(self) -> str:
+        # Within one class, name a pair of two different nodes.
+        same = self.source.nodes == self.target.nodes and len(self.target.nodes) > 1
+        return self.target.nodes[1].host if same else self.target.name
+
+    def as_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "rule": self.rule,
+            "protocol": self.protocol,
+            "from_port": self.from_port,
+            "to_port": self.to_port,
+            "source_role": self.source.label,
+            "target_role": self.target.label,
+            "source_node": self.source.name,
+            "target_node": self._target_node(),
+            "status": self.status,
+            "reason": self.reason,
+            "pairs": self.pairs,
+        }
+        if self.status == "blocked":
+            out["source_nodes"] = [n.host for n in self.source.nodes] or [self.source.name]
+            out["target_nodes"] = [n.host for n in self.target.nodes]
+        return out
+
+
+@dataclass
+class HostCheck:
+    node: NodeInterface
+    expected: bool
+
+    @property
+    def status(self) -> str:
+        return "allowed" if self.node.source_dest_check == self.expected else "blocked"
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "node": self.node.host,
+            "instance_id": self.node.instance_id,
+            "source_dest_check": self.node.source_dest_check,
+            "expected": self.expected,
+            "status": self.status,
+        }
+
+
+@dataclass
+class Report:
+    checks: list[Check] = field(default_factory=list)
+    host_settings: list[HostCheck] = field(default_factory=list)
+    api_calls: int = 0
+    nodes: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return all(c.status == "allowed" for c in self.checks) and all(h.status == "allowed" for h in self.host_settings)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "checks": [c.as_json() for c in self.checks],
+            "host_settings": [h.as_json() for h in self.host_settings],
+        }
+
+
+# ---------------------------------------------------------------- live state
+
+
+@dataclass(frozen=True)
+class Permission:
+    group_id: str
+    protocol: str
+    from_port: int | None
+    to_port: int | None
+    groups: frozenset[str]
+    cidrs: tuple[Net, ...]
+
+
+@dataclass(frozen=True)
+class AclEntry:
+    number: int
+    egress: bool
+    protocol: str
+    allow: bool
+    cidr: Net
+    ports: tuple[int, int] | None
+    icmp: tuple[int, int] | None
+
+
+@dataclass
+class LiveState:
+    group_names: dict[str, str]
+    ingress: dict[str, list[Permission]]
+    egress: dict[str, list[Permission]]
+    acl_of_subnet: dict[str, str]
+    acl_entries: dict[str, list[AclEntry]]
+
+
+def _permissions(group_id: str, perms: Iterable[dict[str, Any]]) -> list[Permission]:
+    out = []
+    for p in perms:
+        proto = _proto(p.get("IpProtocol", "-1"))
+        lo, hi = p.get("FromPort"), p.get("ToPort")
+        if proto in ("-1",) or proto not in ("tcp", "udp", "icmp"):
+            lo = hi = None
+        out.append(
+            Permission(
+                group_id,
+                proto,
+                lo,
+                hi,
+                frozenset(g["GroupId"] for g in p.get("UserIdGroupPairs", []) if g.get("GroupId")),
+                tuple(_net(r["CidrIp"]) for r in p.get("IpRanges", []) if r.get("CidrIp")),
+            )
+        )
+    return out
+
+
+def read_state(env: Environment, discovery: Discovery, ec2: Any) -> LiveState:
+    """Security groups on the nodes' interfaces and the VPC's network ACLs."""
+    group_ids = sorted({g for n in discovery.nodes for g in n.security_groups})
+    names: dict[str, str] = {}
+    ingress: dict[str, list[Permission]] = {}
+    egress: dict[str, list[Permission]] = {}
+    with aws_errors(env, "reading security groups"):
+        for i in range(0, len(group_ids), 200):
+            pages = ec2.get_paginator("describe_security_groups").paginate(
+                Filters=[{"Name": "group-id", "Values": group_ids[i : i + 200]}]
+            )
+            for page in pages:
+                for g in page["SecurityGroups"]:
+                    names[g["GroupId"]] = g.get("GroupName", g["GroupId"])
+                    ingress[g["GroupId"]] = _permissions(g["GroupId"], g.get("IpPermissions", []))
+                    egress[g["GroupId"]] = _permissions(g["GroupId"], g.get("IpPermissionsEgress", []))
+    acl_of_subnet: dict[str, str] = {}
+    entries: dict[str, list[AclEntry]] = {}
+    default_acl = None
+    with aws_errors(env, "reading network ACLs"):
+        pages = ec2.get_paginator("describe_network_acls").paginate(Filters=[{"Name": "vpc-id", "Values": [discovery.vpc_id]}])
+        for page in pages:
+            for acl in page["NetworkAcls"]:
+                acl_id = acl["NetworkAclId"]
+                if acl.get("IsDefault"):
+                    default_acl = acl_id
+                for assoc in acl.get("Associations", []):
+                    acl_of_subnet[assoc["SubnetId"]] = acl_id
+                entries[acl_id] = sorted(
+                    (
+                        AclEntry(
+                            int(e["RuleNumber"]),
+                            bool(e["Egress"]),
+                            _proto(e.get("Protocol", "-1")),
+                            e.get("RuleAction") == "allow",
+                            _net(e.get("CidrBlock", "0.0.0.0/0")),
+                            (int(e["PortRange"]["From"]), int(e["PortRange"]["To"])) if e.get("PortRange") else None,
+                            (int(e["IcmpTypeCode"].get("Type", -1)), int(e["IcmpTypeCode"].get("Code", -1)))
+                            if e.get("IcmpTypeCode")
+                            else None,
+                        )
+                        for e in acl.get("Entries", [])
+                        if e.get("CidrBlock")
+                    ),
+                    key=lambda e: e.number,
+                )
+    for n in discovery.nodes:
+        if n.subnet_id not in acl_of_subnet and default_acl is not None:
+            acl_of_subnet[n.subnet_id] = default_acl
+    return LiveState(names, ingress, egress, acl_of_subnet, entries)
+
+
+# ---------------------------------------------------------------- judging
+
+
+@dataclass(frozen=True)
+class Traffic:
+    protocol: str  # tcp | udp | icmp | number | all
+    ports: tuple[int, int] | None  # tcp/udp port range; icmp (type, code)
+
+
+def _subtract(intervals: list[tuple[int, int]], lo: int, hi: int) -> list[tuple[int, int]]:
+    out = []
+    for a, b in intervals:
+        if hi < a or lo > b:
+            out.append((a, b))
+            continue
+        if a < lo:
+            out.append((a, lo - 1))
+        if b > hi:
+            out.append((hi + 1, b))
+    return out
+
+
+def _perm_covers_protocol(p: Permission, t: Traffic) -> tuple[int, int] | None:
+    """The port interval P opens for T, (0, 0) when ports do not apply, None when P does not apply."""
+    if p.protocol == "-1":
+        return (0, 65535) if t.protocol in ("tcp", "udp") else (0, 0)
+    if t.protocol == "all" or p.protocol != t.protocol:
+        return None
+    if t.protocol in ("tcp", "udp"):
+        return (p.from_port if p.from_port is not None else 0, p.to_port if p.to_port is not None else 65535)
+    if t.protocol == "icmp":
+        assert t.ports is not None
+        ptype = p.from_port if p.from_port is not None else -1
+        pcode = p.to_port if p.to_port is not None else -1
+        ok = ptype in (-1, t.ports[0]) and pcode in (-1, t.ports[1])
+        return (0, 0) if ok else None
+    return (0, 0)
+
+
+def _sg_allows(perms: list[Permission], t: Traffic, peer_groups: frozenset[str], peer: Net) -> bool:
+    """Do these permissions (all groups on one interface, one direction) let T through to/from PEER?"""
+    need = [t.ports] if t.protocol in ("tcp", "udp") and t.ports is not None else [(0, 0)]
+    for p in perms:
+        span = _perm_covers_protocol(p, t)
+        if span is None:
+            continue
+        if not (p.groups & peer_groups or any(peer.subnet_of(c) for c in p.cidrs)):
+            continue
+        need = _subtract(need, span[0], span[1])
+        if not need:
+            return True
+    return False
+
+
+def _acl_verdict(entries: list[AclEntry], egress: bool, t: Traffic, peer: Net) -> AclEntry | bool | None:
+    """True if allowed; the denying entry, or None for the default deny."""
+    pending = [t.ports] if t.protocol in ("tcp", "udp") and t.ports is not None else [(0, 0)]
+    for e in entries:
+        if e.egress != egress:
+            continue
+        if e.protocol != "-1" and (t.protocol == "all" or e.protocol != t.protocol):
+            continue
+        if t.protocol == "icmp" and e.protocol == "icmp" and e.icmp is not None and t.ports is not None:
+            etype, ecode = e.icmp
+            if etype not in (-1, t.ports[0]) or ecode not in (-1, t.ports[1]):
+                continue
+        span = (0, 0)
+        if t.protocol in ("tcp", "udp"):
+            span = e.ports if (e.protocol != "-1" and e.ports is not None) else (0, 65535)
+        hit = [iv for iv in pending if not (span[1] < iv[0] or span[0] > iv[1])]
+        if not hit:
+            continue
+        if e.allow:
+            if not peer.subnet_of(e.cidr):
+                continue
+            for iv in hit:
+                pending = _subtract(pending, max(iv[0], span[0]), min(iv[1], span[1]))
+            if not pending:
+                return True
+        elif peer.overlaps(e.cidr):
+            return e
+    return None
+
+
+def _describe(t: Traffic) -> str:
+    if t.protocol in ("tcp", "udp") and t.ports is not None:
+        lo, hi = t.ports
+        return f"{t.protocol} {lo}" if lo == hi else f"{t.protocol} {lo}-{hi}"
+    if t.protocol == "icmp" and t.ports is not None:
+        return f"icmp type {t.ports[0]}"
+    return proto_label(t.protocol)
+
+
+class Judge:
+    def __init__(self, state: LiveState) -> None:
+        self.state = state
+
+    def _groups(self, ids: Iterable[str]) -> str:
+        return ", ".join(f"{g} ({self.state.group_names.get(g, '?')})" for g in ids)
+
+    def sg(self, node: NodeInterface, direction: str, t: Traffic, peer: Endpoint) -> str | None:
+        table = self.state.ingress if direction == "ingress" else self.state.egress
+        perms = [p for g in node.security_groups for p in table.get(g, [])]
+        peer_groups = frozenset(peer.rep.security_groups) if peer.rep is not None else frozenset()
+        if _sg_allows(perms, t, peer_groups, peer.net):
+            return None
+        way = "from" if direction == "ingress" else "to"
+        other = f"the nodes in {self._groups(peer.rep.security_groups)}" if peer.rep is not None else str(peer.cidr)
+        return f"no {direction} rule on {self._groups(node.security_groups)} allows {_describe(t)} {way} {other}"
+
+    def acl(self, subnet: str, egress: bool, t: Traffic, peer: Net, what: str) -> str | None:
+        acl_id = self.state.acl_of_subnet.get(subnet)
+        if acl_id is None:
+            return None
+        verdict = _acl_verdict(self.state.acl_entries.get(acl_id, []), egress, t, peer)
+        if verdict is True:
+            return None
+        way = "outbound" if egress else "inbound"
+        if isinstance(verdict, AclEntry):
+            return f"network ACL {acl_id} rule {verdict.number} denies {what} {_describe(t)} {way} ({subnet})"
+        return f"no network ACL {acl_id} entry allows {what} {_describe(t)} {way} ({subnet}): default deny"
+
+    def flow(self, t: Traffic, src: Endpoint, dst: Endpoint) -> str | None:
+        """None when AWS lets T from SRC to DST (and its replies) through; else why not."""
+        target = dst.rep
+        assert target is not None
+        reasons: list[str] = []
+        if src.rep is not None:
+            reasons.append(self.sg(src.rep, "egress", t, dst) or "")
+        reasons.append(self.sg(target, "ingress", t, src) or "")
+        src_subnet = src.rep.subnet_id if src.rep is not None else None
+        if src_subnet != target.subnet_id:
+            back = _return_traffic(t)
+            if src_subnet is not None:
+                reasons.append(self.acl(src_subnet, True, t, dst.net, "") or "")
+                if back is not None:
+                    reasons.append(self.acl(src_subnet, False, back, dst.net, "the return path") or "")
+            reasons.append(self.acl(target.subnet_id, False, t, src.net, "") or "")
+            if back is not None:
+                reasons.append(self.acl(target.subnet_id, True, back, src.net, "the return path") or "")
+        found = [" ".join(r.split()) for r in reasons if r]
+        return "; ".join(found) if found else None
+
+
+def _return_traffic(t: Traffic) -> Traffic | None:
+    if t.protocol in ("tcp", "udp"):
+        return Traffic(t.protocol, EPHEMERAL)
+    if t.protocol == "icmp" and t.ports is not None and t.ports[0] == 8:
+        return Traffic("icmp", (0, 0))  # echo reply
+    return None  # IP-in-IP, ESP, pod traffic: the reverse flow is a required flow of its own
+
+
+# ---------------------------------------------------------------- classes
+
+
+def _classes(plan: Plan, discovery: Discovery, state: LiveState, extra: Iterable[Net]) -> list[tuple[NodeInterface, ...]]:
+    """Nodes no rule or ACL entry can tell apart, grouped."""
+    cidrs: set[Net] = set(extra)
+    for table in (state.ingress, state.egress):
+        for perms in table.values():
+            for p in perms:
+                cidrs.update(p.cidrs)
+    for entries in state.acl_entries.values():
+        cidrs.update(e.cidr for e in entries)
+    ordered = sorted(cidrs, key=str)
+    by_key: dict[tuple[Any, ...], list[NodeInterface]] = defaultdict(list)
+    for n in discovery.nodes:
+        addr = ipaddress.IPv4Address(n.address)
+        signature = tuple(i for i, c in enumerate(ordered) if addr in c)
+        key = (plan.node(n.host).group, tuple(sorted(n.security_groups)), n.subnet_id, signature)
+        by_key[key].append(n)
+    return [tuple(v) for v in by_key.values()]
+
+
+def _role(plan: Plan, node: NodeInterface, roles: tuple[str, ...]) -> str:
+    mine = plan.node(node.host).roles
+    return next((r for r in ROLES if r in mine and r in roles), next(r for r in ROLES if r in mine))
+
+
+def _traffic(flow: Flow) -> Traffic:
+    return Traffic(flow.protocol, flow.ports)
+
+
+def evaluate(plan: Plan, env: Environment, rules: RuleSet, discovery: Discovery, state: LiveState) -> Report:
+    from ket_infra.layout import cidr_sources
+
+    required = catalog.required_flows(plan, env)
+    extra = [_net(plan.pod_cidr)]
+    for f in required:
+        if f.src_cidr is not None:
+            extra.extend(_net(c) for c, _ in cidr_sources(f, plan, env))
+    classes = _classes(plan, discovery, state, extra)
+    judge = Judge(state)
+    report = Report(nodes=len(discovery.nodes))
+    for flow in required:
+        t = _traffic(flow)
+        targets = [c for c in classes if plan.node(c[0].host).roles & set(flow.to)]
+        for cls in targets:
+            dst = Endpoint(_role(plan, cls[0], flow.to), cls)
+            for src, pairs in _sources(flow, plan, env, classes, cls, discovery):
+                lo, hi = flow.ports if flow.ports is not None else (None, None)
+                check = Check(flow.name, flow.protocol, lo, hi, src, dst, pairs=pairs)
+                if flow.src_cidr == catalog.POD_CIDR:
+                    reason = _pod_traffic(judge, t, src, dst, classes, plan)
+                else:
+                    reason = judge.flow(t, src, dst)
+                if reason:
+                    check.status, check.reason = "blocked", reason
+                report.checks.append(check)
+    expected = {h.group: h.source_dest_check for h in rules.host_settings}
+    for n in discovery.nodes:
+        group = plan.node(n.host).group
+        if group in expected:
+            report.host_settings.append(HostCheck(n, expected[group]))
+    return report
+
+
+def _sources(
+    flow: Flow, plan: Plan, env: Environment, classes: list[tuple[NodeInterface, ...]], target: tuple[NodeInterface, ...], discovery: Discovery
+) -> list[tuple[Endpoint, int]]:
+    """The sources of FLOW towards the class TARGET, with the node pairs each stands for."""
+    from ket_infra.layout import cidr_sources
+
+    out: list[tuple[Endpoint, int]] = []
+    if flow.src:
+        for cls in classes:
+            if not plan.node(cls[0].host).roles & set(flow.src):
+                continue
+            pairs = len(cls) * len(target) - (len(cls) if cls == target else 0)
+            if pairs:
+                out.append((Endpoint(_role(plan, cls[0], flow.src), cls), pairs))
+        return out
+    if flow.src_cidr == catalog.PREFLIGHT:
+        for role in ("master", "worker"):
+            first = plan.first(role)
+            if first is None or any(e.rep is not None and e.rep.host == first.host for e, _ in out):
+                continue
+            node = discovery.node(first.host)
+            pairs = len(target) - (1 if node in target else 0)
+            if pairs:
+                out.append((Endpoint(f"{role}[0]", (node,)), pairs))
+        return out
+    label = flow.src_cidr if flow.src_cidr in (catalog.INSTALLER, catalog.INGRESS_CLIENTS, catalog.API_CLIENTS, catalog.POD_CIDR) else "cidr"
+    for cidr, _sender in cidr_sources(flow, plan, env):
+        out.append((Endpoint(str(label), cidr=cidr), len(target)))
+    return out
+
+
+def _pod_traffic(judge: Judge, t: Traffic, src: Endpoint, dst: Endpoint, classes: list[tuple[NodeInterface, ...]], plan: Plan) -> str | None:
+    """Routed pod traffic: pod IPs on both ends, sent by any kubelet node."""
+    target = dst.rep
+    assert target is not None and src.cidr is not None
+    pods = Endpoint("pod_cidr", cidr=src.cidr)
+    reasons = [judge.sg(target, "ingress", t, pods) or ""]
+    for cls in classes:
+        sender = cls[0]
+        if sender.host == target.host or not plan.node(sender.host).roles & set(catalog.KUBELET):
+            continue
+        reasons.append(judge.sg(sender, "egress", t, pods) or "")
+        if sender.subnet_id != target.subnet_id:
+            reasons.append(judge.acl(sender.subnet_id, True, t, pods.net, "pod traffic") or "")
+            reasons.append(judge.acl(target.subnet_id, False, t, pods.net, "pod traffic") or "")
+    found = list(dict.fromkeys(r for r in reasons if r))
+    return "; ".join(found) if found else None
+
+
+def verify(plan: Plan, env: Environment, rules: RuleSet, counter: Counter | None = None) -> Report:
+    """Read the live state (read-only calls only) and judge every required flow."""
+    counter = counter or Counter()
+    ec2 = client(env, "ec2", counter)
+    discovery = discover(plan, env, ec2)
+    state = read_state(env, discovery, ec2)
+    report = evaluate(plan, env, rules, discovery, state)
+    report.api_calls = counter.total
+    return report
+
+
+def text_report(report: Report, env_name: str, cluster: str) -> str:
+    blocked = [c for c in report.checks if c.status == "blocked"]
+    pairs = sum(c.pairs for c in report.checks)
+    lines = [
+        f"verify {env_name} (cluster {cluster}): {len(report.checks)} checks covering {pairs} node pairs "
+        f"over {report.nodes} nodes; {len(blocked)} blocked; {report.api_calls} AWS API calls"
+    ]
+    by_reason: dict[str, list[Check]] = defaultdict(list)
+    for c in blocked:
+        by_reason[c.reason].append(c)
+    for reason, checks in by_reason.items():
+        lines.append("")
+        lines.append(f"BLOCKED: {reason}")
+        merged: dict[tuple[str, str, str], tuple[Check, list[str], list[str]]] = {}
+        for c in checks:
+            key = (c.rule, c.source.label, c.target.label)
+            first, srcs, dsts = merged.setdefault(key, (c, [], []))
+            srcs.extend(n for n in ([x.host for x in c.source.nodes] or [c.source.name]) if n not in srcs)
+            dsts.extend(n for n in (x.host for x in c.target.nodes) if n not in dsts)
+        for (rule, src_label, dst_label), (c, srcs, dsts) in merged.items():
+            ports = (c.from_port, c.to_port) if c.from_port is not None and c.to_port is not None else None
+            what = _describe(Traffic(c.protocol, ports))
+            lines.append(f"  {rule}: {what} from {src_label} ({_names(srcs)}) to {dst_label} ({_names(dsts)})")
+    bad_hosts = [h for h in report.host_settings if h.status == "blocked"]
+    if report.host_settings:
+        lines.append("")
+        if bad_hosts:
+            for h in bad_hosts:
+                lines.append(
+                    f"BLOCKED: {h.node.host} ({h.node.instance_id}): source/dest check is "
+                    f"{'on' if h.node.source_dest_check else 'off'}, must be {'on' if h.expected else 'off'} "
+                    "(Calico routed mode); run ket-infra apply to set it"
+                )
+        else:
+            lines.append(f"host settings: source/dest check as required on {len(report.host_settings)} node(s)")
+    lines.append("")
+    lines.append("OK: every required flow is open" if report.ok else "FAILED: fix the causes above, then run verify again")
+    return "\n".join(lines) + "\n"
+
+
+def _names(hosts: list[str], limit: int = 5) -> str:
+    shown = ", ".join(hosts[:limit])
+    return shown + (f" and {len(hosts) - limit} more" if len(hosts) > limit else "")

@@ -1,0 +1,250 @@
+"""verify against moto (mock_aws): the clean state passes, and each kind of
+breakage is found, with nothing else reported."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from ket_infra.aws import Counter
+from ket_infra.environment import AwsConfig, Environment
+from ket_infra.layout import RuleSet, layout
+from ket_infra.plan import Plan, load_plan
+from ket_infra.sandbox import image_id, network_for
+from ket_infra.verify import Report, verify
+from tests.conftest import EXAMPLES
+
+REGION = "eu-west-1"
+
+
+def protocol(p: str) -> str:
+    return "-1" if p == "all" else p
+
+
+def permission(rule: Any, group_ids: dict[str, str]) -> dict[str, Any]:
+    perm: dict[str, Any] = {"IpProtocol": protocol(rule.protocol)}
+    if rule.protocol in ("tcp", "udp", "icmp"):
+        perm.update(FromPort=rule.from_port, ToPort=rule.to_port)
+    elif rule.protocol != "all":
+        perm.update(FromPort=-1, ToPort=-1)
+    if rule.peer.group is not None:
+        perm["UserIdGroupPairs"] = [{"GroupId": group_ids[rule.peer.group]}]
+    else:
+        perm["IpRanges"] = [{"CidrIp": rule.peer.cidr}]
+    return perm
+
+
+class Cloud:
+    """A moto VPC holding the plan's nodes, with the RuleSet's groups applied by boto3."""
+
+    def __init__(self, plan: Plan, rules: RuleSet) -> None:
+        self.ec2 = boto3.client("ec2", region_name=REGION)
+        self.plan = plan
+        vpc_net, subnet_nets = network_for(plan)
+        vpc = self.ec2.create_vpc(CidrBlock=str(vpc_net))["Vpc"]["VpcId"]
+        self.vpc = vpc
+        self.subnets = {str(n): self.ec2.create_subnet(VpcId=vpc, CidrBlock=str(n))["Subnet"]["SubnetId"] for n in subnet_nets}
+        ami = image_id(self.ec2)
+        self.instances: dict[str, str] = {}
+        self.enis: dict[str, str] = {}
+        for node in plan.nodes:
+            net = next(str(n) for n in subnet_nets if ipaddress.ip_address(node.address) in n)
+            inst = self.ec2.run_instances(
+                ImageId=ami, MinCount=1, MaxCount=1, InstanceType="t3.medium",
+                SubnetId=self.subnets[net], PrivateIpAddress=node.address,
+            )["Instances"][0]
+            self.instances[node.host] = inst["InstanceId"]
+            self.enis[node.host] = inst["NetworkInterfaces"][0]["NetworkInterfaceId"]
+        self.groups = {
+            g.name: self.ec2.create_security_group(GroupName=f"{rules.cluster}-{g.name}", Description=g.name, VpcId=vpc)["GroupId"]
+            for g in rules.groups
+        }
+        for gid in self.groups.values():  # as Terraform does: no default allow-all egress
+            self.ec2.revoke_security_group_egress(GroupId=gid, IpPermissions=[{"IpProtocol": "-1", "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}])
+        for r in rules.rules:
+            call = self.ec2.authorize_security_group_ingress if r.direction == "ingress" else self.ec2.authorize_security_group_egress
+            call(GroupId=self.groups[r.group], IpPermissions=[permission(r, self.groups)])
+        for node in plan.nodes:
+            eni = self.ec2.describe_network_interfaces(NetworkInterfaceIds=[self.enis[node.host]])["NetworkInterfaces"][0]
+            current = [g["GroupId"] for g in eni["Groups"]]
+            self.ec2.modify_network_interface_attribute(
+                NetworkInterfaceId=self.enis[node.host], Groups=[*current, self.groups[node.group]]
+            )
+        for h in rules.host_settings:
+            for node in plan.nodes:
+                if node.group == h.group:
+                    self.ec2.modify_instance_attribute(InstanceId=self.instances[node.host], SourceDestCheck={"Value": False})
+
+    def revoke(self, group: str, direction: str, match: Any) -> None:
+        rules = self.ec2.describe_security_group_rules(Filters=[{"Name": "group-id", "Values": [self.groups[group]]}])["SecurityGroupRules"]
+        ids = [r["SecurityGroupRuleId"] for r in rules if r["IsEgress"] == (direction == "egress") and match(r)]
+        assert ids, f"no such rule on {group}"
+        if direction == "egress":
+            self.ec2.revoke_security_group_egress(GroupId=self.groups[group], SecurityGroupRuleIds=ids)
+        else:
+            self.ec2.revoke_security_group_ingress(GroupId=self.groups[group], SecurityGroupRuleIds=ids)
+
+    def own_acl(self, subnet_cidr: str, entries: list[dict[str, Any]]) -> str:
+        subnet = self.subnets[subnet_cidr]
+        acl = self.ec2.create_network_acl(VpcId=self.vpc)["NetworkAcl"]["NetworkAclId"]
+        for e in entries:
+            self.ec2.create_network_acl_entry(NetworkAclId=acl, **e)
+        assoc = next(
+            a["NetworkAclAssociationId"]
+            for n in self.ec2.describe_network_acls()["NetworkAcls"]
+            for a in n["Associations"]
+            if a["SubnetId"] == subnet
+        )
+        self.ec2.replace_network_acl_association(AssociationId=assoc, NetworkAclId=acl)
+        return acl
+
+
+def allow_all(rule: int = 100) -> list[dict[str, Any]]:
+    return [
+        {"RuleNumber": rule, "Protocol": "-1", "RuleAction": "allow", "Egress": egress, "CidrBlock": "0.0.0.0/0"}
+        for egress in (False, True)
+    ]
+
+
+def env_for(plan_path: Path) -> Environment:
+    return Environment(name="t", path="t.yaml", plan_file=plan_path, aws=AwsConfig(REGION), installer_cidr="10.0.9.5/32")
+
+
+@pytest.fixture
+def aws() -> Iterator[None]:
+    with mock_aws():
+        yield
+
+
+def build(plan_path: Path) -> tuple[Cloud, Plan, Environment, RuleSet]:
+    plan = load_plan(plan_path)
+    env = env_for(plan_path)
+    rules = layout(plan, env)
+    return Cloud(plan, rules), plan, env, rules
+
+
+def blocked(report: Report) -> set[tuple[str, str, str]]:
+    return {(c.rule, c.source.label, c.target.label) for c in report.checks if c.status == "blocked"}
+
+
+def test_clean_state_verifies(aws: None) -> None:
+    _cloud, plan, env, rules = build(EXAMPLES / "calico-overlay.yaml")
+    counter = Counter()
+    report = verify(plan, env, rules, counter)
+    assert report.ok, [c.reason for c in report.checks if c.status == "blocked"]
+    assert report.checks and all(c.status == "allowed" for c in report.checks)
+    assert sum(c.pairs for c in report.checks) > len(report.checks)
+    assert counter.total <= 4, counter.calls
+    assert set(counter.calls) <= {"DescribeInstances", "DescribeSecurityGroups", "DescribeNetworkAcls"}
+
+
+def test_before_apply_everything_is_blocked(aws: None) -> None:
+    cloud, plan, env, rules = build(EXAMPLES / "contiv.yaml")
+    assert verify(plan, env, rules).ok
+    for node in plan.nodes:
+        eni = cloud.enis[node.host]
+        default = [g["GroupId"] for g in cloud.ec2.describe_network_interfaces(NetworkInterfaceIds=[eni])["NetworkInterfaces"][0]["Groups"]][0]
+        cloud.ec2.modify_network_interface_attribute(NetworkInterfaceId=eni, Groups=[default])
+    report = verify(plan, env, rules)
+    assert not report.ok
+    assert {c.rule for c in report.checks if c.status == "blocked"} >= {"contiv-vxlan", "etcd-client", "kubelet-api"}
+
+
+def test_ipip_revoked_from_one_group(aws: None) -> None:
+    cloud, plan, env, rules = build(EXAMPLES / "calico-overlay.yaml")
+    worker = cloud.groups["worker"]
+    cloud.revoke("master", "ingress", lambda r: r["IpProtocol"] == "4" and r.get("ReferencedGroupInfo", {}).get("GroupId") == worker)
+    report = verify(plan, env, rules)
+    assert blocked(report) == {("calico-ipip", "worker", "master")}
+    reason = next(c.reason for c in report.checks if c.status == "blocked")
+    assert "no ingress rule on" in reason and "prod-east-master" in reason and "IP-in-IP (4)" in reason
+
+
+def test_acl_denies_bgp_inbound(aws: None) -> None:
+    cloud, plan, env, rules = build(EXAMPLES / "calico-overlay.yaml")
+    deny = {"RuleNumber": 5, "Protocol": "6", "RuleAction": "deny", "Egress": False, "CidrBlock": "0.0.0.0/0", "PortRange": {"From": 179, "To": 179}}
+    acl = cloud.own_acl("10.0.2.0/24", [deny, *allow_all()])
+    report = verify(plan, env, rules)
+    # workers, ingress and storage live in 10.0.2.0/24: BGP from the masters (10.0.1.0/24) is cut;
+    # BGP inside the subnet never meets the ACL.
+    assert blocked(report) == {("calico-bgp", "master", t) for t in ("worker", "ingress", "storage")}
+    assert all(f"network ACL {acl} rule 5 denies tcp 179 inbound" in c.reason for c in report.checks if c.status == "blocked")
+
+
+def test_egress_removed_from_one_group(aws: None) -> None:
+    cloud, plan, env, rules = build(EXAMPLES / "weave-encrypted.yaml")
+    # a locked-down VPC: the default group allows no egress, so only ket-infra's egress counts
+    default = cloud.ec2.describe_security_groups(
+        Filters=[{"Name": "group-name", "Values": ["default"]}, {"Name": "vpc-id", "Values": [cloud.vpc]}]
+    )["SecurityGroups"][0]
+    cloud.ec2.revoke_security_group_egress(GroupId=default["GroupId"], IpPermissions=default["IpPermissionsEgress"])
+    assert verify(plan, env, rules).ok
+    master = cloud.groups["master"]
+    cloud.revoke("worker", "egress", lambda r: r["IpProtocol"] == "50" and r.get("ReferencedGroupInfo", {}).get("GroupId") == master)
+    report = verify(plan, env, rules)
+    assert blocked(report) == {("weave-esp", "worker", "master")}
+    assert all("no egress rule on" in c.reason for c in report.checks if c.status == "blocked")
+
+
+def test_acl_denies_the_return_path(aws: None) -> None:
+    cloud, plan, env, rules = build(EXAMPLES / "calico-overlay.yaml")
+    # the etcd/master subnet may not answer to ports 40000-60999 in 10.0.2.0/24 (inside
+    # Linux's ephemeral range, above every required port, so only return paths are cut)
+    deny = {"RuleNumber": 10, "Protocol": "6", "RuleAction": "deny", "Egress": True, "CidrBlock": "10.0.2.0/24", "PortRange": {"From": 40000, "To": 60999}}
+    cloud.own_acl("10.0.1.0/24", [deny, *allow_all()])
+    report = verify(plan, env, rules)
+    found = blocked(report)
+    assert found, "a denied return path must be found"
+    assert all(src in ("worker", "ingress", "storage", "worker[0]") for _rule, src, _dst in found)
+    assert all("the return path tcp 1024-65535 outbound" in c.reason for c in report.checks if c.status == "blocked")
+    assert ("apiserver", "worker", "master") in found and ("calico-bgp", "worker", "master") in found
+    assert ("calico-ipip", "worker", "master") not in found  # IP-in-IP has no return path of its own
+
+
+def test_source_dest_check_back_on(aws: None) -> None:
+    cloud, plan, env, rules = build(EXAMPLES / "calico-routed.yaml")
+    assert verify(plan, env, rules).ok
+    cloud.ec2.modify_instance_attribute(InstanceId=cloud.instances["node02"], SourceDestCheck={"Value": True})
+    report = verify(plan, env, rules)
+    assert blocked(report) == set()
+    bad = [h for h in report.host_settings if h.status == "blocked"]
+    assert [(h.node.host, h.node.source_dest_check, h.expected) for h in bad] == [("node02", True, False)]
+    assert not report.ok
+
+
+def test_hand_made_rule_elsewhere_is_honoured(aws: None) -> None:
+    cloud, plan, env, rules = build(EXAMPLES / "calico-overlay.yaml")
+    worker = cloud.groups["worker"]
+    cloud.revoke("master", "ingress", lambda r: r["IpProtocol"] == "4" and r.get("ReferencedGroupInfo", {}).get("GroupId") == worker)
+    assert blocked(verify(plan, env, rules)) == {("calico-ipip", "worker", "master")}
+    # someone's own group on the masters opens IP-in-IP from the whole worker subnet
+    own = cloud.ec2.create_security_group(GroupName="ops-tunnels", Description="ops", VpcId=cloud.vpc)["GroupId"]
+    cloud.ec2.authorize_security_group_ingress(
+        GroupId=own, IpPermissions=[{"IpProtocol": "4", "FromPort": -1, "ToPort": -1, "IpRanges": [{"CidrIp": "10.0.2.0/24"}]}]
+    )
+    for host in ("master01", "master02"):
+        eni = cloud.enis[host]
+        groups = [g["GroupId"] for g in cloud.ec2.describe_network_interfaces(NetworkInterfaceIds=[eni])["NetworkInterfaces"][0]["Groups"]]
+        cloud.ec2.modify_network_interface_attribute(NetworkInterfaceId=eni, Groups=[*groups, own])
+    report = verify(plan, env, rules)
+    assert report.ok, blocked(report)
+
+
+def test_node_specific_hand_rule_splits_the_class(aws: None) -> None:
+    cloud, plan, env, rules = build(EXAMPLES / "calico-overlay.yaml")
+    worker = cloud.groups["worker"]
+    cloud.revoke("master", "ingress", lambda r: r["IpProtocol"] == "4" and r.get("ReferencedGroupInfo", {}).get("GroupId") == worker)
+    cloud.ec2.authorize_security_group_ingress(
+        GroupId=cloud.groups["master"],
+        IpPermissions=[{"IpProtocol": "4", "FromPort": -1, "ToPort": -1, "IpRanges": [{"CidrIp": "10.0.2.32/32"}]}],
+    )
+    report = verify(plan, env, rules)
+    bad = [c for c in report.checks if c.status == "blocked"]
+    sources = {n.host for c in bad for n in c.source.nodes}
+    assert sources == {"worker01", "worker03"}  # worker02 (10.0.2.32) is allowed by the hand-made rule
