@@ -72,6 +72,8 @@ fmt: $(BIN)/ket-infra
 
 bench: $(BIN)/ket-infra
 	$(BIN)/python bench/bench_rules.py --out bench/results.json
+	$(BIN)/python bench/bench_aws.py --out bench/results.json
+	$(BIN)/python bench/report.py
 
 clean:
 	rm -rf $(VENV) .work .pytest_cache .mypy_cache .ruff_cache .hypothesis

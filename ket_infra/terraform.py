@@ -71,6 +71,18 @@ def _last_error(stderr: str, stdout: str) -> str:
     return re.sub(r"\s+", " ", words)[:600] or "no error output"
 
 
+def _lock_holder(stderr: str) -> dict[str, str] | None:
+    """The lock info Terraform prints when the state is locked, else None."""
+    if "Error acquiring the state lock" not in stderr:
+        return None
+    info: dict[str, str] = {}
+    for line in stderr.splitlines():
+        m = re.match(r"^[\s│]*(ID|Path|Operation|Who|Version|Created|Info):\s*(.*?)\s*$", line)
+        if m:
+            info[m.group(1)] = m.group(2)
+    return info
+
+
 @contextmanager
 def _environ(extra: dict[str, str]) -> Iterator[None]:
     """python-terraform passes os.environ to Terraform; add EXTRA for one call."""
@@ -111,8 +123,22 @@ class Terraform:
             except OSError as exc:
                 raise TerraformError(f"cannot run {self.binary}: {exc.strerror}; {self._install_hint()}") from None
         if rc not in ok:
+            locked = _lock_holder(err or "")
+            if locked is not None:
+                raise TerraformError(self._locked_message(locked))
             raise TerraformError(f"{self.binary} {cmd} failed in {self.work}: {_last_error(err or '', out or '')}")
         return rc, out or ""
+
+    def _locked_message(self, lock: dict[str, str]) -> str:
+        who = lock.get("Who", "unknown")
+        since = lock.get("Created", "an unknown time")
+        lock_id = lock.get("ID", "ID")
+        return (
+            f"the Terraform state of environment {self.env.name} is locked by {who} since {since} "
+            f"(operation {lock.get('Operation', 'unknown')}): another run is still going, or one was killed. "
+            f"If none is running, unlock it with: {self.binary} -chdir={self.work} force-unlock -force {lock_id} "
+            f"-- then run ket-infra plan --env {self.env.name} again"
+        )
 
     def _install_hint(self) -> str:
         return (

@@ -136,7 +136,9 @@ class Report:
 
     @property
     def ok(self) -> bool:
-        return all(c.status == "allowed" for c in self.checks) and all(h.status == "allowed" for h in self.host_settings)
+        return all(c.status == "allowed" for c in self.checks) and all(
+            h.status == "allowed" for h in self.host_settings
+        )
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -219,7 +221,9 @@ def read_state(env: Environment, discovery: Discovery, ec2: Any) -> LiveState:
     entries: dict[str, list[AclEntry]] = {}
     default_acl = None
     with aws_errors(env, "reading network ACLs"):
-        pages = ec2.get_paginator("describe_network_acls").paginate(Filters=[{"Name": "vpc-id", "Values": [discovery.vpc_id]}])
+        pages = ec2.get_paginator("describe_network_acls").paginate(
+            Filters=[{"Name": "vpc-id", "Values": [discovery.vpc_id]}]
+        )
         for page in pages:
             for acl in page["NetworkAcls"]:
                 acl_id = acl["NetworkAclId"]
@@ -406,7 +410,9 @@ def _return_traffic(t: Traffic) -> Traffic | None:
 # ---------------------------------------------------------------- classes
 
 
-def _classes(plan: Plan, discovery: Discovery, state: LiveState, extra: Iterable[Net]) -> list[tuple[NodeInterface, ...]]:
+def _classes(
+    plan: Plan, discovery: Discovery, state: LiveState, extra: Iterable[Net]
+) -> list[tuple[NodeInterface, ...]]:
     """Nodes no rule or ACL entry can tell apart, grouped."""
     cidrs: set[Net] = set(extra)
     for table in (state.ingress, state.egress):
@@ -469,7 +475,12 @@ def evaluate(plan: Plan, env: Environment, rules: RuleSet, discovery: Discovery,
 
 
 def _sources(
-    flow: Flow, plan: Plan, env: Environment, classes: list[tuple[NodeInterface, ...]], target: tuple[NodeInterface, ...], discovery: Discovery
+    flow: Flow,
+    plan: Plan,
+    env: Environment,
+    classes: list[tuple[NodeInterface, ...]],
+    target: tuple[NodeInterface, ...],
+    discovery: Discovery,
 ) -> list[tuple[Endpoint, int]]:
     """The sources of FLOW towards the class TARGET, with the node pairs each stands for."""
     from ket_infra.layout import cidr_sources
@@ -493,13 +504,19 @@ def _sources(
             if pairs:
                 out.append((Endpoint(f"{role}[0]", (node,)), pairs))
         return out
-    label = flow.src_cidr if flow.src_cidr in (catalog.INSTALLER, catalog.INGRESS_CLIENTS, catalog.API_CLIENTS, catalog.POD_CIDR) else "cidr"
+    label = (
+        flow.src_cidr
+        if flow.src_cidr in (catalog.INSTALLER, catalog.INGRESS_CLIENTS, catalog.API_CLIENTS, catalog.POD_CIDR)
+        else "cidr"
+    )
     for cidr, _sender in cidr_sources(flow, plan, env):
         out.append((Endpoint(str(label), cidr=cidr), len(target)))
     return out
 
 
-def _pod_traffic(judge: Judge, t: Traffic, src: Endpoint, dst: Endpoint, classes: list[tuple[NodeInterface, ...]], plan: Plan) -> str | None:
+def _pod_traffic(
+    judge: Judge, t: Traffic, src: Endpoint, dst: Endpoint, classes: list[tuple[NodeInterface, ...]], plan: Plan
+) -> str | None:
     """Routed pod traffic: pod IPs on both ends, sent by any kubelet node."""
     target = dst.rep
     assert target is not None and src.cidr is not None
@@ -544,7 +561,7 @@ def text_report(report: Report, env_name: str, cluster: str) -> str:
         merged: dict[tuple[str, str, str], tuple[Check, list[str], list[str]]] = {}
         for c in checks:
             key = (c.rule, c.source.label, c.target.label)
-            first, srcs, dsts = merged.setdefault(key, (c, [], []))
+            _first, srcs, dsts = merged.setdefault(key, (c, [], []))
             srcs.extend(n for n in ([x.host for x in c.source.nodes] or [c.source.name]) if n not in srcs)
             dsts.extend(n for n in (x.host for x in c.target.nodes) if n not in dsts)
         for (rule, src_label, dst_label), (c, srcs, dsts) in merged.items():
@@ -564,7 +581,9 @@ def text_report(report: Report, env_name: str, cluster: str) -> str:
         else:
             lines.append(f"host settings: source/dest check as required on {len(report.host_settings)} node(s)")
     lines.append("")
-    lines.append("OK: every required flow is open" if report.ok else "FAILED: fix the causes above, then run verify again")
+    lines.append(
+        "OK: every required flow is open" if report.ok else "FAILED: fix the causes above, then run verify again"
+    )
     return "\n".join(lines) + "\n"
 
 

@@ -16,7 +16,7 @@ from ket_infra.errors import KetInfraError
 from ket_infra.layout import RuleSet, layout
 from ket_infra.plan import KUBELET_ROLES, Plan, load_plan
 from ket_infra.render import MAIN, TFVARS, Attachment, render, work_dir
-from ket_infra.terraform import PlanSummary, Terraform, summary_lines
+from ket_infra.terraform import PlanSummary, Terraform, TerraformError, summary_lines
 
 Progress = Callable[[str], None]
 
@@ -95,7 +95,13 @@ def apply(ctx: Context, auto_approve: bool) -> None:
                 f"rendered module changed since it was made; run ket-infra plan --env {ctx.env.name} again"
             )
         tf.check_version()
-    tf.apply()
+    try:
+        tf.apply()
+    except TerraformError as exc:
+        raise TerraformError(
+            f"{exc} -- the apply may have made part of its changes; run ket-infra plan --env {ctx.env.name} "
+            "to see what is left, then apply again (a rerun converges)"
+        ) from None
     tf.forget_plan()
     host_settings(ctx, restore=False)
     ctx.progress(f"applied: environment {ctx.env.name} is ready for kismatic install apply")

@@ -10,6 +10,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -37,8 +38,14 @@ class Sandbox:
         self.port = free_port()
         self.env_file = root / "environments" / "sandbox.yaml"
 
-    def up(self, plan: Path) -> Path:
-        return sandbox_up(plan, self.port, self.env_file, self.root / ".work", progress=lambda _m: None)
+    def up(self, plan: Path, preflight: bool = True) -> Path:
+        """Seed the sandbox for PLAN; preflight=False keeps the run short (about half the rules)."""
+        path = sandbox_up(plan, self.port, self.env_file, self.root / ".work", progress=lambda _m: None)
+        if not preflight:
+            data = yaml.safe_load(path.read_text())
+            data["preflight"] = False
+            path.write_text(yaml.safe_dump(data))
+        return path
 
     def client(self, service: str = "ec2") -> Any:
         import boto3
@@ -51,11 +58,18 @@ class Sandbox:
             aws_secret_access_key="testing",
         )
 
-    def run(self, *args: str, env_file: Path | None = None) -> subprocess.CompletedProcess[str]:
-        env = {**os.environ, "KET_INFRA_TF_PLUGIN_DIR": PLUGIN_DIR or ""}
+    def command(
+        self, *args: str, env_file: Path | None = None, extra: dict[str, str] | None = None
+    ) -> tuple[list[str], dict[str, str]]:
+        env = {**os.environ, "KET_INFRA_TF_PLUGIN_DIR": PLUGIN_DIR or "", **(extra or {})}
         env.pop("AWS_PROFILE", None)
-        cmd = [sys.executable, "-m", "ket_infra", *args, "--env", str(env_file or self.env_file)]
-        return subprocess.run(cmd, cwd=self.root, capture_output=True, text=True, env=env, timeout=600)
+        return [sys.executable, "-m", "ket_infra", *args, "--env", str(env_file or self.env_file)], env
+
+    def run(
+        self, *args: str, env_file: Path | None = None, extra: dict[str, str] | None = None, cwd: Path | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        cmd, env = self.command(*args, env_file=env_file, extra=extra)
+        return subprocess.run(cmd, cwd=cwd or self.root, capture_output=True, text=True, env=env, timeout=600)
 
     def env_with(self, name: str, **changes: Any) -> Path:
         data = yaml.safe_load(self.env_file.read_text())
@@ -94,7 +108,7 @@ def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
 
 
 def test_plan_apply_replan_destroy(sandbox: Sandbox) -> None:
-    sandbox.up(EXAMPLES / "calico-overlay.yaml")
+    sandbox.up(EXAMPLES / "calico-overlay.yaml", preflight=False)
     first = sandbox.run("plan", "--detailed-exitcode")
     assert first.returncode == 2, first.stdout + first.stderr
     assert "+ ingress rule worker-in-proto4-from-master: Calico IP-in-IP tunnel" in first.stdout
@@ -130,11 +144,15 @@ def test_plan_apply_replan_destroy(sandbox: Sandbox) -> None:
     # someone removes IP-in-IP from the workers into the masters by hand: verify finds it, and only it
     ec2 = sandbox.client()
     master_sg = next(g for g in groups.values() if g["GroupName"] == "prod-east-master")["GroupId"]
-    rules = ec2.describe_security_group_rules(Filters=[{"Name": "group-id", "Values": [master_sg]}])["SecurityGroupRules"]
+    rules = ec2.describe_security_group_rules(Filters=[{"Name": "group-id", "Values": [master_sg]}])[
+        "SecurityGroupRules"
+    ]
     ipip = [
         r["SecurityGroupRuleId"]
         for r in rules
-        if r["IpProtocol"] == "4" and not r["IsEgress"] and r.get("ReferencedGroupInfo", {}).get("GroupId") == worker_sg["GroupId"]
+        if r["IpProtocol"] == "4"
+        and not r["IsEgress"]
+        and r.get("ReferencedGroupInfo", {}).get("GroupId") == worker_sg["GroupId"]
     ]
     ec2.revoke_security_group_ingress(GroupId=master_sg, SecurityGroupRuleIds=ipip)
     broken = sandbox.run("verify", "--format", "json")
@@ -144,7 +162,10 @@ def test_plan_apply_replan_destroy(sandbox: Sandbox) -> None:
     text = sandbox.run("verify")
     assert text.returncode == 3
     assert "BLOCKED: no ingress rule on" in text.stdout and "allows IP-in-IP (4)" in text.stdout
-    assert "calico-ipip: IP-in-IP (4) from worker (worker01, worker02, worker03) to master (master01, master02)" in text.stdout
+    assert (
+        "calico-ipip: IP-in-IP (4) from worker (worker01, worker02, worker03) to master (master01, master02)"
+        in text.stdout
+    )
 
     # the next plan puts it back; apply --verify converges
     drift = sandbox.run("plan", "--detailed-exitcode")
@@ -175,9 +196,6 @@ def test_routed_mode_turns_source_dest_check_off(sandbox: Sandbox) -> None:
     for inst in instances:
         attr = ec2.describe_instance_attribute(InstanceId=inst["InstanceId"], Attribute="sourceDestCheck")
         assert attr["SourceDestCheck"]["Value"] is False, inst["PrivateIpAddress"]
-    again = sandbox.run("apply", "--auto-approve")
-    assert again.returncode == 0
-    assert "already set" in again.stdout
     assert sandbox.run("verify").returncode == 0
     node02 = next(i for i in instances if i["PrivateIpAddress"] == "10.0.3.22")
     ec2.modify_instance_attribute(InstanceId=node02["InstanceId"], SourceDestCheck={"Value": True})
@@ -185,20 +203,35 @@ def test_routed_mode_turns_source_dest_check_off(sandbox: Sandbox) -> None:
     assert broken.returncode == 3
     doc = json.loads(broken.stdout)
     assert [c for c in doc["checks"] if c["status"] == "blocked"] == []
-    assert [(h["node"], h["source_dest_check"], h["status"]) for h in doc["host_settings"] if h["status"] == "blocked"] == [
-        ("node02", True, "blocked")
-    ]
+    assert [
+        (h["node"], h["source_dest_check"], h["status"]) for h in doc["host_settings"] if h["status"] == "blocked"
+    ] == [("node02", True, "blocked")]
     assert sandbox.run("destroy").returncode == 0
     for inst in instances:
         attr = ec2.describe_instance_attribute(InstanceId=inst["InstanceId"], Attribute="sourceDestCheck")
         assert attr["SourceDestCheck"]["Value"] is True
 
 
-def test_stale_plan_is_refused(sandbox: Sandbox) -> None:
-    sandbox.up(EXAMPLES / "contiv.yaml")
-    assert sandbox.run("plan").returncode == 0
+SECRET_KEY = "kiSecretAccessKey0123456789abcdefEXAMPLE"
+WEAVE_PASSWORD = "s3cr3t-weave-passphrase"
+
+
+def test_stale_plan_is_refused_and_secrets_stay_out(sandbox: Sandbox) -> None:
+    sandbox.up(EXAMPLES / "weave-encrypted.yaml", preflight=False)
+    creds = {"AWS_ACCESS_KEY_ID": "AKIAKETINFRATEST0001", "AWS_SECRET_ACCESS_KEY": SECRET_KEY}
+    planned = sandbox.run("plan", "--format", "json", extra=creds)
+    assert planned.returncode == 0, planned.stderr
+    # the weave password and the AWS secret key appear in no output and no generated file
+    outputs = [planned.stdout, planned.stderr]
+    work = sandbox.root / ".work" / "sandbox"
+    files = [p for p in work.rglob("*") if p.is_file() and ".terraform" not in p.parts and p.suffix != ".tfplan"]
+    assert files
+    for text in outputs + [p.read_text(errors="replace") for p in files]:
+        assert WEAVE_PASSWORD not in text and SECRET_KEY not in text
+    for p in files:
+        assert p.stat().st_mode & 0o002 == 0, f"{p} is world-writable"
     data = yaml.safe_load(sandbox.env_file.read_text())
-    data["preflight"] = False
+    data["installer_cidr"] = "10.1.1.6/32"
     sandbox.env_file.write_text(yaml.safe_dump(data))
     line = one_line_error(sandbox.run("apply"))
     assert "is stale" in line and "run ket-infra plan --env sandbox again" in line
@@ -250,4 +283,50 @@ def test_routed_across_subnets_is_refused(sandbox: Sandbox, tmp_path: Path) -> N
     line = one_line_error(sandbox.run("plan"))
     assert "routed needs every kubelet node in one subnet, but they are in 2" in line
     assert "use mode overlay" in line
+    assert sandbox.ket_groups() == []
+
+
+def test_two_applies_on_one_s3_backend(sandbox: Sandbox, tmp_path: Path) -> None:
+    """Two pipeline runs of one environment, sharing the s3 state: the second stops at once, changes nothing."""
+    sandbox.up(EXAMPLES / "contiv.yaml", preflight=False)
+    sandbox.client("s3").create_bucket(
+        Bucket="ket-state", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"}
+    )
+    backend = {
+        "type": "s3",
+        "bucket": "ket-state",
+        "key": "contiv/sandbox.tfstate",
+        "region": "eu-west-1",
+        "use_lockfile": True,
+        "endpoint_url": f"http://127.0.0.1:{sandbox.port}",
+    }
+    shared = sandbox.env_with("shared", **{"terraform.backend": backend})
+    cmd, env = sandbox.command("apply", "--auto-approve", env_file=shared)
+    first = subprocess.Popen(
+        cmd, cwd=sandbox.root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        assert first.stdout is not None
+        seen = []
+        for line in first.stdout:
+            seen.append(line)
+            if line.startswith("terraform apply"):
+                break
+        assert seen and seen[-1].startswith("terraform apply"), "".join(seen)
+        other = tmp_path / "runner-2"  # another pipeline runner: its own work folder, the same state
+        other.mkdir()
+        start = time.monotonic()
+        second = sandbox.run("apply", "--auto-approve", env_file=shared, cwd=other)
+        took = time.monotonic() - start
+    finally:
+        rest = first.communicate(timeout=600)[0]
+    assert first.returncode == 0, "".join(seen) + rest
+    line = one_line_error(second)
+    assert "is locked by" in line and "force-unlock" in line, line
+    assert took < 60
+    names = sorted(g["GroupName"] for g in sandbox.ket_groups())
+    assert names == ["analytics-etcd", "analytics-master", "analytics-storage", "analytics-worker"]
+    again = sandbox.run("plan", "--detailed-exitcode", env_file=shared, cwd=other)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert sandbox.run("destroy", env_file=shared).returncode == 0
     assert sandbox.ket_groups() == []

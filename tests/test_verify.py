@@ -49,29 +49,45 @@ class Cloud:
         vpc_net, subnet_nets = network_for(plan)
         vpc = self.ec2.create_vpc(CidrBlock=str(vpc_net))["Vpc"]["VpcId"]
         self.vpc = vpc
-        self.subnets = {str(n): self.ec2.create_subnet(VpcId=vpc, CidrBlock=str(n))["Subnet"]["SubnetId"] for n in subnet_nets}
+        self.subnets = {
+            str(n): self.ec2.create_subnet(VpcId=vpc, CidrBlock=str(n))["Subnet"]["SubnetId"] for n in subnet_nets
+        }
         ami = image_id(self.ec2)
         self.instances: dict[str, str] = {}
         self.enis: dict[str, str] = {}
         for node in plan.nodes:
             net = next(str(n) for n in subnet_nets if ipaddress.ip_address(node.address) in n)
             inst = self.ec2.run_instances(
-                ImageId=ami, MinCount=1, MaxCount=1, InstanceType="t3.medium",
-                SubnetId=self.subnets[net], PrivateIpAddress=node.address,
+                ImageId=ami,
+                MinCount=1,
+                MaxCount=1,
+                InstanceType="t3.medium",
+                SubnetId=self.subnets[net],
+                PrivateIpAddress=node.address,
             )["Instances"][0]
             self.instances[node.host] = inst["InstanceId"]
             self.enis[node.host] = inst["NetworkInterfaces"][0]["NetworkInterfaceId"]
         self.groups = {
-            g.name: self.ec2.create_security_group(GroupName=f"{rules.cluster}-{g.name}", Description=g.name, VpcId=vpc)["GroupId"]
+            g.name: self.ec2.create_security_group(
+                GroupName=f"{rules.cluster}-{g.name}", Description=g.name, VpcId=vpc
+            )["GroupId"]
             for g in rules.groups
         }
         for gid in self.groups.values():  # as Terraform does: no default allow-all egress
-            self.ec2.revoke_security_group_egress(GroupId=gid, IpPermissions=[{"IpProtocol": "-1", "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}])
+            self.ec2.revoke_security_group_egress(
+                GroupId=gid, IpPermissions=[{"IpProtocol": "-1", "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}]
+            )
         for r in rules.rules:
-            call = self.ec2.authorize_security_group_ingress if r.direction == "ingress" else self.ec2.authorize_security_group_egress
+            call = (
+                self.ec2.authorize_security_group_ingress
+                if r.direction == "ingress"
+                else self.ec2.authorize_security_group_egress
+            )
             call(GroupId=self.groups[r.group], IpPermissions=[permission(r, self.groups)])
         for node in plan.nodes:
-            eni = self.ec2.describe_network_interfaces(NetworkInterfaceIds=[self.enis[node.host]])["NetworkInterfaces"][0]
+            eni = self.ec2.describe_network_interfaces(NetworkInterfaceIds=[self.enis[node.host]])["NetworkInterfaces"][
+                0
+            ]
             current = [g["GroupId"] for g in eni["Groups"]]
             self.ec2.modify_network_interface_attribute(
                 NetworkInterfaceId=self.enis[node.host], Groups=[*current, self.groups[node.group]]
@@ -79,10 +95,14 @@ class Cloud:
         for h in rules.host_settings:
             for node in plan.nodes:
                 if node.group == h.group:
-                    self.ec2.modify_instance_attribute(InstanceId=self.instances[node.host], SourceDestCheck={"Value": False})
+                    self.ec2.modify_instance_attribute(
+                        InstanceId=self.instances[node.host], SourceDestCheck={"Value": False}
+                    )
 
     def revoke(self, group: str, direction: str, match: Any) -> None:
-        rules = self.ec2.describe_security_group_rules(Filters=[{"Name": "group-id", "Values": [self.groups[group]]}])["SecurityGroupRules"]
+        rules = self.ec2.describe_security_group_rules(Filters=[{"Name": "group-id", "Values": [self.groups[group]]}])[
+            "SecurityGroupRules"
+        ]
         ids = [r["SecurityGroupRuleId"] for r in rules if r["IsEgress"] == (direction == "egress") and match(r)]
         assert ids, f"no such rule on {group}"
         if direction == "egress":
@@ -113,7 +133,9 @@ def allow_all(rule: int = 100) -> list[dict[str, Any]]:
 
 
 def env_for(plan_path: Path) -> Environment:
-    return Environment(name="t", path="t.yaml", plan_file=plan_path, aws=AwsConfig(REGION), installer_cidr="10.0.9.5/32")
+    return Environment(
+        name="t", path="t.yaml", plan_file=plan_path, aws=AwsConfig(REGION), installer_cidr="10.0.9.5/32"
+    )
 
 
 @pytest.fixture
@@ -149,7 +171,10 @@ def test_before_apply_everything_is_blocked(aws: None) -> None:
     assert verify(plan, env, rules).ok
     for node in plan.nodes:
         eni = cloud.enis[node.host]
-        default = [g["GroupId"] for g in cloud.ec2.describe_network_interfaces(NetworkInterfaceIds=[eni])["NetworkInterfaces"][0]["Groups"]][0]
+        default = next(
+            g["GroupId"]
+            for g in cloud.ec2.describe_network_interfaces(NetworkInterfaceIds=[eni])["NetworkInterfaces"][0]["Groups"]
+        )
         cloud.ec2.modify_network_interface_attribute(NetworkInterfaceId=eni, Groups=[default])
     report = verify(plan, env, rules)
     assert not report.ok
@@ -159,7 +184,11 @@ def test_before_apply_everything_is_blocked(aws: None) -> None:
 def test_ipip_revoked_from_one_group(aws: None) -> None:
     cloud, plan, env, rules = build(EXAMPLES / "calico-overlay.yaml")
     worker = cloud.groups["worker"]
-    cloud.revoke("master", "ingress", lambda r: r["IpProtocol"] == "4" and r.get("ReferencedGroupInfo", {}).get("GroupId") == worker)
+    cloud.revoke(
+        "master",
+        "ingress",
+        lambda r: r["IpProtocol"] == "4" and r.get("ReferencedGroupInfo", {}).get("GroupId") == worker,
+    )
     report = verify(plan, env, rules)
     assert blocked(report) == {("calico-ipip", "worker", "master")}
     reason = next(c.reason for c in report.checks if c.status == "blocked")
@@ -168,13 +197,22 @@ def test_ipip_revoked_from_one_group(aws: None) -> None:
 
 def test_acl_denies_bgp_inbound(aws: None) -> None:
     cloud, plan, env, rules = build(EXAMPLES / "calico-overlay.yaml")
-    deny = {"RuleNumber": 5, "Protocol": "6", "RuleAction": "deny", "Egress": False, "CidrBlock": "0.0.0.0/0", "PortRange": {"From": 179, "To": 179}}
+    deny = {
+        "RuleNumber": 5,
+        "Protocol": "6",
+        "RuleAction": "deny",
+        "Egress": False,
+        "CidrBlock": "0.0.0.0/0",
+        "PortRange": {"From": 179, "To": 179},
+    }
     acl = cloud.own_acl("10.0.2.0/24", [deny, *allow_all()])
     report = verify(plan, env, rules)
     # workers, ingress and storage live in 10.0.2.0/24: BGP from the masters (10.0.1.0/24) is cut;
     # BGP inside the subnet never meets the ACL.
     assert blocked(report) == {("calico-bgp", "master", t) for t in ("worker", "ingress", "storage")}
-    assert all(f"network ACL {acl} rule 5 denies tcp 179 inbound" in c.reason for c in report.checks if c.status == "blocked")
+    assert all(
+        f"network ACL {acl} rule 5 denies tcp 179 inbound" in c.reason for c in report.checks if c.status == "blocked"
+    )
 
 
 def test_egress_removed_from_one_group(aws: None) -> None:
@@ -186,7 +224,11 @@ def test_egress_removed_from_one_group(aws: None) -> None:
     cloud.ec2.revoke_security_group_egress(GroupId=default["GroupId"], IpPermissions=default["IpPermissionsEgress"])
     assert verify(plan, env, rules).ok
     master = cloud.groups["master"]
-    cloud.revoke("worker", "egress", lambda r: r["IpProtocol"] == "50" and r.get("ReferencedGroupInfo", {}).get("GroupId") == master)
+    cloud.revoke(
+        "worker",
+        "egress",
+        lambda r: r["IpProtocol"] == "50" and r.get("ReferencedGroupInfo", {}).get("GroupId") == master,
+    )
     report = verify(plan, env, rules)
     assert blocked(report) == {("weave-esp", "worker", "master")}
     assert all("no egress rule on" in c.reason for c in report.checks if c.status == "blocked")
@@ -196,7 +238,14 @@ def test_acl_denies_the_return_path(aws: None) -> None:
     cloud, plan, env, rules = build(EXAMPLES / "calico-overlay.yaml")
     # the etcd/master subnet may not answer to ports 40000-60999 in 10.0.2.0/24 (inside
     # Linux's ephemeral range, above every required port, so only return paths are cut)
-    deny = {"RuleNumber": 10, "Protocol": "6", "RuleAction": "deny", "Egress": True, "CidrBlock": "10.0.2.0/24", "PortRange": {"From": 40000, "To": 60999}}
+    deny = {
+        "RuleNumber": 10,
+        "Protocol": "6",
+        "RuleAction": "deny",
+        "Egress": True,
+        "CidrBlock": "10.0.2.0/24",
+        "PortRange": {"From": 40000, "To": 60999},
+    }
     cloud.own_acl("10.0.1.0/24", [deny, *allow_all()])
     report = verify(plan, env, rules)
     found = blocked(report)
@@ -221,16 +270,24 @@ def test_source_dest_check_back_on(aws: None) -> None:
 def test_hand_made_rule_elsewhere_is_honoured(aws: None) -> None:
     cloud, plan, env, rules = build(EXAMPLES / "calico-overlay.yaml")
     worker = cloud.groups["worker"]
-    cloud.revoke("master", "ingress", lambda r: r["IpProtocol"] == "4" and r.get("ReferencedGroupInfo", {}).get("GroupId") == worker)
+    cloud.revoke(
+        "master",
+        "ingress",
+        lambda r: r["IpProtocol"] == "4" and r.get("ReferencedGroupInfo", {}).get("GroupId") == worker,
+    )
     assert blocked(verify(plan, env, rules)) == {("calico-ipip", "worker", "master")}
     # someone's own group on the masters opens IP-in-IP from the whole worker subnet
     own = cloud.ec2.create_security_group(GroupName="ops-tunnels", Description="ops", VpcId=cloud.vpc)["GroupId"]
     cloud.ec2.authorize_security_group_ingress(
-        GroupId=own, IpPermissions=[{"IpProtocol": "4", "FromPort": -1, "ToPort": -1, "IpRanges": [{"CidrIp": "10.0.2.0/24"}]}]
+        GroupId=own,
+        IpPermissions=[{"IpProtocol": "4", "FromPort": -1, "ToPort": -1, "IpRanges": [{"CidrIp": "10.0.2.0/24"}]}],
     )
     for host in ("master01", "master02"):
         eni = cloud.enis[host]
-        groups = [g["GroupId"] for g in cloud.ec2.describe_network_interfaces(NetworkInterfaceIds=[eni])["NetworkInterfaces"][0]["Groups"]]
+        groups = [
+            g["GroupId"]
+            for g in cloud.ec2.describe_network_interfaces(NetworkInterfaceIds=[eni])["NetworkInterfaces"][0]["Groups"]
+        ]
         cloud.ec2.modify_network_interface_attribute(NetworkInterfaceId=eni, Groups=[*groups, own])
     report = verify(plan, env, rules)
     assert report.ok, blocked(report)
@@ -239,7 +296,11 @@ def test_hand_made_rule_elsewhere_is_honoured(aws: None) -> None:
 def test_node_specific_hand_rule_splits_the_class(aws: None) -> None:
     cloud, plan, env, rules = build(EXAMPLES / "calico-overlay.yaml")
     worker = cloud.groups["worker"]
-    cloud.revoke("master", "ingress", lambda r: r["IpProtocol"] == "4" and r.get("ReferencedGroupInfo", {}).get("GroupId") == worker)
+    cloud.revoke(
+        "master",
+        "ingress",
+        lambda r: r["IpProtocol"] == "4" and r.get("ReferencedGroupInfo", {}).get("GroupId") == worker,
+    )
     cloud.ec2.authorize_security_group_ingress(
         GroupId=cloud.groups["master"],
         IpPermissions=[{"IpProtocol": "4", "FromPort": -1, "ToPort": -1, "IpRanges": [{"CidrIp": "10.0.2.32/32"}]}],
@@ -248,3 +309,17 @@ def test_node_specific_hand_rule_splits_the_class(aws: None) -> None:
     bad = [c for c in report.checks if c.status == "blocked"]
     sources = {n.host for c in bad for n in c.source.nodes}
     assert sources == {"worker01", "worker03"}  # worker02 (10.0.2.32) is allowed by the hand-made rule
+
+
+def test_source_dest_check_setting_is_idempotent(aws: None) -> None:
+    from ket_infra.aws import discover, set_source_dest_check
+
+    cloud, plan, env, _rules = build(EXAMPLES / "calico-routed.yaml")
+    found = discover(plan, env)
+    lines: list[str] = []
+    targets = list(found.nodes)
+    assert set_source_dest_check(env, targets, True, lines.append) == 5  # the Cloud turned them off
+    assert set_source_dest_check(env, targets, True, lines.append) == 0
+    assert len(lines) == 5 and all("source/dest check on" in ln for ln in lines)
+    attr = cloud.ec2.describe_instance_attribute(InstanceId=cloud.instances["cp01"], Attribute="sourceDestCheck")
+    assert attr["SourceDestCheck"]["Value"] is True

@@ -1,0 +1,169 @@
+"""Benchmark `ket-infra plan` and `ket-infra verify` against the sandbox.
+
+Not a test: it measures and writes its figures as JSON (--out merges them
+under "plan" and "verify"). All figures of one size come from one run, so
+the ratios hold on a shared machine.
+
+- plan: `ket-infra plan` end to end (discover, render, init, plan, summary)
+  next to a bare `terraform plan` in the same rendered folder; the ratio is
+  ket-infra's own overhead.
+- verify: after `ket-infra apply`, wall time of `verify` in-process and the
+  number of AWS API calls it made (counted in the boto3 client).
+
+Needs the Terraform CLI and, offline, KET_INFRA_TF_PLUGIN_DIR.
+
+    .venv/bin/python bench/bench_aws.py --plan-sizes 3 100 500 --verify-sizes 10 300 1000 --out bench/results.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from ket_infra.aws import Counter  # noqa: E402
+from ket_infra.sandbox import sandbox_down, sandbox_up  # noqa: E402
+from ket_infra.workflow import context  # noqa: E402
+
+
+def make_plan(nodes: int) -> dict[str, Any]:
+    """A calico overlay plan: 3 etcd, 3 masters (1 of each when tiny), ~2% ingress, ~2% storage, the rest workers."""
+
+    def node(i: int) -> dict[str, str]:
+        # 200 nodes per /24, away from the addresses AWS reserves
+        return {"host": f"node{i:05d}", "ip": f"10.0.{i // 200}.{10 + i % 200}"}
+
+    counter = iter(range(nodes))
+    if nodes <= 3:
+        sizes = {"etcd": 1, "master": 1, "worker": nodes - 2, "ingress": 0, "storage": 0}
+    else:
+        extra = max(1, nodes // 50)
+        sizes = {"etcd": 3, "master": 3, "worker": nodes - 6 - 2 * extra, "ingress": extra, "storage": extra}
+    plan: dict[str, Any] = {
+        "cluster": {
+            "name": f"bench{nodes}",
+            "networking": {"pod_cidr_block": "172.16.0.0/16", "service_cidr_block": "172.20.0.0/16"},
+        },
+        "add_ons": {"cni": {"provider": "calico", "options": {"calico": {"mode": "overlay"}}}},
+    }
+    for role, size in sizes.items():
+        members = [node(next(counter)) for _ in range(size)]
+        plan[role] = {"expected_count": len(members), "nodes": members}
+    return plan
+
+
+def timed(cmd: list[str], cwd: Path, env: dict[str, str]) -> float:
+    start = time.perf_counter()
+    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    elapsed = time.perf_counter() - start
+    if result.returncode not in (0, 2):
+        raise SystemExit(
+            f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}"
+        )
+    return elapsed
+
+
+def setup(work: Path, nodes: int, port: int) -> tuple[Path, dict[str, str]]:
+    plan_path = work / f"plan-{nodes}.yaml"
+    plan_path.write_text(yaml.safe_dump(make_plan(nodes)))
+    env_file = work / "environments" / f"bench{nodes}.yaml"
+    start = time.perf_counter()
+    sandbox_up(plan_path, port, env_file, work / ".work", progress=lambda _m: None)
+    print(f"  sandbox seeded with {nodes} instances in {time.perf_counter() - start:.1f} s", flush=True)
+    env = {**os.environ, "TF_IN_AUTOMATION": "1", "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+    return env_file, env
+
+
+def bench_plan(work: Path, nodes: int, port: int) -> dict[str, Any]:
+    env_file, env = setup(work, nodes, port)
+    ket = [sys.executable, "-m", "ket_infra", "plan", "--env", str(env_file)]
+    ket_s = timed(ket, work, env)
+    rendered = work / ".work" / env_file.stem
+    bare_s = timed(["terraform", "plan", "-input=false", "-no-color", "-lock=false", "-out=bare.tfplan"], rendered, env)
+    resources = len(json.loads((rendered / "ket-infra.auto.tfvars.json").read_text())["ingress_rules"])
+    row = {
+        "nodes": nodes,
+        "ket_infra_plan_s": round(ket_s, 2),
+        "bare_terraform_plan_s": round(bare_s, 2),
+        "overhead_ratio": round(ket_s / bare_s, 2),
+        "ingress_rules": resources,
+    }
+    print(
+        f"plan   {nodes:>5} nodes: ket-infra plan {ket_s:.1f} s, bare terraform plan {bare_s:.1f} s, ratio {ket_s / bare_s:.2f}",
+        flush=True,
+    )
+    return row
+
+
+def bench_verify(work: Path, nodes: int, port: int) -> dict[str, Any]:
+    from ket_infra.verify import verify
+
+    env_file, env = setup(work, nodes, port)
+    apply_s = timed([sys.executable, "-m", "ket_infra", "apply", "--auto-approve", "--env", str(env_file)], work, env)
+    os.environ.update({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"})
+    cwd = os.getcwd()
+    os.chdir(work)
+    try:
+        ctx = context(str(env_file), progress=lambda _m: None)
+        counter = Counter()
+        start = time.perf_counter()
+        report = verify(ctx.plan, ctx.env, ctx.rules, counter)
+        verify_s = time.perf_counter() - start
+    finally:
+        os.chdir(cwd)
+    row = {
+        "nodes": nodes,
+        "verify_s": round(verify_s, 2),
+        "api_calls": counter.total,
+        "calls_by_operation": counter.calls,
+        "checks": len(report.checks),
+        "node_pairs": sum(c.pairs for c in report.checks),
+        "ok": report.ok,
+        "apply_s": round(apply_s, 1),
+    }
+    print(
+        f"verify {nodes:>5} nodes: {verify_s:.2f} s, {counter.total} AWS API calls, {row['checks']} checks covering "
+        f"{row['node_pairs']} node pairs, ok={report.ok} (apply took {apply_s:.0f} s)",
+        flush=True,
+    )
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--plan-sizes", type=int, nargs="*", default=[3, 100, 500])
+    parser.add_argument("--verify-sizes", type=int, nargs="*", default=[10, 300, 1000])
+    parser.add_argument("--port", type=int, default=5077)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    if shutil.which("terraform") is None:
+        raise SystemExit("terraform not found: install Terraform >= 1.5 to run this benchmark")
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        try:
+            plans = [bench_plan(work, n, args.port) for n in args.plan_sizes]
+            verifies = [bench_verify(work, n, args.port) for n in args.verify_sizes]
+        finally:
+            sandbox_down(args.port, work / ".work")
+    if args.out:
+        doc: dict[str, Any] = json.loads(args.out.read_text()) if args.out.exists() else {}
+        doc["plan"] = plans
+        doc["verify"] = verifies
+        args.out.write_text(json.dumps(doc, indent=2) + "\n")
+        print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
