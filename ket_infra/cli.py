@@ -193,7 +193,24 @@ def sandbox_down(port: int) -> None:
 
 
 def main() -> None:
-    cli(prog_name="ket-infra")
+    """Run the CLI; usage errors and unwritable files are one line and exit 1 too."""
+    try:
+        code = cli.main(prog_name="ket-infra", standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.Abort:
+        click.echo("error: aborted", err=True)
+        sys.exit(EXIT_ERROR)
+    except click.ClickException as exc:
+        hint = " (see ket-infra --help)" if isinstance(exc, click.UsageError) else ""
+        click.echo(f"error: {exc.format_message()}{hint}", err=True)
+        sys.exit(EXIT_ERROR)
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        click.echo(f"error: {where}{exc.strerror or exc}; check the path, permissions and free space", err=True)
+        sys.exit(EXIT_ERROR)
 
 
 if __name__ == "__main__":  # pragma: no cover

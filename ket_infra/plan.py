@@ -19,6 +19,7 @@ only to know that encryption is on; it is never kept.
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -233,12 +234,24 @@ def load_plan(path: str | Path) -> Plan:
     cluster = root.mapping("cluster")
     name = cluster.text("name", default="kubernetes")
     assert name is not None
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}", name):
+        cluster.fail(
+            "name", f"{name!r} cannot name security groups", "use letters, digits, '.', '_' and '-' (at most 63)"
+        )
     networking = cluster.mapping("networking")
     pod_cidr = _cidr(networking, "pod_cidr_block")
     service_cidr = _cidr(networking, "service_cidr_block")
     cni = _cni(root, cluster)
     listed = {role: _group(root, role) for role in ROLES}
     nodes = _merge_nodes(root.path, listed)
+    pods = ipaddress.ip_network(pod_cidr)
+    for n in nodes:
+        if ipaddress.ip_address(n.address) in pods:
+            networking.fail(
+                "pod_cidr_block",
+                f"{pod_cidr} contains the address {n.address} of node {n.host!r}",
+                "pods and nodes must not share addresses: choose a pod CIDR outside the node network",
+            )
     members = tuple((role, tuple(dict.fromkeys(h for h, *_ in listed[role]))) for role in ROLES)
     master = root.mapping("master")
     load_balancer = master.text("load_balancer") or master.text("load_balanced_fqdn")

@@ -315,7 +315,11 @@ def _acl_verdict(entries: list[AclEntry], egress: bool, t: Traffic, peer: Net) -
     for e in entries:
         if e.egress != egress:
             continue
-        if e.protocol != "-1" and (t.protocol == "all" or e.protocol != t.protocol):
+        if t.protocol == "all" and e.protocol != "-1":
+            if not e.allow and peer.overlaps(e.cidr):
+                return e  # denies part of "all traffic"
+            continue
+        if e.protocol != "-1" and e.protocol != t.protocol:
             continue
         if t.protocol == "icmp" and e.protocol == "icmp" and e.icmp is not None and t.ports is not None:
             etype, ecode = e.icmp
@@ -400,11 +404,14 @@ class Judge:
 
 
 def _return_traffic(t: Traffic) -> Traffic | None:
-    if t.protocol in ("tcp", "udp"):
+    # TCP answers to the client's ephemeral port. The UDP flows here (Weave,
+    # VXLAN) send from and to their fixed ports, and their reverse direction
+    # is a required flow of its own, like IP-in-IP's and ESP's.
+    if t.protocol == "tcp":
         return Traffic(t.protocol, EPHEMERAL)
     if t.protocol == "icmp" and t.ports is not None and t.ports[0] == 8:
         return Traffic("icmp", (0, 0))  # echo reply
-    return None  # IP-in-IP, ESP, pod traffic: the reverse flow is a required flow of its own
+    return None
 
 
 # ---------------------------------------------------------------- classes
@@ -524,8 +531,10 @@ def _pod_traffic(
     reasons = [judge.sg(target, "ingress", t, pods) or ""]
     for cls in classes:
         sender = cls[0]
-        if sender.host == target.host or not plan.node(sender.host).roles & set(catalog.KUBELET):
+        if not plan.node(sender.host).roles & set(catalog.KUBELET):
             continue
+        if cls == dst.nodes and len(cls) == 1:
+            continue  # a node's pods reach its own pods without the network
         reasons.append(judge.sg(sender, "egress", t, pods) or "")
         if sender.subnet_id != target.subnet_id:
             reasons.append(judge.acl(sender.subnet_id, True, t, pods.net, "pod traffic") or "")

@@ -111,3 +111,29 @@ def test_help_lists_rules() -> None:
     result = run("--help")
     assert result.returncode == 0
     assert "rules" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["plan"], "Missing option '--env'"),
+        (["rules", str(EXAMPLES / "contiv.yaml"), "--format", "yaml"], "Invalid value for '--format'"),
+        (["nonsense"], "No such command 'nonsense'"),
+    ],
+)
+def test_usage_errors_are_one_line_exit_1(args: list[str], words: str) -> None:
+    result = run(*args)
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: ")
+    assert words in result.stderr
+
+
+def test_pod_cidr_overlapping_nodes_is_refused(tmp_path: Path) -> None:
+    data = base_plan()
+    data["cluster"]["networking"]["pod_cidr_block"] = "10.0.0.0/16"
+    result = run("rules", str(write_yaml(tmp_path / "plan.yaml", data)))
+    assert result.returncode == 1
+    assert (
+        "cluster.networking.pod_cidr_block: 10.0.0.0/16 contains the address 10.0.1.11 of node 'etcd01'"
+        in result.stderr
+    )

@@ -99,6 +99,13 @@ class Cloud:
                         InstanceId=self.instances[node.host], SourceDestCheck={"Value": False}
                     )
 
+    def lock_down_default_group(self) -> None:
+        """A locked-down VPC: the default group allows no egress, so only ket-infra's egress counts."""
+        default = self.ec2.describe_security_groups(
+            Filters=[{"Name": "group-name", "Values": ["default"]}, {"Name": "vpc-id", "Values": [self.vpc]}]
+        )["SecurityGroups"][0]
+        self.ec2.revoke_security_group_egress(GroupId=default["GroupId"], IpPermissions=default["IpPermissionsEgress"])
+
     def revoke(self, group: str, direction: str, match: Any) -> None:
         rules = self.ec2.describe_security_group_rules(Filters=[{"Name": "group-id", "Values": [self.groups[group]]}])[
             "SecurityGroupRules"
@@ -217,11 +224,7 @@ def test_acl_denies_bgp_inbound(aws: None) -> None:
 
 def test_egress_removed_from_one_group(aws: None) -> None:
     cloud, plan, env, rules = build(EXAMPLES / "weave-encrypted.yaml")
-    # a locked-down VPC: the default group allows no egress, so only ket-infra's egress counts
-    default = cloud.ec2.describe_security_groups(
-        Filters=[{"Name": "group-name", "Values": ["default"]}, {"Name": "vpc-id", "Values": [cloud.vpc]}]
-    )["SecurityGroups"][0]
-    cloud.ec2.revoke_security_group_egress(GroupId=default["GroupId"], IpPermissions=default["IpPermissionsEgress"])
+    cloud.lock_down_default_group()
     assert verify(plan, env, rules).ok
     master = cloud.groups["master"]
     cloud.revoke(
@@ -323,3 +326,55 @@ def test_source_dest_check_setting_is_idempotent(aws: None) -> None:
     assert len(lines) == 5 and all("source/dest check on" in ln for ln in lines)
     attr = cloud.ec2.describe_instance_attribute(InstanceId=cloud.instances["cp01"], Attribute="sourceDestCheck")
     assert attr["SourceDestCheck"]["Value"] is True
+
+
+def test_routed_pod_egress_revoked_in_a_single_class(aws: None, tmp_path: Path) -> None:
+    from tests.conftest import base_plan, node, write_yaml
+
+    data = base_plan({"provider": "calico", "options": {"calico": {"mode": "routed"}}})
+    data["master"] = {"expected_count": 2, "nodes": [node("n1", "10.0.1.21"), node("n2", "10.0.1.22")]}
+    data["worker"] = {"expected_count": 2, "nodes": [node("n1", "10.0.1.21"), node("n2", "10.0.1.22")]}
+    cloud, plan, env, rules = build(write_yaml(tmp_path / "plan.yaml", data))
+    cloud.lock_down_default_group()
+    assert verify(plan, env, rules).ok
+    cloud.revoke("master-worker", "egress", lambda r: r["IpProtocol"] == "-1" and r.get("CidrIpv4") == "172.16.0.0/16")
+    report = verify(plan, env, rules)
+    assert blocked(report) == {("calico-pod-traffic", "pod_cidr", "master")}
+    assert all(
+        "no egress rule" in c.reason and "172.16.0.0/16" in c.reason for c in report.checks if c.status == "blocked"
+    )
+
+
+def test_least_privilege_udp_acl_is_not_blocked(aws: None, tmp_path: Path) -> None:
+    # an ACL that opens exactly the flows (no udp ephemeral range) passes: udp has no return path to check
+    from tests.conftest import base_plan, node, write_yaml
+
+    data = base_plan({"provider": "weave"})
+    data["etcd"]["nodes"] = [node("etcd01", "10.1.1.11")]
+    data["master"]["nodes"] = [node("master01", "10.1.1.21")]
+    data["worker"]["nodes"] = [node("worker01", "10.1.2.31")]
+    cloud, plan, env, rules = build(write_yaml(tmp_path / "plan.yaml", data))
+    assert len(cloud.subnets) == 2
+    tcp_all = [
+        {"RuleNumber": 100 + i, "Protocol": p, "RuleAction": "allow", "Egress": e, "CidrBlock": "10.0.0.0/8", **kw}
+        for i, (p, e, kw) in enumerate(
+            [
+                ("6", False, {"PortRange": {"From": 0, "To": 65535}}),
+                ("6", True, {"PortRange": {"From": 0, "To": 65535}}),
+                ("17", False, {"PortRange": {"From": 6783, "To": 6784}}),
+                ("17", True, {"PortRange": {"From": 6783, "To": 6784}}),
+                ("50", False, {}),
+                ("50", True, {}),
+                ("1", False, {"IcmpTypeCode": {"Type": -1, "Code": -1}}),
+                ("1", True, {"IcmpTypeCode": {"Type": -1, "Code": -1}}),
+            ]
+        )
+    ]
+    for cidr in cloud.subnets:
+        cloud.own_acl(cidr, tcp_all)
+    assert verify(plan, env, rules).ok
+    # and without udp 6784 the Weave fast datapath is found blocked, both ways
+    narrow = [e if e["Protocol"] != "17" else {**e, "PortRange": {"From": 6783, "To": 6783}} for e in tcp_all]
+    for cidr in cloud.subnets:
+        cloud.own_acl(cidr, narrow)
+    assert {rule for rule, _s, _t in blocked(verify(plan, env, rules))} == {"weave-data"}
