@@ -58,7 +58,7 @@ destroy: $(BIN)/ket-infra need-env
 	$(BIN)/ket-infra destroy --env $(ENV)
 
 test: $(BIN)/ket-infra
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2 --dist load
 
 lint: $(BIN)/ket-infra
 	$(BIN)/ruff check ket_infra tests bench

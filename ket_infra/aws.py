@@ -36,6 +36,7 @@ class NodeInterface:
     vpc_id: str
     security_groups: tuple[str, ...]
     source_dest_check: bool
+    security_group_names: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -165,30 +166,38 @@ def discover(plan: Plan, env: Environment, ec2: Any | None = None) -> Discovery:
 
 
 def _match(inst: dict[str, Any], wanted: dict[str, Any], found: dict[str, NodeInterface]) -> None:
+    # Only an interface's primary private IP: that is what a security-group
+    # reference matches (PORTS.md section 3), so it must be the node's address.
     for eni in inst.get("NetworkInterfaces", []):
-        addresses = {a["PrivateIpAddress"] for a in eni.get("PrivateIpAddresses", [])} | {eni.get("PrivateIpAddress")}
-        for address in addresses:
-            node = wanted.get(address)
-            if node is None:
-                continue
-            found[address] = NodeInterface(
-                host=node.host,
-                address=address,
-                instance_id=inst["InstanceId"],
-                network_interface_id=eni["NetworkInterfaceId"],
-                subnet_id=eni.get("SubnetId") or inst["SubnetId"],
-                vpc_id=eni.get("VpcId") or inst["VpcId"],
-                security_groups=tuple(g["GroupId"] for g in eni.get("Groups", [])),
-                source_dest_check=bool(inst.get("SourceDestCheck", True)),
+        address = eni.get("PrivateIpAddress")
+        node = wanted.get(address)
+        if node is None:
+            continue
+        if address in found and found[address].instance_id != inst["InstanceId"]:
+            raise AwsError(
+                f"{node.host}: the address {address} belongs to two instances ({found[address].instance_id} in "
+                f"{found[address].vpc_id} and {inst['InstanceId']} in {eni.get('VpcId') or inst.get('VpcId')}); "
+                "ket-infra cannot tell which is the node: stop the other one or use another region/account"
             )
+        found[address] = NodeInterface(
+            host=node.host,
+            address=address,
+            instance_id=inst["InstanceId"],
+            network_interface_id=eni["NetworkInterfaceId"],
+            subnet_id=eni.get("SubnetId") or inst["SubnetId"],
+            vpc_id=eni.get("VpcId") or inst["VpcId"],
+            security_groups=tuple(g["GroupId"] for g in eni.get("Groups", [])),
+            source_dest_check=bool(inst.get("SourceDestCheck", True)),
+            security_group_names=tuple(g.get("GroupName", "") for g in eni.get("Groups", [])),
+        )
 
 
-def check_interfaces(discovery: Discovery, own_group_ids: set[str], plan: Plan) -> None:
-    """Refuse before any change when an interface has no room for one more group."""
+def check_interfaces(discovery: Discovery, own_group_names: set[str], plan: Plan) -> None:
+    """Refuse before any change when an interface has no room for one more group (ket-infra's own don't count)."""
     full = [
         n
         for n in discovery.nodes
-        if len(n.security_groups) >= MAX_GROUPS_PER_INTERFACE and not set(n.security_groups) & own_group_ids
+        if len(n.security_groups) >= MAX_GROUPS_PER_INTERFACE and not set(n.security_group_names) & own_group_names
     ]
     if full:
         names = ", ".join(f"{n.host} ({n.network_interface_id})" for n in full)
@@ -237,3 +246,72 @@ def set_source_dest_check(
             changed += 1
             progress(f"  {t.host} ({t.instance_id}): source/dest check {'on' if value else 'off'}")
     return changed
+
+
+# --- what ket-infra made: to adopt what a killed Terraform left out of its state ---------------------
+
+CLUSTER_TAG = "ket-infra/cluster"
+ENVIRONMENT_TAG = "ket-infra/environment"
+GROUP_TAG = "ket-infra/group"
+
+
+@dataclass(frozen=True)
+class OwnedRule:
+    rule_id: str
+    name: str  # the Name tag: the rule's key in the module
+    group_id: str
+    direction: str  # ingress | egress
+
+
+@dataclass(frozen=True)
+class Owned:
+    """The security groups ket-infra made for one cluster and environment, their rules, and the nodes carrying them."""
+
+    groups: dict[str, str]  # group id -> group key (the module's key, e.g. "worker")
+    rules: tuple[OwnedRule, ...]
+    carried: dict[str, tuple[str, ...]]  # host -> ids of those groups on its interface
+
+
+def _tag(item: dict[str, Any], key: str) -> str | None:
+    return next((t.get("Value") for t in item.get("Tags", []) if t.get("Key") == key), None)
+
+
+def owned_resources(env: Environment, cluster: str, discovery: Discovery, ec2: Any | None = None) -> Owned:
+    """Read from AWS what ket-infra made for CLUSTER in ENV's environment, inside the discovered VPC.
+
+    Groups by their ket-infra tags (their key from the ket-infra/group tag, else from the name
+    CLUSTER-KEY), their rules by group id (their key is the rule's Name tag), and the nodes'
+    interfaces that already carry one of the groups.
+    """
+    ec2 = ec2 or client(env, "ec2")
+    groups: dict[str, str] = {}
+    rules: list[OwnedRule] = []
+    with aws_errors(env, "looking for the security groups ket-infra made"):
+        filters = [
+            {"Name": f"tag:{CLUSTER_TAG}", "Values": [cluster]},
+            {"Name": f"tag:{ENVIRONMENT_TAG}", "Values": [env.name]},
+            {"Name": "vpc-id", "Values": [discovery.vpc_id]},
+        ]
+        for page in ec2.get_paginator("describe_security_groups").paginate(Filters=filters):
+            for g in page["SecurityGroups"]:
+                key = _tag(g, GROUP_TAG)
+                if key is None and str(g.get("GroupName", "")).startswith(f"{cluster}-"):
+                    key = str(g["GroupName"])[len(cluster) + 1 :]
+                if key:
+                    groups[g["GroupId"]] = key
+        for chunk in _chunks(sorted(groups)):
+            pages = ec2.get_paginator("describe_security_group_rules").paginate(
+                Filters=[{"Name": "group-id", "Values": chunk}]
+            )
+            for page in pages:
+                for r in page["SecurityGroupRules"]:
+                    name = _tag(r, "Name")
+                    if name:
+                        direction = "egress" if r.get("IsEgress") else "ingress"
+                        rules.append(OwnedRule(r["SecurityGroupRuleId"], name, r["GroupId"], direction))
+    carried = {
+        n.host: tuple(g for g in n.security_groups if g in groups)
+        for n in discovery.nodes
+        if set(n.security_groups) & set(groups)
+    }
+    return Owned(groups, tuple(sorted(rules, key=lambda r: r.rule_id)), carried)

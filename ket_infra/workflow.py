@@ -7,16 +7,34 @@ Every check that can refuse runs before anything changes.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from ket_infra.environment import Environment, load_environment
 from ket_infra.errors import KetInfraError
 from ket_infra.layout import RuleSet, layout
 from ket_infra.plan import KUBELET_ROLES, Plan, load_plan
-from ket_infra.render import MAIN, TFVARS, Attachment, render, work_dir
+from ket_infra.render import (
+    IMPORTS,
+    MAIN,
+    TFVARS,
+    Attachment,
+    Import,
+    attachment_address,
+    attachment_import_id,
+    group_address,
+    render,
+    rule_address,
+    work_dir,
+    write_imports,
+)
 from ket_infra.terraform import PlanSummary, Terraform, TerraformError, summary_lines
+
+if TYPE_CHECKING:
+    from ket_infra.aws import Discovery, Owned
 
 Progress = Callable[[str], None]
 
@@ -35,7 +53,7 @@ class Context:
 
     def inputs(self) -> list[Path]:
         """What a saved plan depends on: plan file, environment file, rendered module."""
-        files = [Path(self.plan.path), Path(self.env.path), self.work / MAIN, self.work / TFVARS]
+        files = [Path(self.plan.path), Path(self.env.path), self.work / MAIN, self.work / TFVARS, self.work / IMPORTS]
         files += sorted((self.work / "modules").rglob("*.tf"))
         return files
 
@@ -46,7 +64,7 @@ def context(env_arg: str, progress: Progress = print, base: Path | None = None) 
     return Context(env, plan, layout(plan, env), work_dir(env, base), progress)
 
 
-def discover_and_render(ctx: Context) -> None:
+def discover_and_render(ctx: Context) -> Discovery:
     """Guard the account, find the nodes, refuse what cannot work, render."""
     from ket_infra import aws
 
@@ -63,14 +81,88 @@ def discover_and_render(ctx: Context) -> None:
     ctx.progress(
         f"rendered {ctx.work} (VPC {found.vpc_id}, {len(ctx.rules.groups)} groups, {len(ctx.rules.rules)} rules)"
     )
+    return found
+
+
+def orphans(owned: Owned, wanted: dict[str, Any], managed: set[str], found: Discovery) -> tuple[list[Import], int]:
+    """What ket-infra made in AWS that the state lacks and the rendered config still wants.
+
+    Returns the imports (groups, rules, attachments) and how many other orphans the config no
+    longer wants (they are left alone). WANTED is the rendered tfvars; MANAGED the state's addresses.
+    """
+    imports: list[Import] = []
+    unwanted = 0
+    group_ids: dict[str, str] = {}  # group key -> id, whether the group is in the state or not
+    for gid, key in sorted(owned.groups.items()):
+        group_ids.setdefault(key, gid)
+        addr = group_address(key)
+        if addr in managed:
+            continue
+        if key in wanted["groups"] and group_ids[key] == gid:
+            imports.append(Import(addr, gid, "group"))
+        else:
+            unwanted += 1
+    taken: set[str] = set()
+    for rule in owned.rules:
+        addr = rule_address(rule.direction, rule.name)
+        if addr in managed:
+            continue
+        spec = wanted[f"{rule.direction}_rules"].get(rule.name)
+        if spec is not None and addr not in taken and group_ids.get(spec["group"]) == rule.group_id:
+            imports.append(Import(addr, rule.rule_id, rule.direction))
+            taken.add(addr)
+        else:
+            unwanted += 1
+    for host, carried in sorted(owned.carried.items()):
+        addr = attachment_address(host)
+        if addr in managed:
+            continue
+        spec = wanted["attachments"].get(host)
+        want = group_ids.get(spec["group"]) if spec else None
+        if (
+            spec is not None
+            and want is not None
+            and want in carried
+            and spec["network_interface_id"] == found.node(host).network_interface_id
+        ):
+            imports.append(Import(addr, attachment_import_id(spec["network_interface_id"], want), "attachment"))
+        unwanted += len([g for g in carried if g != want])
+    return imports, unwanted
+
+
+def adopt_orphans(ctx: Context, tf: Terraform, found: Discovery) -> list[Import]:
+    """Write import blocks for what a killed apply created but never wrote to the state (else remove them)."""
+    from ket_infra import aws
+
+    owned = aws.owned_resources(ctx.env, ctx.rules.cluster, found)
+    imports: list[Import] = []
+    unwanted = 0
+    if owned.groups:
+        managed = set(tf.state_resources())
+        wanted = json.loads((ctx.work / TFVARS).read_text())
+        imports, unwanted = orphans(owned, wanted, managed, found)
+    write_imports(ctx.work, imports)
+    if imports:
+        names = {"group": "group", "ingress": "ingress rule", "egress": "egress rule", "attachment": "attachment"}
+        kinds = ", ".join(
+            f"{n} {name}{'s' * (n != 1)}" for k, name in names.items() if (n := sum(1 for i in imports if i.kind == k))
+        )
+        ctx.progress(
+            f"adopting {len(imports)} orphan(s) ({kinds}): ket-infra made them in AWS for {ctx.rules.cluster}/"
+            f"{ctx.env.name} but they are missing from the Terraform state (a run was killed during apply?); "
+            f"importing them instead of creating duplicates (see {ctx.work / IMPORTS})"
+            + (f"; {unwanted} other(s) the plan no longer wants are left alone" if unwanted else "")
+        )
+    return imports
 
 
 def plan(ctx: Context) -> PlanSummary:
     tf = ctx.tf
     tf.check_version()
     tf.forget_plan()
-    discover_and_render(ctx)
+    found = discover_and_render(ctx)
     tf.init()
+    adopt_orphans(ctx, tf, found)
     summary = tf.plan()
     tf.save_fingerprint(tf.fingerprint(ctx.inputs()))
     for line in summary_lines(summary):
@@ -130,6 +222,7 @@ def destroy(ctx: Context) -> None:
         discover_and_render(ctx)
     tf.init()
     tf.forget_plan()
+    (ctx.work / IMPORTS).unlink(missing_ok=True)  # import blocks are for plan/apply; destroy acts on the state
     tf.destroy()
     try:
         host_settings(ctx, restore=True)

@@ -48,3 +48,12 @@ def plan_file(tmp_path: Path):
         return write_yaml(tmp_path / "plan.yaml", copy.deepcopy(data))
 
     return write
+
+
+@pytest.fixture
+def aws():
+    """boto3 calls go to moto's in-process AWS for the test."""
+    from moto import mock_aws
+
+    with mock_aws():
+        yield

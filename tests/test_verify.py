@@ -4,13 +4,10 @@ breakage is found, with nothing else reported."""
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import boto3
-import pytest
-from moto import mock_aws
 
 from ket_infra.aws import Counter
 from ket_infra.environment import AwsConfig, Environment
@@ -143,12 +140,6 @@ def env_for(plan_path: Path) -> Environment:
     return Environment(
         name="t", path="t.yaml", plan_file=plan_path, aws=AwsConfig(REGION), installer_cidr="10.0.9.5/32"
     )
-
-
-@pytest.fixture
-def aws() -> Iterator[None]:
-    with mock_aws():
-        yield
 
 
 def build(plan_path: Path) -> tuple[Cloud, Plan, Environment, RuleSet]:
