@@ -216,7 +216,9 @@ WEAVE_PASSWORD = "s3cr3t-weave-passphrase"
 
 
 def test_stale_plan_is_refused_and_secrets_stay_out(sandbox: Sandbox) -> None:
-    sandbox.up(EXAMPLES / "weave-encrypted.yaml", preflight=False)
+    plan_copy = sandbox.root / "weave.yaml"
+    plan_copy.write_text((EXAMPLES / "weave-encrypted.yaml").read_text())
+    sandbox.up(plan_copy, preflight=False)
     creds = {"AWS_ACCESS_KEY_ID": "AKIAKETINFRATEST0001", "AWS_SECRET_ACCESS_KEY": SECRET_KEY}
     planned = sandbox.run("plan", "--format", "json", extra=creds)
     assert planned.returncode == 0, planned.stderr
@@ -229,6 +231,18 @@ def test_stale_plan_is_refused_and_secrets_stay_out(sandbox: Sandbox) -> None:
         assert WEAVE_PASSWORD not in text and SECRET_KEY not in text
     for p in files:
         assert p.stat().st_mode & 0o002 == 0, f"{p} is world-writable"
+    # the plan's nodes change between plan and apply: refused as stale
+    original = plan_copy.read_text()
+    plan_copy.write_text(
+        original.replace("expected_count: 2", "expected_count: 3").replace(
+            "    internalip: 10.1.1.32\n",
+            "    internalip: 10.1.1.32\n  - host: worker03\n    ip: 198.51.100.33\n    internalip: 10.1.1.33\n",
+            1,
+        )
+    )
+    assert "worker03" in plan_copy.read_text()
+    assert "is stale" in one_line_error(sandbox.run("apply"))
+    plan_copy.write_text(original)
     data = yaml.safe_load(sandbox.env_file.read_text())
     data["installer_cidr"] = "10.1.1.6/32"
     sandbox.env_file.write_text(yaml.safe_dump(data))
