@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ket_infra import yamldoc
 from ket_infra.errors import EnvironmentFileError
-from ket_infra.flows import CATALOG_NAMES, Flow
+from ket_infra.flows import CATALOG_NAMES, Flow, protocol_name
 from ket_infra.plan import KUBELET_ROLES, ROLES
 
 TOP_KEYS = {
@@ -160,7 +160,7 @@ def _extra_rule(doc: yamldoc.Doc, reserved: set[str]) -> Flow:
             doc.fail(
                 "protocol", f"{protocol!r} is not a protocol", "use tcp, udp, icmp, all or an IP protocol number 0-255"
             )
-        protocol = {"6": "tcp", "17": "udp", "1": "icmp"}.get(str(int(protocol)), str(int(protocol)))
+        protocol = protocol_name(int(protocol))
     ports = _ports(doc, protocol)
     to = _roles(doc, "to")
     purpose = doc.text("purpose", required=True)

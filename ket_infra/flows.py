@@ -67,6 +67,24 @@ class Flow:
             raise ValueError(f"flow {self.name}: all protocols between roles is never allowed")
 
 
+_NUMBERED = {"6": "tcp", "17": "udp", "1": "icmp"}
+_LABELS = {"4": "IP-in-IP", "50": "ESP"}
+
+
+def protocol_name(value: object) -> str:
+    """AWS's protocol field as this catalog writes it: numbers 6/17/1 become tcp/udp/icmp."""
+    text = str(value).lower()
+    return _NUMBERED.get(text, text)
+
+
+def protocol_label(protocol: str) -> str:
+    """How a person reads a protocol: "IP-in-IP (4)", "ESP (50)", "tcp", "all"."""
+    if protocol in ("tcp", "udp", "icmp", "all"):
+        return protocol
+    name = _LABELS.get(protocol)
+    return f"{name} ({protocol})" if name else f"protocol {protocol}"
+
+
 def _tcp(
     name: str, lo: int, hi: int, to: tuple[str, ...], src: tuple[str, ...] | str, purpose: str, cite: str, by: str
 ) -> Flow:

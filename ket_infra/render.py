@@ -88,7 +88,7 @@ def tfvars(rs: RuleSet, vpc_id: str, attachments: list[Attachment]) -> dict[str,
     }
 
 
-def root_module(rs: RuleSet, env: Environment, out_dir: Path) -> str:
+def root_module(rs: RuleSet, env: Environment) -> str:
     import jinja2
 
     if not (MODULE / "main.tf").exists():
@@ -124,7 +124,7 @@ def render(rs: RuleSet, env: Environment, vpc_id: str, attachments: list[Attachm
         shutil.rmtree(module_copy)
     shutil.copytree(MODULE, module_copy, ignore=shutil.ignore_patterns(".terraform*", "*.tfstate*", "README.md"))
     files = {
-        out_dir / MAIN: root_module(rs, env, out_dir),
+        out_dir / MAIN: root_module(rs, env),
         out_dir / TFVARS: json.dumps(tfvars(rs, vpc_id, attachments), indent=2, sort_keys=False) + "\n",
     }
     for path, text in files.items():

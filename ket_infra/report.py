@@ -10,17 +10,10 @@ import json
 from collections import defaultdict
 from typing import Any
 
+from ket_infra.flows import protocol_label
 from ket_infra.layout import Peer, Rule, RuleSet
 
-PROTOCOL_NAMES = {"4": "IP-in-IP", "50": "ESP"}
 FORMATS = ("table", "json", "markdown", "mermaid")
-
-
-def protocol_label(protocol: str) -> str:
-    if protocol in ("tcp", "udp", "icmp", "all"):
-        return protocol
-    name = PROTOCOL_NAMES.get(protocol)
-    return f"{name} ({protocol})" if name else f"protocol {protocol}"
 
 
 def _ports_json(rule: Rule) -> tuple[int | None, int | None]:

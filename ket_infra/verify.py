@@ -25,12 +25,11 @@ from typing import Any
 from ket_infra import flows as catalog
 from ket_infra.aws import Counter, Discovery, NodeInterface, aws_errors, client, discover
 from ket_infra.environment import Environment
-from ket_infra.flows import Flow
+from ket_infra.flows import Flow, protocol_label, protocol_name
 from ket_infra.layout import RuleSet
 from ket_infra.plan import ROLES, Plan
 
 EPHEMERAL = (1024, 65535)
-_PROTO_NAMES = {"6": "tcp", "17": "udp", "1": "icmp"}
 Net = ipaddress.IPv4Network
 
 
@@ -38,13 +37,8 @@ def _net(text: str) -> Net:
     return ipaddress.IPv4Network(text, strict=False)
 
 
-def _proto(value: Any) -> str:
-    text = str(value).lower()
-    return _PROTO_NAMES.get(text, text)
-
-
 def proto_label(protocol: str) -> str:
-    return {"4": "IP-in-IP (4)", "50": "ESP (50)", "all": "all traffic"}.get(protocol, protocol)
+    return "all traffic" if protocol == "all" else protocol_label(protocol)
 
 
 @dataclass(frozen=True)
@@ -184,7 +178,7 @@ class LiveState:
 def _permissions(group_id: str, perms: Iterable[dict[str, Any]]) -> list[Permission]:
     out = []
     for p in perms:
-        proto = _proto(p.get("IpProtocol", "-1"))
+        proto = protocol_name(p.get("IpProtocol", "-1"))
         lo, hi = p.get("FromPort"), p.get("ToPort")
         if proto in ("-1",) or proto not in ("tcp", "udp", "icmp"):
             lo = hi = None
@@ -236,7 +230,7 @@ def read_state(env: Environment, discovery: Discovery, ec2: Any) -> LiveState:
                         AclEntry(
                             int(e["RuleNumber"]),
                             bool(e["Egress"]),
-                            _proto(e.get("Protocol", "-1")),
+                            protocol_name(e.get("Protocol", "-1")),
                             e.get("RuleAction") == "allow",
                             _net(e.get("CidrBlock", "0.0.0.0/0")),
                             (int(e["PortRange"]["From"]), int(e["PortRange"]["To"])) if e.get("PortRange") else None,

@@ -46,6 +46,7 @@ class Context:
     rules: RuleSet
     work: Path
     progress: Progress
+    found: Discovery | None = None  # the nodes as this run discovered them, once it has
 
     @property
     def tf(self) -> Terraform:
@@ -81,6 +82,7 @@ def discover_and_render(ctx: Context) -> Discovery:
     ctx.progress(
         f"rendered {ctx.work} (VPC {found.vpc_id}, {len(ctx.rules.groups)} groups, {len(ctx.rules.rules)} rules)"
     )
+    ctx.found = found
     return found
 
 
@@ -206,7 +208,7 @@ def host_settings(ctx: Context, restore: bool) -> None:
     from ket_infra import aws
 
     groups = {h.group for h in ctx.rules.host_settings}
-    found = aws.discover(ctx.plan, ctx.env)
+    found = ctx.found or aws.discover(ctx.plan, ctx.env)
     targets = [n for n in found.nodes if ctx.plan.node(n.host).group in groups]
     value = True if restore else ctx.rules.host_settings[0].source_dest_check
     ctx.progress(f"source/dest check {'on' if value else 'off'} for {len(targets)} node(s)")
