@@ -110,9 +110,15 @@ def aws_errors(env: Environment, doing: str) -> Iterator[None]:
         ) from None
     except bx.ClientError as exc:
         err = exc.response.get("Error", {})
-        raise AwsError(f"{doing}: AWS said {err.get('Code', '?')}: {err.get('Message', '')}".rstrip()) from None
+        said = _one_line(f"{err.get('Code', '?')}: {err.get('Message', '')}")
+        raise AwsError(f"{doing}: AWS said {said}".rstrip()) from None
     except bx.BotoCoreError as exc:
-        raise AwsError(f"{doing}: {exc}") from None
+        raise AwsError(f"{doing}: {_one_line(str(exc))}") from None
+
+
+def _one_line(text: str) -> str:
+    """botocore's messages can span lines (parameter validation does): fold them into one."""
+    return " ".join(text.split())
 
 
 def check_account(env: Environment, sts: Any | None = None) -> str:

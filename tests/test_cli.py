@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from tests.conftest import EXAMPLES, ROOT, base_plan, write_yaml
+from tests.tf import needs_terraform_cli
 
 
 def run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
@@ -137,3 +138,143 @@ def test_pod_cidr_overlapping_nodes_is_refused(tmp_path: Path) -> None:
         "cluster.networking.pod_cidr_block: 10.0.0.0/16 contains the address 10.0.1.11 of node 'etcd01'"
         in result.stderr
     )
+
+
+def lab_environment(tmp_path: Path, **aws: str) -> Path:
+    return write_yaml(
+        tmp_path / "lab.yaml",
+        {"plan_file": str(EXAMPLES / "contiv.yaml"), "aws": {"region": "eu-west-1", **aws}},
+    )
+
+
+def run_with(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ket_infra", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=120
+    )
+
+
+def clean_environ(**extra: str) -> dict[str, str]:
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env["PYTHONPATH"] = str(ROOT)
+    return {**env, **extra}
+
+
+@needs_terraform_cli
+def test_a_file_system_error_is_one_line(tmp_path: Path) -> None:
+    """A `.work` that is a file, not a folder: the OS error is one line naming the path, exit 1."""
+    env_file = lab_environment(tmp_path, endpoint_url="http://127.0.0.1:9")
+    (tmp_path / ".work").write_text("not a folder")
+    result = run_with(["plan", "--env", str(env_file)], tmp_path, clean_environ())
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        f"error: {tmp_path / '.work' / 'lab'}: Not a directory; check the path, permissions and free space"
+    )
+    assert "Traceback" not in result.stderr
+
+
+def test_verify_without_aws_credentials_says_so(tmp_path: Path) -> None:
+    env_file = lab_environment(tmp_path)  # the real AWS API: no emulator, so no stand-in credentials
+    no_credentials = clean_environ(
+        AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"),
+        AWS_CONFIG_FILE=str(tmp_path / "none"),
+        AWS_EC2_METADATA_DISABLED="true",
+    )
+    result = run_with(["verify", "--env", str(env_file)], tmp_path, no_credentials)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stdout == ""
+    assert result.stderr == (
+        "error: finding the plan's nodes in EC2: no AWS credentials found; "
+        "set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY\n"
+    )
+
+
+def test_verify_exits_1_when_aws_cannot_be_reached(tmp_path: Path) -> None:
+    from tests.test_aws import free_port
+
+    port = free_port()
+    env_file = lab_environment(tmp_path, endpoint_url=f"http://127.0.0.1:{port}")
+    result = run_with(["verify", "--env", str(env_file), "--format", "json"], tmp_path, clean_environ())
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stdout == ""  # no half report
+    assert result.stderr == (
+        f"error: finding the plan's nodes in EC2: cannot reach http://127.0.0.1:{port} (EndpointConnectionError); "
+        f"check {env_file}: aws.endpoint_url and the network\n"
+    )
+
+
+def _label(rule: dict[str, object]) -> str:
+    """How a person reads a rule's protocol and ports, written out here from the JSON contract."""
+    names = {"4": "IP-in-IP (4)", "50": "ESP (50)"}
+    protocol = str(rule["protocol"])
+    label = names.get(protocol, protocol if protocol in ("tcp", "udp", "icmp", "all") else f"protocol {protocol}")
+    lo, hi = rule["from_port"], rule["to_port"]
+    if lo is None:
+        return label
+    if protocol == "icmp":
+        return f"{label} type {lo}" + (f" code {hi}" if hi != -1 else "")
+    return f"{label} {lo}" if lo == hi else f"{label} {lo}-{hi}"
+
+
+@pytest.mark.parametrize("plan", sorted(EXAMPLES.glob("*.yaml")), ids=lambda p: p.stem)
+def test_table_shows_every_rule_of_the_json(plan: Path) -> None:
+    import re
+
+    doc = json.loads(run("rules", str(plan), "--format", "json").stdout)
+    table = run("rules", str(plan)).stdout.splitlines()
+    assert table[0].startswith(f"cluster {doc['cluster']}; CNI ")
+    assert table[0].endswith(f"; {len(doc['groups'])} groups, {len(doc['rules'])} rules")
+    for g in doc["groups"]:
+        assert any(ln.startswith(f"group {g['name']} ") and f" {len(g['nodes'])} node(s): " in ln for ln in table), g
+    header = table.index(next(ln for ln in table if ln.startswith("GROUP ")))
+    assert re.split(r"\s{2,}", table[header]) == ["GROUP", "DIR", "PROTOCOL", "PORTS", "PEER", "PURPOSE"]
+    rows = table[header + 1 : header + 1 + len(doc["rules"])]
+    for line, r in zip(rows, doc["rules"], strict=True):
+        peer = r["source"] if r["direction"] == "ingress" else r["destination"]
+        label = _label(r)
+        ports = "all" if r["protocol"] == "all" else "-" if r["from_port"] is None else label.rsplit(" ", 1)[1]
+        if r["protocol"] == "icmp":
+            ports = label.removeprefix("icmp ")
+        protocol = label if r["from_port"] is None else label[: -len(ports) - 1]
+        assert re.split(r"\s{2,}", line) == [
+            r["group"],
+            "in" if r["direction"] == "ingress" else "out",
+            protocol,
+            ports,
+            f"group {peer['group']}" if "group" in peer else peer["cidr"],
+            r["purpose"],
+        ], line
+    assert table[header + 1 + len(doc["rules"]) :][:1] in ([], [""])
+    for h in doc["host_settings"]:
+        assert f"host setting: group {h['group']}: source/dest check off" in table
+    assert [ln.removeprefix("warning: ") for ln in table if ln.startswith("warning: ")] == doc["warnings"]
+
+
+@pytest.mark.parametrize("plan", sorted(EXAMPLES.glob("*.yaml")), ids=lambda p: p.stem)
+def test_mermaid_draws_every_inbound_rule_once(plan: Path) -> None:
+    import re
+
+    doc = json.loads(run("rules", str(plan), "--format", "json").stdout)
+    lines = run("rules", str(plan), "--format", "mermaid").stdout.splitlines()
+    assert lines[0] == "flowchart LR"
+
+    def node_id(peer: dict[str, str]) -> str:
+        raw = f"g_{peer['group']}" if "group" in peer else f"c_{peer['cidr']}"
+        return re.sub(r"[^A-Za-z0-9]", "_", raw)
+
+    declared = {m.group(1) for ln in lines if (m := re.fullmatch(r"    (\w+)(\[\".*\"\]|\(\[\".*\"\]\))", ln))}
+    edges: dict[tuple[str, str], list[str]] = {}
+    for ln in lines[1:]:
+        m = re.fullmatch(r'    (\w+) -->\|"(.*)"\| (\w+)', ln)
+        if m:
+            edges[(m.group(1), m.group(3))] = m.group(2).split("<br/>")
+    assert len(lines) == 1 + len(declared) + len(edges), "every line is a node or an edge"
+    assert {node_id({"group": g["name"]}) for g in doc["groups"]} <= declared
+    want: dict[tuple[str, str], set[str]] = {}
+    for r in doc["rules"]:
+        if r["direction"] == "ingress":
+            want.setdefault((node_id(r["source"]), node_id({"group": r["group"]})), set()).add(_label(r))
+    assert {k: set(v) for k, v in edges.items()} == want
+    assert all(len(v) == len(set(v)) for v in edges.values())
+    assert {src for src, _dst in edges} | {dst for _src, dst in edges} <= declared

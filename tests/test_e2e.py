@@ -71,6 +71,10 @@ class Sandbox:
         cmd, env = self.command(*args, env_file=env_file, extra=extra)
         return subprocess.run(cmd, cwd=cwd or self.root, capture_output=True, text=True, env=env, timeout=600)
 
+    def run_rules(self, plan: Path) -> subprocess.CompletedProcess[str]:
+        """`ket-infra rules PLAN --env ... --format json` for this sandbox's environment."""
+        return self.run("rules", str(plan), "--format", "json")
+
     def env_with(self, name: str, **changes: Any) -> Path:
         data = yaml.safe_load(self.env_file.read_text())
         for key, value in changes.items():
@@ -100,11 +104,17 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
 
 
 def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
+    """The error line of a failed run: exit 1, and one `error: ` line that is the last thing on stderr.
+
+    Progress lines may come before it; nothing may follow it (a message that runs on to a second
+    line, or a traceback, fails here).
+    """
     assert result.returncode == 1, result.stdout + result.stderr
-    errors = [ln for ln in result.stderr.splitlines() if ln.startswith("error: ")]
-    assert len(errors) == 1, result.stderr
+    lines = result.stderr.rstrip("\n").split("\n")
+    errors = [i for i, ln in enumerate(lines) if ln.startswith("error: ")]
+    assert errors == [len(lines) - 1], f"want one error line, last on stderr:\n{result.stderr}"
     assert "Traceback" not in result.stderr
-    return errors[0]
+    return lines[-1]
 
 
 def test_plan_apply_replan_destroy(sandbox: Sandbox) -> None:
@@ -173,6 +183,45 @@ def test_plan_apply_replan_destroy(sandbox: Sandbox) -> None:
     assert healed.returncode == 0, healed.stdout + healed.stderr
     assert "OK: every required flow is open" in healed.stdout
 
+    # a network ACL that ket-infra does not manage cuts BGP into the worker subnet: apply has nothing
+    # to change, and --verify says what stays blocked, with exit 3
+    subnet = ec2.describe_subnets(Filters=[{"Name": "cidr-block", "Values": ["10.0.2.0/24"]}])["Subnets"][0]
+    acl = ec2.create_network_acl(VpcId=subnet["VpcId"])["NetworkAcl"]["NetworkAclId"]
+    for number, egress, action, port in (
+        (5, False, "deny", {"From": 179, "To": 179}),
+        (100, False, "allow", None),
+        (100, True, "allow", None),
+    ):
+        ec2.create_network_acl_entry(
+            NetworkAclId=acl,
+            RuleNumber=number,
+            Protocol="-1" if port is None else "6",
+            RuleAction=action,
+            Egress=egress,
+            CidrBlock="0.0.0.0/0",
+            **({"PortRange": port} if port else {}),
+        )
+    association = next(
+        a
+        for n in ec2.describe_network_acls()["NetworkAcls"]
+        for a in n["Associations"]
+        if a["SubnetId"] == subnet["SubnetId"]
+    )
+    ec2.replace_network_acl_association(AssociationId=association["NetworkAclAssociationId"], NetworkAclId=acl)
+    stays = sandbox.run("apply", "--auto-approve", "--verify")
+    assert stays.returncode == 3, stays.stdout + stays.stderr
+    assert "No changes: the cloud already matches the plan file." in stays.stdout
+    assert f"BLOCKED: network ACL {acl} rule 5 denies tcp 179 inbound ({subnet['SubnetId']})" in stays.stdout
+    assert stays.stdout.rstrip().endswith("FAILED: fix the causes above, then run verify again")
+    default_acl = association["NetworkAclId"]
+    current = next(
+        a
+        for n in ec2.describe_network_acls()["NetworkAcls"]
+        for a in n["Associations"]
+        if a["SubnetId"] == subnet["SubnetId"]
+    )
+    ec2.replace_network_acl_association(AssociationId=current["NetworkAclAssociationId"], NetworkAclId=default_acl)
+
     second = sandbox.run("plan", "--detailed-exitcode")
     assert second.returncode == 0, second.stdout + second.stderr
     assert "No changes" in second.stdout
@@ -219,12 +268,41 @@ def test_stale_plan_is_refused_and_secrets_stay_out(sandbox: Sandbox) -> None:
     plan_copy = sandbox.root / "weave.yaml"
     plan_copy.write_text((EXAMPLES / "weave-encrypted.yaml").read_text())
     sandbox.up(plan_copy, preflight=False)
+    work = sandbox.root / ".work" / "sandbox"
+    # render on its own: the root module and its data, no Terraform run, no saved plan
+    rendered = sandbox.run("render")
+    assert rendered.returncode == 0, rendered.stdout + rendered.stderr
+    expected = json.loads(sandbox.run_rules(plan_copy).stdout)
+    assert rendered.stderr.splitlines()[-1].startswith(f"rendered {work} (VPC vpc-")
+    assert rendered.stderr.splitlines()[-1].endswith(
+        f", {len(expected['groups'])} groups, {len(expected['rules'])} rules)"
+    )
+    tfvars = json.loads((work / "ket-infra.auto.tfvars.json").read_text())
+    assert sorted(tfvars["groups"]) == sorted(g["name"] for g in expected["groups"])
+    assert len(tfvars["ingress_rules"]) + len(tfvars["egress_rules"]) == len(expected["rules"])
+    assert sorted(tfvars["attachments"]) == sorted(n for g in expected["groups"] for n in g["nodes"])
+    assert (work / "main.tf").exists() and not (work / ".terraform").exists() and not (work / "tfplan").exists()
+
     creds = {"AWS_ACCESS_KEY_ID": "AKIAKETINFRATEST0001", "AWS_SECRET_ACCESS_KEY": SECRET_KEY}
     planned = sandbox.run("plan", "--format", "json", extra=creds)
     assert planned.returncode == 0, planned.stderr
+    doc = json.loads(planned.stdout)
+    assert doc["environment"] == "sandbox"
+    n_rules, n_groups, n_nodes = len(expected["rules"]), len(expected["groups"]), len(tfvars["attachments"])
+    assert doc["counts"] == {"create": n_rules + n_groups + n_nodes, "update": 0, "replace": 0, "delete": 0}
+    assert [c["kind"] for c in doc["changes"]] == ["ingress"] * len(tfvars["ingress_rules"]) + ["egress"] * len(
+        tfvars["egress_rules"]
+    ) + ["group"] * n_groups + ["attachment"] * n_nodes
+    esp = next(c for c in doc["changes"] if c["name"] == "master-in-proto50-from-worker")
+    assert esp == {
+        "action": "create",
+        "kind": "ingress",
+        "name": "master-in-proto50-from-worker",
+        "purpose": "Weave encrypted fast datapath (IPsec ESP) [weave]",
+    }
+    assert "terraform plan (saved to tfplan)" in planned.stderr  # progress on stderr, JSON alone on stdout
     # the weave password and the AWS secret key appear in no output and no generated file
     outputs = [planned.stdout, planned.stderr]
-    work = sandbox.root / ".work" / "sandbox"
     files = [p for p in work.rglob("*") if p.is_file() and ".terraform" not in p.parts and p.suffix != ".tfplan"]
     assert files
     for text in outputs + [p.read_text(errors="replace") for p in files]:

@@ -98,6 +98,7 @@ def test_terraform_killed_during_apply_then_rerun_converges(sandbox: Sandbox) ->
         deadline = time.monotonic() + 60
         while not sandbox.ket_groups() and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
+        alive = proc.poll() is None
         killed = terraform_pids(work)
         for pid in killed:
             os.kill(pid, signal.SIGKILL)
@@ -108,20 +109,23 @@ def test_terraform_killed_during_apply_then_rerun_converges(sandbox: Sandbox) ->
             proc.kill()
         rest = proc.communicate(timeout=60)[0]
     time.sleep(0.5)  # let requests already sent by the killed provider land
-    # What the cloud has that the state lacks: the rerun must adopt it (zero when the kill came too late).
+    assert alive and killed, f"the apply ended before the kill: {''.join(seen)}{rest}"
+    # What the cloud has that the state lacks: the rerun must adopt it. Terraform writes the
+    # local state when the apply ends, so a kill while groups are being made leaves orphans.
     managed = state_list(work)
     in_state = sum(1 for a in managed if ".aws_security_group." in a or "_security_group_" in a)
     in_aws = len(sandbox.ket_groups()) + len(tagged_rules(sandbox))
     orphans = in_aws - in_state
-    assert orphans >= 0, (in_aws, managed)
+    assert orphans > 0, f"nothing was left out of the state: {in_aws} made, {managed}"
 
     rerun = sandbox.run("apply", "--auto-approve")
     out = rerun.stdout + rerun.stderr
     assert rerun.returncode == 0, f"killed {killed}; first run: {''.join(seen)}{rest}\nrerun: {out}"
     adopted = [ln for ln in rerun.stdout.splitlines() if ln.startswith("adopting ")]
-    if orphans:
-        assert len(adopted) == 1, out
-        assert "missing from the Terraform state" in adopted[0] and "instead of creating duplicates" in adopted[0]
+    assert len(adopted) == 1, out
+    assert adopted[0].startswith("adopting "), adopted
+    assert int(adopted[0].split()[1]) > 0, adopted
+    assert "missing from the Terraform state" in adopted[0] and "instead of creating duplicates" in adopted[0]
     assert "Duplicate" not in out
     assert_converged(sandbox)
 

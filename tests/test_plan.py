@@ -91,6 +91,12 @@ def test_pod_cidr_is_normalised_to_its_network(plan_file) -> None:
     assert load_plan(plan_file(data)).pod_cidr == "172.16.0.0/16"
 
 
+def test_a_slash_8_pod_cidr_is_still_a_cluster_network(plan_file) -> None:
+    data = base_plan()
+    data["cluster"]["networking"]["pod_cidr_block"] = "172.0.0.0/8"
+    assert load_plan(plan_file(data)).pod_cidr == "172.0.0.0/8"
+
+
 def _set(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
     def mutate(data: dict[str, Any]) -> None:
         *parents, last = path.split(".")
@@ -134,6 +140,31 @@ BAD_PLANS: list[tuple[str, Callable[[dict[str, Any]], None], str, str]] = [
         _set("cluster.networking.service_cidr_block", "fd00::/64"),
         "cluster.networking.service_cidr_block",
         "not an IPv4 CIDR",
+    ),
+    # Nodes are in 10.0.1.0/24: these CIDRs contain none of them, so only the size guard can refuse them.
+    (
+        "pod cidr half the internet",
+        _set("cluster.networking.pod_cidr_block", "128.0.0.0/1"),
+        "cluster.networking.pod_cidr_block",
+        "'128.0.0.0/1' spans the internet, not a cluster network; use a private range",
+    ),
+    (
+        "pod cidr a /7",
+        _set("cluster.networking.pod_cidr_block", "172.0.0.0/7"),
+        "cluster.networking.pod_cidr_block",
+        "spans the internet",
+    ),
+    (
+        "service cidr a /4",
+        _set("cluster.networking.service_cidr_block", "192.0.0.0/4"),
+        "cluster.networking.service_cidr_block",
+        "spans the internet",
+    ),
+    (
+        "pod cidr holds a node",
+        _set("cluster.networking.pod_cidr_block", "10.0.0.0/16"),
+        "cluster.networking.pod_cidr_block",
+        "10.0.0.0/16 contains the address 10.0.1.11 of node 'etcd01'",
     ),
     ("no etcd nodes", _set("etcd.nodes", []), "etcd.nodes", "at least one node"),
     ("no master group", _set("master", _DELETE), "master.nodes", "at least one node"),

@@ -772,15 +772,23 @@ def test_quota_error_only_when_really_over(
         check_quota(rs)
 
 
-@pytest.mark.parametrize("pod_cidr", ["0.0.0.0/0", "0.0.0.0/1"])
-def test_pod_cidr_never_opens_the_internet(pod_cidr: str) -> None:
-    """Only the environment may name 0.0.0.0/0 (DESIGN.md); a plan's pod CIDR is not the environment."""
-    nodes = make_nodes([frozenset({"etcd", "master", "worker"})], 1, 1, "none", 0, random.Random(0))
-    spec = Spec(nodes, cni_kind="calico-routed", pod_cidr=pod_cidr, service_cidr="10.96.0.0/12")
-    try:
-        plan = write_and_load(spec)
-    except PlanError:
-        return  # rejecting such a pod CIDR is a fine answer
-    rs = layout(plan, None)
-    bad = [r.name for r in rs.rules if r.peer.cidr in INTERNET]
-    assert not bad, f"pod_cidr_block {pod_cidr} opens {bad} to the internet"
+@settings(SETTINGS, max_examples=60)
+@given(prefix=st.integers(0, 7), addr=st.integers(0, 2**32 - 1), routed=st.booleans())
+def test_pod_cidr_never_opens_the_internet(prefix: int, addr: int, routed: bool) -> None:
+    """Only the environment may name 0.0.0.0/0 (DESIGN.md); a plan's pod CIDR is not the environment.
+
+    Calico routed mode opens all protocols from the pod CIDR, so any CIDR wider than a /8 is
+    refused, whether or not it happens to hold a node (the nodes here sit outside it when they can).
+    """
+    pod = ipaddress.ip_network(f"{ipaddress.IPv4Address(addr)}/{prefix}", strict=False)
+    outside = next(
+        (n for n in ("10.0.0.0", "192.168.0.0", "100.64.0.0") if ipaddress.ip_address(n) not in pod), "10.0.0.0"
+    )
+    base = int(ipaddress.IPv4Address(outside))
+    nodes = make_nodes([frozenset({"etcd", "master", "worker"})], base, 1, "none", 0, random.Random(0))
+    kind = "calico-routed" if routed else "weave"
+    spec = Spec(nodes, cni_kind=kind, pod_cidr=str(pod), service_cidr="10.96.0.0/12")
+    with pytest.raises(PlanError) as info:
+        write_and_load(spec)
+    assert "cluster.networking.pod_cidr_block" in str(info.value)
+    assert "spans the internet" in str(info.value), str(info.value)

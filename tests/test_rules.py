@@ -136,10 +136,28 @@ def test_environment_cidrs(plan_file) -> None:
     assert {(r.group, r.ports) for r in world} == {("ingress", "80"), ("ingress", "443")}
 
 
-def test_no_world_open_rule_by_default(plan_file) -> None:
-    for _case, cni, _w, _e in CASES:
-        rs = build(plan_file, cni, None)
-        assert not [r for r in rs.rules if r.peer.cidr in ("0.0.0.0/0", "::/0")]
+EVERY_ROLE = {
+    "ingress": {"expected_count": 1, "nodes": [node("ingress01", "10.0.1.41")]},
+    "storage": {"expected_count": 1, "nodes": [node("storage01", "10.0.1.51")]},
+}
+OUTSIDE = replace(
+    ENV, installer_cidr="10.9.9.9/32", api_cidrs=("192.0.2.0/24",), ingress_cidrs=("198.51.100.0/24",), preflight=True
+)
+
+
+@pytest.mark.parametrize("env", [None, ENV, OUTSIDE], ids=["no environment", "defaults", "outside sources"])
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_no_world_open_rule_by_default(plan_file, case: tuple[Any, ...], env: Environment | None) -> None:
+    """Every role present (ingress 80/443, storage, SSH): still no rule open to the world."""
+    rs = build(plan_file, case[1], env, **EVERY_ROLE)
+    assert {g.name for g in rs.groups} == {"etcd", "master", "worker", "ingress", "storage"}
+    cidrs = {str(r.peer.cidr) for r in rs.rules if r.peer.cidr is not None}
+    assert not cidrs & {"0.0.0.0/0", "::/0"}
+    named = {"10.0.1.21/32", "10.0.1.31/32", "172.16.0.0/16"}  # master[0], worker[0], the pod CIDR
+    if env is OUTSIDE:
+        named |= {"10.9.9.9/32", "192.0.2.0/24", "198.51.100.0/24"}
+        assert {"10.9.9.9/32", "198.51.100.0/24"} <= cidrs  # the outside sources really are in play
+    assert cidrs <= named
 
 
 def test_preflight_rules_come_from_master0_and_worker0_only(plan_file) -> None:

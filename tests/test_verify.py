@@ -14,7 +14,7 @@ from ket_infra.environment import AwsConfig, Environment
 from ket_infra.layout import RuleSet, layout
 from ket_infra.plan import Plan, load_plan
 from ket_infra.sandbox import image_id, network_for
-from ket_infra.verify import Report, verify
+from ket_infra.verify import Report, text_report, verify
 from tests.conftest import EXAMPLES
 
 REGION = "eu-west-1"
@@ -191,6 +191,16 @@ def test_ipip_revoked_from_one_group(aws: None) -> None:
     assert blocked(report) == {("calico-ipip", "worker", "master")}
     reason = next(c.reason for c in report.checks if c.status == "blocked")
     assert "no ingress rule on" in reason and "prod-east-master" in reason and "IP-in-IP (4)" in reason
+    bad = [c for c in report.as_json()["checks"] if c["status"] == "blocked"]
+    assert sorted({n for c in bad for n in c["source_nodes"]}) == ["worker01", "worker02", "worker03"]
+    assert sorted({n for c in bad for n in c["target_nodes"]}) == ["master01", "master02"]
+    assert sum(c["pairs"] for c in bad) == 6
+    assert all(c["protocol"] == "4" and c["from_port"] is None and c["source_role"] == "worker" for c in bad)
+    allowed = [c for c in report.as_json()["checks"] if c["status"] == "allowed"]
+    assert allowed and not [c for c in allowed if "source_nodes" in c or "target_nodes" in c]
+    text = text_report(report, "lab", plan.cluster)
+    assert f"BLOCKED: {reason}" in text
+    assert "  calico-ipip: IP-in-IP (4) from worker (worker01, worker02, worker03) to master (master01" in text
 
 
 def test_acl_denies_bgp_inbound(aws: None) -> None:
@@ -259,6 +269,27 @@ def test_source_dest_check_back_on(aws: None) -> None:
     bad = [h for h in report.host_settings if h.status == "blocked"]
     assert [(h.node.host, h.node.source_dest_check, h.expected) for h in bad] == [("node02", True, False)]
     assert not report.ok
+    text = text_report(report, "lab", plan.cluster).splitlines()
+    assert (
+        f"BLOCKED: node02 ({cloud.instances['node02']}): source/dest check is on, must be off (Calico routed mode); "
+        "run ket-infra apply to set it"
+    ) in text
+    assert text[-1] == "FAILED: fix the causes above, then run verify again"
+    assert [h["node"] for h in report.as_json()["host_settings"] if h["status"] == "blocked"] == ["node02"]
+
+
+def test_text_report_when_all_is_open(aws: None) -> None:
+    _cloud, plan, env, rules = build(EXAMPLES / "calico-routed.yaml")
+    report = verify(plan, env, rules)
+    text = text_report(report, "lab", plan.cluster).splitlines()
+    pairs = sum(c.pairs for c in report.checks)
+    assert text[0] == (
+        f"verify lab (cluster {plan.cluster}): {len(report.checks)} checks covering {pairs} node pairs over 5 nodes; "
+        f"0 blocked; {report.api_calls} AWS API calls"
+    )
+    assert "host settings: source/dest check as required on 5 node(s)" in text
+    assert text[-1] == "OK: every required flow is open"
+    assert not [ln for ln in text if ln.startswith("BLOCKED")]
 
 
 def test_hand_made_rule_elsewhere_is_honoured(aws: None) -> None:
@@ -369,3 +400,82 @@ def test_least_privilege_udp_acl_is_not_blocked(aws: None, tmp_path: Path) -> No
     for cidr in cloud.subnets:
         cloud.own_acl(cidr, narrow)
     assert {rule for rule, _s, _t in blocked(verify(plan, env, rules))} == {"weave-data"}
+
+
+def test_acl_judges_sources_outside_the_cluster(aws: None) -> None:
+    """The installer, API clients and ingress clients are CIDRs, not nodes: the target subnet's ACL still applies."""
+    from dataclasses import replace
+
+    plan = load_plan(EXAMPLES / "calico-overlay.yaml")
+    env = replace(
+        env_for(EXAMPLES / "calico-overlay.yaml"), api_cidrs=("192.0.2.0/24",), ingress_cidrs=("198.51.100.0/24",)
+    )
+    rules = layout(plan, env)
+    cloud = Cloud(plan, rules)
+    assert verify(plan, env, rules).ok
+
+    def deny(number: int, cidr: str, port: int, egress: bool = False) -> dict[str, Any]:
+        return {
+            "RuleNumber": number,
+            "Protocol": "6",
+            "RuleAction": "deny",
+            "Egress": egress,
+            "CidrBlock": cidr,
+            "PortRange": {"From": port, "To": port},
+        }
+
+    masters = cloud.own_acl("10.0.1.0/24", [deny(5, "10.0.9.5/32", 22), deny(6, "192.0.2.0/24", 6443), *allow_all()])
+    others = cloud.own_acl("10.0.2.0/24", [deny(5, "198.51.100.0/24", 443), *allow_all()])
+    report = verify(plan, env, rules)
+    assert blocked(report) == {
+        ("ssh", "installer_cidr", "etcd"),
+        ("ssh", "installer_cidr", "master"),
+        ("apiserver-clients", "api_cidrs", "master"),
+        ("ingress-https", "ingress_cidrs", "ingress"),
+    }
+    reasons = {(c.rule, c.target.label): c.reason for c in report.checks if c.status == "blocked"}
+    assert (
+        reasons[("ssh", "etcd")]
+        == f"network ACL {masters} rule 5 denies tcp 22 inbound ({cloud.subnets['10.0.1.0/24']})"
+    )
+    assert reasons[("ingress-https", "ingress")] == (
+        f"network ACL {others} rule 5 denies tcp 443 inbound ({cloud.subnets['10.0.2.0/24']})"
+    )
+    out = report.as_json()
+    ssh = [c for c in out["checks"] if c["rule"] == "ssh" and c["target_role"] == "master"]
+    assert all(c["status"] == "blocked" and c["source_nodes"] == ["10.0.9.5/32"] for c in ssh)
+    assert sorted(n for c in ssh for n in c["target_nodes"]) == ["master01", "master02"]
+    assert sum(c["pairs"] for c in ssh) == 2
+
+    # the return path: the API's answers to the clients' ephemeral ports are cut
+    cloud.own_acl("10.0.1.0/24", [deny(7, "192.0.2.0/24", 50000, egress=True), *allow_all()])
+    cloud.own_acl("10.0.2.0/24", allow_all())
+    report = verify(plan, env, rules)
+    assert blocked(report) == {("apiserver-clients", "api_cidrs", "master")}
+    assert (
+        "denies the return path tcp 1024-65535 outbound"
+        in report.checks[next(i for i, c in enumerate(report.checks) if c.status == "blocked")].reason
+    )
+
+
+def test_acl_denies_the_echo_reply(aws: None) -> None:
+    """Preflight pings need the echo reply back: an ACL that drops icmp type 0 outbound blocks them."""
+    cloud, plan, env, rules = build(EXAMPLES / "calico-overlay.yaml")
+    deny_reply = {
+        "RuleNumber": 5,
+        "Protocol": "1",
+        "RuleAction": "deny",
+        "Egress": True,
+        "CidrBlock": "0.0.0.0/0",
+        "IcmpTypeCode": {"Type": 0, "Code": -1},
+    }
+    acl = cloud.own_acl("10.0.1.0/24", [deny_reply, *allow_all()])
+    report = verify(plan, env, rules)
+    # pings from the other subnet to etcd and masters; pings inside 10.0.1.0/24 never meet the ACL
+    assert blocked(report) == {("ping-worker-master", "worker", "master"), ("ping-ingress-master", "ingress", "master")}
+    assert all(
+        c.reason
+        == f"network ACL {acl} rule 5 denies the return path icmp type 0 outbound ({cloud.subnets['10.0.1.0/24']})"
+        for c in report.checks
+        if c.status == "blocked"
+    )

@@ -1,0 +1,270 @@
+"""The Terraform driver with the real CLI, fast: a root module of Terraform's
+built-in `terraform_data` resources needs no provider, so init, plan, apply,
+state and destroy run in about a second each. What the AWS provider adds is
+covered end to end in test_e2e.py.
+"""
+
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+
+import pytest
+
+from ket_infra.environment import AwsConfig, Environment, TerraformConfig
+from ket_infra.terraform import (
+    PLAN_FILE,
+    Change,
+    PlanSummary,
+    Terraform,
+    TerraformError,
+    _last_error,
+    _lock_holder,
+    summarize,
+    summary_lines,
+)
+from tests.tf import needs_terraform_cli
+
+MODULE = """
+resource "terraform_data" "rule" {
+  for_each = toset(var.names)
+  input    = each.key
+}
+
+variable "names" {
+  type = list(string)
+}
+"""
+
+
+def env(binary: str = "terraform") -> Environment:
+    return Environment(
+        name="unit",
+        path="environments/unit.yaml",
+        plan_file=Path("plan.yaml"),
+        aws=AwsConfig("eu-west-1"),
+        terraform=TerraformConfig(binary=binary),
+    )
+
+
+def module(work: Path, names: list[str]) -> Terraform:
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "main.tf").write_text(MODULE)
+    (work / "names.auto.tfvars.json").write_text(json.dumps({"names": names}))
+    lines: list[str] = []
+    tf = Terraform(env(), work, lines.append)
+    tf.lines = lines  # type: ignore[attr-defined]
+    return tf
+
+
+@needs_terraform_cli
+def test_init_plan_apply_state_destroy(tmp_path: Path) -> None:
+    tf = module(tmp_path / "work", ["a", "b"])
+    assert tf.check_version().startswith("1.")
+    tf.init()
+    summary = tf.plan()
+    assert (tmp_path / "work" / PLAN_FILE).exists()
+    assert [(c.action, c.kind, c.name) for c in summary.changes] == [("create", "other", "a"), ("create", "other", "b")]
+    assert summary.counts() == {"create": 2, "update": 0, "replace": 0, "delete": 0}
+    tf.apply()
+    assert sorted(tf.state_resources()) == ['terraform_data.rule["a"]', 'terraform_data.rule["b"]']
+
+    (tmp_path / "work" / "names.auto.tfvars.json").write_text(json.dumps({"names": ["b", "c"]}))
+    again = tf.plan()
+    assert [(c.action, c.name) for c in again.changes] == [("delete", "a"), ("create", "c")]
+    assert summary_lines(again)[-1] == "Plan: 1 to add, 0 to change, 0 to replace, 1 to remove."
+    tf.apply()
+    assert not tf.plan().has_changes
+    tf.destroy()
+    assert tf.state_resources() == []
+    assert tf.lines == [  # type: ignore[attr-defined]
+        f"terraform init in {tmp_path / 'work'}",
+        "terraform plan (saved to tfplan)",
+        "terraform apply tfplan",
+        "terraform plan (saved to tfplan)",
+        "terraform apply tfplan",
+        "terraform plan (saved to tfplan)",
+        "terraform destroy",
+    ]
+
+
+@needs_terraform_cli
+def test_state_of_a_folder_never_applied_is_empty(tmp_path: Path) -> None:
+    tf = module(tmp_path / "work", ["a"])
+    tf.init()
+    assert tf.state_resources() == []
+
+
+@needs_terraform_cli
+def test_a_failing_command_is_one_line_naming_the_command_and_folder(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    tf = module(work, ["a"])
+    (work / "main.tf").write_text(MODULE + '\nresource "no_such_thing" "x" {\n')
+    with pytest.raises(TerraformError) as info:
+        tf.init()
+    message = str(info.value)
+    assert message.startswith(f"terraform init failed in {work}: Error: ")
+    assert "\n" not in message and "│" not in message
+
+
+def fake_terraform(tmp_path: Path, version_json: str) -> str:
+    """An executable that answers `version -json` like a Terraform of another version would."""
+    path = tmp_path / "bin" / "old-terraform"
+    path.parent.mkdir()
+    path.write_text(f"#!/bin/sh\ncat <<'EOF'\n{version_json}\nEOF\n")
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    return str(path)
+
+
+def test_terraform_older_than_1_5_is_refused(tmp_path: Path) -> None:
+    old = fake_terraform(tmp_path, '{"terraform_version": "1.4.7", "platform": "linux_amd64"}')
+    tf = Terraform(env(old), tmp_path / "work", lambda _m: None)
+    with pytest.raises(TerraformError) as info:
+        tf.check_version()
+    assert str(info.value) == (
+        f"{old} is version 1.4.7, older than 1.5; install Terraform >= 1.5 (or OpenTofu) or set terraform.binary "
+        "in environments/unit.yaml"
+    )
+
+
+@pytest.mark.parametrize("version", ["1.5.0", "1.10.2", "2.0.0"])
+def test_terraform_1_5_and_later_is_accepted(tmp_path: Path, version: str) -> None:
+    new = fake_terraform(tmp_path, json.dumps({"terraform_version": version}))
+    assert Terraform(env(new), tmp_path / "work", lambda _m: None).check_version() == version
+
+
+def test_a_version_answer_without_a_version_is_refused(tmp_path: Path) -> None:
+    odd = fake_terraform(tmp_path, "not json")
+    with pytest.raises(TerraformError, match=r"version printed no version; install Terraform >= 1\.5"):
+        Terraform(env(odd), tmp_path / "work", lambda _m: None).check_version()
+
+
+def test_missing_binary_names_the_key(tmp_path: Path) -> None:
+    with pytest.raises(TerraformError) as info:
+        Terraform(env("no-such-terraform-here"), tmp_path, lambda _m: None).check_version()
+    assert str(info.value).startswith(
+        "environments/unit.yaml: terraform.binary: 'no-such-terraform-here' not found on PATH; install Terraform"
+    )
+
+
+LOCKED = """
+╷
+│ Error: Error acquiring the state lock
+│
+│ Error message: resource temporarily unavailable
+│ Lock Info:
+│   ID:        5f3c1b8e-7f63-4b8e-9b57-2b7d0c1f9a10
+│   Path:      s3://bucket/ket/terraform.tfstate
+│   Operation: OperationTypeApply
+│   Who:       ci@runner-7
+│   Version:   1.11.4
+│   Created:   2026-11-27 17:02:11.123 +0000 UTC
+│   Info:
+╵
+"""
+
+
+def test_lock_holder_is_read_from_terraforms_message() -> None:
+    assert _lock_holder("Error: something else") is None
+    assert _lock_holder(LOCKED) == {
+        "ID": "5f3c1b8e-7f63-4b8e-9b57-2b7d0c1f9a10",
+        "Path": "s3://bucket/ket/terraform.tfstate",
+        "Operation": "OperationTypeApply",
+        "Who": "ci@runner-7",
+        "Version": "1.11.4",
+        "Created": "2026-11-27 17:02:11.123 +0000 UTC",
+        "Info": "",
+    }
+
+
+def test_locked_message_names_holder_and_unlock_command(tmp_path: Path) -> None:
+    tf = Terraform(env(), tmp_path, lambda _m: None)
+    holder = _lock_holder(LOCKED)
+    assert holder is not None
+    assert tf._locked_message(holder) == (
+        "the Terraform state of environment unit is locked by ci@runner-7 since 2026-11-27 17:02:11.123 +0000 UTC "
+        "(operation OperationTypeApply): another run is still going, or one was killed. If none is running, "
+        f"unlock it with: terraform -chdir={tmp_path} force-unlock -force 5f3c1b8e-7f63-4b8e-9b57-2b7d0c1f9a10 "
+        "-- then run ket-infra plan --env unit again"
+    )
+
+
+def test_last_error_keeps_the_error_on_one_line() -> None:
+    stderr = "There are some problems with the CLI configuration:\n" + LOCKED
+    assert _last_error(stderr, "") == (
+        "Error: Error acquiring the state lock Error message: resource temporarily unavailable Lock Info: "
+        "ID: 5f3c1b8e-7f63-4b8e-9b57-2b7d0c1f9a10 Path: s3://bucket/ket/terraform.tfstate Operation: "
+        "OperationTypeApply Who: ci@runner-7 Version: 1.11.4 Created: 2026-11-27 17:02:11.123 +0000 UTC Info:"
+    )
+    assert _last_error("", "a\nb\nc\nd\ne\nf\ng\nh") == "c d e f g h"  # no Error line: the last six lines
+    assert _last_error("", "") == "no error output"
+    assert len(_last_error("Error: " + "x " * 1000, "")) == 600
+
+
+def test_summarize_reads_show_json() -> None:
+    doc = {
+        "resource_changes": [
+            {"type": "aws_network_interface_sg_attachment", "index": "w1", "change": {"actions": ["create"]}},
+            {
+                "type": "aws_security_group",
+                "index": "worker",
+                "change": {"actions": ["update"], "after": {"description": "g"}},
+            },
+            {
+                "type": "aws_vpc_security_group_egress_rule",
+                "index": "e1",
+                "change": {"actions": ["delete"], "before": {"description": "out"}},
+            },
+            {
+                "type": "aws_vpc_security_group_ingress_rule",
+                "index": "i2",
+                "change": {"actions": ["delete", "create"], "after": {"description": "in"}},
+            },
+            {"type": "aws_vpc_security_group_ingress_rule", "index": "i1", "change": {"actions": ["no-op"]}},
+            {"type": "terraform_data", "address": "terraform_data.x", "change": {"actions": ["read"]}},
+            {
+                "type": "terraform_data",
+                "address": "terraform_data.y",
+                "change": {"actions": ["create"], "after": {"description": "hidden"}},
+            },
+        ]
+    }
+    summary = summarize(json.dumps(doc))
+    assert summary.changes == (
+        Change("replace", "ingress", "i2", "in"),
+        Change("delete", "egress", "e1", "out"),
+        Change("update", "group", "worker", "g"),
+        Change("create", "attachment", "w1", ""),
+        Change("create", "other", "terraform_data.y", ""),
+    )
+    assert summary_lines(summary) == [
+        "  -/+ ingress rule i2: in",
+        "    - egress rule e1: out",
+        "    ~ group worker: g",
+        "    + attachment w1",
+        "    + other terraform_data.y",
+        "Plan: 2 to add, 1 to change, 1 to replace, 1 to remove.",
+    ]
+    assert summary_lines(PlanSummary()) == ["No changes: the cloud already matches the plan file."]
+    with pytest.raises(TerraformError, match="printed no JSON"):
+        summarize("Error: not json")
+
+
+def test_fingerprint_follows_content_and_forget_plan_removes_it(tmp_path: Path) -> None:
+    tf = Terraform(env(), tmp_path, lambda _m: None)
+    a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    a.write_text("one")
+    first = tf.fingerprint([a, b])
+    assert first == tf.fingerprint([a, b])
+    b.write_text("")
+    assert tf.fingerprint([a, b]) != first  # a file that appears counts
+    a.write_text("two")
+    second = tf.fingerprint([a, b])
+    assert tf.saved_fingerprint() is None
+    tf.save_fingerprint(second)
+    assert tf.saved_fingerprint() is None  # no saved plan beside it
+    (tmp_path / PLAN_FILE).write_text("plan")
+    assert tf.saved_fingerprint() == second
+    tf.forget_plan()
+    assert not (tmp_path / PLAN_FILE).exists() and tf.saved_fingerprint() is None
