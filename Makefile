@@ -11,7 +11,7 @@ DEMO_ENV  := environments/sandbox.yaml
 KET_INFRA_TF_PLUGIN_DIR ?= $(wildcard /opt/tf-plugins)
 export KET_INFRA_TF_PLUGIN_DIR
 
-.PHONY: demo test lint fmt bench plan apply verify destroy clean need-env
+.PHONY: demo test lint fmt bench mutants plan apply verify destroy clean need-env
 
 $(BIN)/ket-infra: pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or run make PYTHON=python3"; exit 1; }
@@ -75,5 +75,9 @@ bench: $(BIN)/ket-infra
 	$(BIN)/python bench/bench_aws.py --out bench/results.json
 	$(BIN)/python bench/report.py
 
+# Mutation testing of the core modules (tens of minutes); writes bench/mutants.json and the README line.
+mutants: $(BIN)/ket-infra
+	$(BIN)/python bench/mutants.py
+
 clean:
-	rm -rf $(VENV) .work .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) mutants .work .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -15,6 +15,19 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 
 
+def child_env(cwd: Path, base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a ket-infra process a test starts in CWD.
+
+    Under mutation testing (`make mutants`) mutmut marks the mutant in MUTANT_UNDER_TEST and
+    reads its own configuration from the working directory; a child started elsewhere cannot,
+    so there it runs the unmutated code.
+    """
+    env = dict(os.environ if base is None else base)
+    if Path(cwd).resolve() != ROOT:
+        env.pop("MUTANT_UNDER_TEST", None)
+    return env
+
+
 def node(host: str, ip: str, internalip: str | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {"host": host, "ip": ip}
     if internalip:

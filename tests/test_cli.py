@@ -10,13 +10,18 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import EXAMPLES, ROOT, base_plan, write_yaml
+from tests.conftest import EXAMPLES, ROOT, base_plan, child_env, write_yaml
 from tests.tf import needs_terraform_cli
 
 
 def run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "ket_infra", *args], capture_output=True, text=True, cwd=cwd, timeout=60
+        [sys.executable, "-m", "ket_infra", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=child_env(cwd),
+        timeout=60,
     )
 
 
@@ -149,7 +154,12 @@ def lab_environment(tmp_path: Path, **aws: str) -> Path:
 
 def run_with(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "ket_infra", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=120
+        [sys.executable, "-m", "ket_infra", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=child_env(cwd, env),
+        timeout=120,
     )
 
 

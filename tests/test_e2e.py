@@ -22,7 +22,7 @@ from ket_infra.sandbox import sandbox_down, sandbox_up
 from tests.conftest import EXAMPLES, base_plan, node, write_yaml
 from tests.tf import PLUGIN_DIR, needs_terraform
 
-pytestmark = needs_terraform
+pytestmark = [needs_terraform, pytest.mark.e2e]
 TAG = "ket-infra/cluster"
 
 

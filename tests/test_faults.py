@@ -82,6 +82,7 @@ def assert_converged(box: Sandbox) -> None:
 
 
 @needs_terraform
+@pytest.mark.e2e
 def test_terraform_killed_during_apply_then_rerun_converges(sandbox: Sandbox) -> None:
     sandbox.up(CONTIV, preflight=False)
     work = work_folder(sandbox)
@@ -137,6 +138,7 @@ def test_terraform_killed_during_apply_then_rerun_converges(sandbox: Sandbox) ->
 
 
 @needs_terraform
+@pytest.mark.e2e
 def test_destroy_after_resources_were_removed_by_hand(sandbox: Sandbox) -> None:
     with socket.socket() as probe:
         running = probe.connect_ex(("127.0.0.1", sandbox.port)) == 0
@@ -166,6 +168,7 @@ def test_destroy_after_resources_were_removed_by_hand(sandbox: Sandbox) -> None:
 
 
 @needs_terraform
+@pytest.mark.e2e
 def test_endpoint_gone_between_runs(tmp_path: Path) -> None:
     box = Sandbox(tmp_path)  # its own server: stopping it must not disturb the module's sandbox
     small = write_yaml(tmp_path / "small.yaml", base_plan({"provider": "contiv"}))  # 3 nodes: a short plan

@@ -18,6 +18,8 @@ from tests.conftest import EXAMPLES, base_plan, node
 
 pytest.importorskip("moto.server", reason="moto[server] is not installed")
 
+pytestmark = pytest.mark.e2e  # moto server processes; not part of the mutation runs
+
 OVERLAY = EXAMPLES / "calico-overlay.yaml"
 ROUTED = EXAMPLES / "calico-routed.yaml"
 

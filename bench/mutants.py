@@ -1,0 +1,125 @@
+"""Mutation testing: how many deliberate breakages of the core modules the fast tests catch.
+
+`make mutants` runs this. It runs mutmut (configured in pyproject.toml: the core
+modules, the tests not marked e2e) and writes the score per module to
+bench/mutants.json and a line to the README. A mutant is a small change to the
+code (a flipped comparison, a changed constant, a dropped call); it is killed
+when some test fails with it in place. Score = killed / all mutants, where
+survivors, mutants no test reaches, timeouts and suspicious ones all count
+against it.
+
+Not part of `make test`: it takes tens of minutes on two cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+MODULES = ("plan", "flows", "layout", "verify", "aws", "workflow", "terraform")
+TARGET = 85.0
+README_START = "<!-- mutants:start -->"
+README_END = "<!-- mutants:end -->"
+
+
+def status(exit_code: int | None) -> str:
+    from mutmut.stats import status_by_exit_code
+
+    return str(status_by_exit_code[exit_code])
+
+
+def scores(mutants_dir: Path) -> dict[str, dict[str, object]]:
+    out: dict[str, dict[str, object]] = {}
+    for module in MODULES:
+        meta = mutants_dir / "ket_infra" / f"{module}.py.meta"
+        if not meta.exists():
+            raise SystemExit(f"error: {meta} is missing; did mutmut run?")
+        codes = json.loads(meta.read_text())["exit_code_by_key"]
+        counts = Counter(status(code) for code in codes.values())
+        total = sum(counts.values())
+        killed = counts.get("killed", 0)
+        survivors = sorted(name for name, code in codes.items() if status(code) != "killed")
+        out[module] = {
+            "mutants": total,
+            "killed": killed,
+            "score": round(100.0 * killed / total, 1) if total else 100.0,
+            "counts": dict(sorted(counts.items())),
+            "not_killed": survivors,
+        }
+    return out
+
+
+def readme_line(doc: dict[str, object]) -> str:
+    modules = doc["modules"]
+    assert isinstance(modules, dict)
+    parts = ", ".join(f"{m} {v['score']}%" for m, v in modules.items())
+    return (
+        f"Mutation score (mutmut, fast tests, {doc['date']}): {parts}; "
+        f"{doc['killed']} of {doc['mutants']} mutants killed in {doc['seconds']:.0f} s (`make mutants`)."
+    )
+
+
+def write_readme(line: str) -> None:
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    block = f"{README_START}\n{line}\n{README_END}"
+    if README_START in text:
+        text = re.sub(re.escape(README_START) + ".*?" + re.escape(README_END), block, text, flags=re.S)
+    else:
+        raise SystemExit(f"error: README.md has no {README_START} ... {README_END} block to write the score into")
+    readme.write_text(text)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "mutants.json")
+    parser.add_argument("--report-only", action="store_true", help="read the last run's results; do not run mutmut")
+    parser.add_argument("--max-children", type=int, default=os.cpu_count() or 2)
+    args = parser.parse_args()
+    os.chdir(ROOT)
+    seconds = 0.0
+    if not args.report_only:
+        started = time.monotonic()
+        print(f"mutmut run over {', '.join(MODULES)} ({args.max_children} at a time); this takes a while", flush=True)
+        run = subprocess.run(
+            [sys.executable, "-m", "mutmut", "run", "--max-children", str(args.max_children)],
+            env={**os.environ, "NO_COLOR": "1"},
+        )
+        seconds = time.monotonic() - started
+        if run.returncode not in (0,):
+            print(f"error: mutmut run exited {run.returncode}", file=sys.stderr)
+            return 1
+    elif args.out.exists():
+        seconds = float(json.loads(args.out.read_text()).get("seconds", 0.0))
+    modules = scores(ROOT / "mutants")
+    killed = sum(int(m["killed"]) for m in modules.values())  # type: ignore[call-overload]
+    total = sum(int(m["mutants"]) for m in modules.values())  # type: ignore[call-overload]
+    doc: dict[str, object] = {
+        "tool": "mutmut",
+        "date": time.strftime("%Y-%m-%d"),
+        "seconds": round(seconds, 1),
+        "target": TARGET,
+        "mutants": total,
+        "killed": killed,
+        "modules": modules,
+    }
+    args.out.write_text(json.dumps(doc, indent=2) + "\n")
+    line = readme_line(doc)
+    write_readme(line)
+    print(line)
+    low = [m for m, v in modules.items() if float(v["score"]) < TARGET]  # type: ignore[arg-type]
+    for m in low:
+        print(f"below {TARGET}%: {m} ({modules[m]['score']}%); `mutmut results` lists the survivors", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,107 @@
+"""The workflow in-process, against the sandbox with the real Terraform CLI and
+AWS provider, on the smallest cluster (one node with every required role, no
+preflight): plan, apply, plan again, destroy, and what each step says. Small
+enough to run in seconds; the CLI's view of the same path is in test_e2e.py.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ket_infra import workflow
+from ket_infra.errors import KetInfraError
+from ket_infra.sandbox import sandbox_down, sandbox_up
+from tests.conftest import base_plan, node, write_yaml
+from tests.tf import PLUGIN_DIR, needs_terraform
+
+pytestmark = needs_terraform
+
+
+class Box:
+    def __init__(self, root: Path) -> None:
+        from tests.test_aws import free_port
+
+        self.root = root
+        self.port = free_port()
+        self.lines: list[str] = []
+
+    def context(self, env_file: Path) -> workflow.Context:
+        self.lines.clear()
+        return workflow.context(str(env_file), self.lines.append, base=self.root / ".work")
+
+
+@pytest.fixture(scope="module")
+def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Box]:
+    b = Box(tmp_path_factory.mktemp("workflow"))
+    yield b
+    sandbox_down(b.port, b.root / ".work")
+
+
+def one_node(box: Box, cni: dict[str, object], name: str) -> Path:
+    data = base_plan(cni)
+    for role in ("etcd", "master", "worker"):
+        data[role]["nodes"] = [node("solo01", "10.0.1.11")]
+    plan = write_yaml(box.root / f"{name}.yaml", data)
+    env_file = sandbox_up(
+        plan, box.port, box.root / "environments" / f"{name}.yaml", box.root / ".work", lambda _m: None
+    )
+    doc = yaml.safe_load(env_file.read_text())
+    doc["preflight"] = False
+    doc["terraform"]["plugin_dir"] = PLUGIN_DIR
+    env_file.write_text(yaml.safe_dump(doc))
+    return env_file
+
+
+def test_plan_apply_replan_destroy_in_process(box: Box) -> None:
+    env_file = one_node(box, {"provider": "calico", "options": {"calico": {"mode": "routed"}}}, "solo")
+    ctx = box.context(env_file)
+    work = box.root / ".work" / "solo"
+    assert ctx.work == work
+    with pytest.raises(KetInfraError) as info:
+        workflow.apply(ctx, auto_approve=False)
+    assert str(info.value) == (
+        f"no saved plan for environment solo in {work}; run ket-infra plan --env solo first (or apply --auto-approve)"
+    )
+
+    summary = workflow.plan(ctx)
+    wanted = json.loads((work / "ket-infra.auto.tfvars.json").read_text())
+    n_rules = len(wanted["ingress_rules"]) + len(wanted["egress_rules"])
+    assert summary.counts() == {"create": n_rules + 2, "update": 0, "replace": 0, "delete": 0}  # + group + attachment
+    assert box.lines[0] == "checking AWS account and finding 1 node(s) in eu-west-1"
+    assert box.lines[1].startswith(f"rendered {work} (VPC vpc-") and box.lines[1].endswith(
+        f"1 groups, {n_rules} rules)"
+    )
+    assert box.lines[-1] == f"Plan: {n_rules + 2} to add, 0 to change, 0 to replace, 0 to remove."
+    assert (work / "tfplan").exists() and (work / "tfplan.fingerprint").exists()
+
+    # a stale plan is refused before Terraform runs
+    env_doc = env_file.read_text()
+    env_file.write_text(env_doc + "installer_cidr: 10.0.1.200/32\n")
+    with pytest.raises(KetInfraError, match="the saved plan for environment solo is stale"):
+        workflow.apply(box.context(env_file), auto_approve=False)
+    env_file.write_text(env_doc)
+
+    ctx = box.context(env_file)
+    workflow.apply(ctx, auto_approve=False)
+    assert box.lines[:2] == ["terraform apply tfplan", "source/dest check off for 1 node(s)"]
+    assert re.fullmatch(r"  solo01 \(i-[0-9a-f]+\): source/dest check off", box.lines[2]), box.lines
+    assert box.lines[3:] == ["applied: environment solo is ready for kismatic install apply"]
+    assert not (work / "tfplan").exists()
+
+    ctx = box.context(env_file)
+    again = workflow.plan(ctx)
+    assert not again.has_changes
+    assert box.lines[-1] == "No changes: the cloud already matches the plan file."
+    assert not [ln for ln in box.lines if ln.startswith("adopting")]
+
+    ctx = box.context(env_file)
+    workflow.destroy(ctx)
+    assert box.lines[-1] == "destroyed: ket-infra's groups and rules for environment solo are gone"
+    assert "source/dest check on for 1 node(s)" in box.lines
+    assert ctx.tf.state_resources() == []
