@@ -108,7 +108,9 @@ class Terraform:
         self.binary = env.terraform.binary
         from ket_infra.aws import credentials_env
 
-        self.extra_env = {"TF_IN_AUTOMATION": "1", **credentials_env(env)}
+        # CHECKPOINT_DISABLE: Terraform would otherwise ask checkpoint-api.hashicorp.com for news on
+        # every run; ket-infra talks to no endpoint the user did not configure.
+        self.extra_env = {"TF_IN_AUTOMATION": "1", "CHECKPOINT_DISABLE": "1", **credentials_env(env)}
 
     def _run(self, cmd: str, *args: str, ok: tuple[int, ...] = (0,), **flags: Any) -> tuple[int, str]:
         from python_terraform import IsFlagged

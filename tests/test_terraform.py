@@ -268,3 +268,26 @@ def test_fingerprint_follows_content_and_forget_plan_removes_it(tmp_path: Path) 
     assert tf.saved_fingerprint() == second
     tf.forget_plan()
     assert not (tmp_path / PLAN_FILE).exists() and tf.saved_fingerprint() is None
+
+
+def test_locked_message_when_terraform_says_little(tmp_path: Path) -> None:
+    tf = Terraform(env("tofu"), tmp_path, lambda _m: None)
+    assert tf._locked_message({}) == (
+        "the Terraform state of environment unit is locked by unknown since an unknown time (operation unknown): "
+        "another run is still going, or one was killed. If none is running, unlock it with: "
+        f"tofu -chdir={tmp_path} force-unlock -force ID -- then run ket-infra plan --env unit again"
+    )
+
+
+@needs_terraform_cli
+def test_terraform_asks_no_outside_service(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No version check against checkpoint-api.hashicorp.com: only the endpoints the user configured."""
+    monkeypatch.setenv("TF_LOG", "DEBUG")
+    monkeypatch.setenv("TF_LOG_PATH", str(tmp_path / "tf.log"))
+    monkeypatch.delenv("CHECKPOINT_DISABLE", raising=False)
+    tf = module(tmp_path / "work", ["a"])
+    tf.init()
+    tf.plan()
+    log = (tmp_path / "tf.log").read_text()
+    assert "terraform plan" in " ".join(tf.lines) and "CLI args" in log  # type: ignore[attr-defined]
+    assert "checkpoint" not in log.lower()

@@ -96,6 +96,18 @@ class Cloud:
                         InstanceId=self.instances[node.host], SourceDestCheck={"Value": False}
                     )
 
+    def default_group(self) -> str:
+        """The VPC's default group: every instance carries it besides ket-infra's."""
+        return str(
+            self.ec2.describe_security_groups(
+                Filters=[{"Name": "group-name", "Values": ["default"]}, {"Name": "vpc-id", "Values": [self.vpc]}]
+            )["SecurityGroups"][0]["GroupId"]
+        )
+
+    def on_node(self, group: str) -> str:
+        """How verify names the groups on a node of GROUP: the default group, then ket-infra's."""
+        return f"{self.default_group()} (default), {self.groups[group]} (test-{group})"
+
     def lock_down_default_group(self) -> None:
         """A locked-down VPC: the default group allows no egress, so only ket-infra's egress counts."""
         default = self.ec2.describe_security_groups(
@@ -479,3 +491,109 @@ def test_acl_denies_the_echo_reply(aws: None) -> None:
         for c in report.checks
         if c.status == "blocked"
     )
+
+
+def routed_pair(tmp_path: Path, worker_ip: str = "10.0.1.31") -> Path:
+    from tests.conftest import base_plan, node, write_yaml
+
+    data = base_plan({"provider": "calico", "options": {"calico": {"mode": "routed"}}})
+    data["worker"]["nodes"] = [node("worker01", worker_ip)]
+    return write_yaml(tmp_path / "plan.yaml", data)
+
+
+def test_routed_pod_ingress_revoked(aws: None, tmp_path: Path) -> None:
+    cloud, plan, env, rules = build(routed_pair(tmp_path))
+    assert verify(plan, env, rules).ok
+    cloud.revoke("worker", "ingress", lambda r: r["IpProtocol"] == "-1" and r.get("CidrIpv4") == "172.16.0.0/16")
+    report = verify(plan, env, rules)
+    assert blocked(report) == {("calico-pod-traffic", "pod_cidr", "worker")}
+    (check,) = [c for c in report.checks if c.status == "blocked"]
+    assert check.reason == f"no ingress rule on {cloud.on_node('worker')} allows all traffic from 172.16.0.0/16"
+    assert check.as_json()["source_nodes"] == ["172.16.0.0/16"] and check.as_json()["target_nodes"] == ["worker01"]
+
+
+def test_routed_pod_traffic_meets_the_acls_across_subnets(aws: None, tmp_path: Path) -> None:
+    cloud, plan, env, rules = build(routed_pair(tmp_path, worker_ip="10.0.2.31"))
+    assert len(cloud.subnets) == 2
+    assert verify(plan, env, rules).ok
+    deny_pods = {"RuleNumber": 5, "Protocol": "-1", "RuleAction": "deny", "Egress": False, "CidrBlock": "172.16.0.0/16"}
+    acl = cloud.own_acl("10.0.2.0/24", [deny_pods, *allow_all()])
+    report = verify(plan, env, rules)
+    assert blocked(report) == {("calico-pod-traffic", "pod_cidr", "worker")}
+    (check,) = [c for c in report.checks if c.status == "blocked"]
+    subnet = cloud.subnets["10.0.2.0/24"]
+    assert check.reason == f"network ACL {acl} rule 5 denies pod traffic all traffic inbound ({subnet})"
+    # and outbound: the worker's pods cannot send to pods on the masters
+    deny_out = {**deny_pods, "Egress": True}
+    acl = cloud.own_acl("10.0.2.0/24", [deny_out, *allow_all()])
+    report = verify(plan, env, rules)
+    assert blocked(report) == {("calico-pod-traffic", "pod_cidr", "master")}
+    assert [c.reason for c in report.checks if c.status == "blocked"] == [
+        f"network ACL {acl} rule 5 denies pod traffic all traffic outbound ({subnet})"
+    ]
+
+
+def test_routed_pod_egress_revoked_on_another_node(aws: None, tmp_path: Path) -> None:
+    cloud, plan, env, rules = build(routed_pair(tmp_path))
+    cloud.lock_down_default_group()
+    assert verify(plan, env, rules).ok
+    cloud.revoke("worker", "egress", lambda r: r["IpProtocol"] == "-1" and r.get("CidrIpv4") == "172.16.0.0/16")
+    report = verify(plan, env, rules)
+    # the worker's pods can no longer reach the master's pods; the worker's own pods still reach each other
+    assert blocked(report) == {("calico-pod-traffic", "pod_cidr", "master")}
+    assert [c.reason for c in report.checks if c.status == "blocked"] == [
+        f"no egress rule on {cloud.on_node('worker')} allows all traffic to 172.16.0.0/16"
+    ]
+
+
+def test_host_settings_json(aws: None) -> None:
+    cloud, plan, env, rules = build(EXAMPLES / "calico-routed.yaml")
+    cloud.ec2.modify_instance_attribute(InstanceId=cloud.instances["node02"], SourceDestCheck={"Value": True})
+    doc = verify(plan, env, rules).as_json()
+    assert doc["ok"] is False
+    by_node = {h["node"]: h for h in doc["host_settings"]}
+    assert by_node["node02"] == {
+        "node": "node02",
+        "instance_id": cloud.instances["node02"],
+        "source_dest_check": True,
+        "expected": False,
+        "status": "blocked",
+    }
+    assert by_node["cp01"] == {
+        "node": "cp01",
+        "instance_id": cloud.instances["cp01"],
+        "source_dest_check": False,
+        "expected": False,
+        "status": "allowed",
+    }
+
+
+def test_text_report_names_a_few_nodes_and_counts_the_rest(aws: None, tmp_path: Path) -> None:
+    from tests.conftest import base_plan, node, write_yaml
+
+    data = base_plan({"provider": "weave"})
+    data["worker"] = {"expected_count": 7, "nodes": [node(f"worker{i:02}", f"10.0.1.{40 + i}") for i in range(1, 8)]}
+    cloud, plan, env, rules = build(write_yaml(tmp_path / "plan.yaml", data))
+    cloud.revoke(
+        "master",
+        "ingress",
+        lambda r: (
+            r["IpProtocol"] == "tcp"
+            and r["FromPort"] == 6443
+            and r.get("ReferencedGroupInfo", {}).get("GroupId") == cloud.groups["worker"]
+        ),
+    )
+    report = verify(plan, env, rules)
+    text = text_report(report, "lab", plan.cluster)
+    reason = f"no ingress rule on {cloud.on_node('master')} allows tcp 6443 from the nodes in {cloud.on_node('worker')}"
+    assert [c.reason for c in report.checks if c.status == "blocked"] == [reason]
+    assert text.split("\n")[1:] == [
+        "",
+        f"BLOCKED: {reason}",
+        # worker01 is worker[0]: the preflight rule from its address still lets it reach 6443
+        "  apiserver: tcp 6443 from worker (worker02, worker03, worker04, worker05, worker06 and 1 more) "
+        "to master (master01)",
+        "",
+        "FAILED: fix the causes above, then run verify again",
+        "",
+    ]
