@@ -211,20 +211,22 @@ def _merge_nodes(path: str, listed: dict[str, list[tuple[str, str, str | None, s
                 roles.add(role)
             else:
                 by_host[host] = (ip, internalip, key, {role})
-    seen: dict[tuple[str, str], tuple[str, str]] = {}
+    # An address names one node, whichever field holds it: another node's internalip equal to
+    # this one's ip would make the two indistinguishable to every rule and to discovery.
+    seen: dict[str, tuple[str, str, str]] = {}
     for host, (ip, internalip, key, _roles) in by_host.items():
         for field, value in (("ip", ip), ("internalip", internalip)):
             if value is None:
                 continue
-            other = seen.get((field, value))
-            if other is not None:
+            other = seen.get(value)
+            if other is not None and other[0] != host:
                 raise PlanError(
                     path,
                     f"{key}.{field}",
-                    f"{value} is also the {field} of host {other[0]!r} ({other[1]})",
+                    f"{value} is also the {other[2]} of host {other[0]!r} ({other[1]})",
                     "two different nodes cannot share an address: fix the address or use the same host name",
                 )
-            seen[(field, value)] = (host, key)
+            seen[value] = (host, key, field)
     return tuple(Node(h, ip, internal, frozenset(roles)) for h, (ip, internal, _k, roles) in by_host.items())
 
 

@@ -234,7 +234,63 @@ BAD_PLANS: list[tuple[str, Callable[[dict[str, Any]], None], str, str]] = [
         "true or false",
     ),
     ("cluster not a mapping", _set("cluster", ["a"]), "cluster", "must be a mapping"),
+    ("cluster name with a space", _set("cluster.name", "my cluster"), "cluster.name", "cannot name security groups"),
+    ("cluster name too long", _set("cluster.name", "c" * 64), "cluster.name", "at most 63"),
+    ("ip is ipv6", _set("etcd.nodes.0.ip", "fd00::1"), "etcd.nodes[0].ip", "not an IPv4 address"),
+    (
+        "pod cidr is ipv6",
+        _set("cluster.networking.pod_cidr_block", "fd00::/48"),
+        "cluster.networking.pod_cidr_block",
+        "not an IPv4 CIDR",
+    ),
+    (
+        "internalip is another node's ip",
+        _set("worker.nodes.0", node("worker01", "10.0.1.31", "10.0.1.11")),
+        "worker.nodes[0].internalip",
+        "10.0.1.11 is also the ip",
+    ),
 ]
+
+
+# What each bad plan above is told, word for word after the file name: the whole line is the contract.
+EXACT: dict[str, str] = {
+    "pod cidr missing": "cluster.networking.pod_cidr_block: is required; set it to an IPv4 CIDR such as 172.16.0.0/16",
+    "pod cidr invalid": "cluster.networking.pod_cidr_block: '172.16.0.0/33' is not a valid CIDR; use a CIDR such as 172.16.0.0/16",
+    "service cidr missing": "cluster.networking.service_cidr_block: is required; set it to an IPv4 CIDR such as 172.16.0.0/16",
+    "service cidr not ipv4": "cluster.networking.service_cidr_block: 'fd00::/64' is not an IPv4 CIDR; KET clusters use IPv4; use a CIDR such as 172.16.0.0/16",
+    "pod cidr half the internet": "cluster.networking.pod_cidr_block: '128.0.0.0/1' spans the internet, not a cluster network; use a private range such as 172.16.0.0/16",
+    "pod cidr a /7": "cluster.networking.pod_cidr_block: '172.0.0.0/7' spans the internet, not a cluster network; use a private range such as 172.16.0.0/16",
+    "service cidr a /4": "cluster.networking.service_cidr_block: '192.0.0.0/4' spans the internet, not a cluster network; use a private range such as 172.16.0.0/16",
+    "pod cidr holds a node": "cluster.networking.pod_cidr_block: 10.0.0.0/16 contains the address 10.0.1.11 of node 'etcd01'; pods and nodes must not share addresses: choose a pod CIDR outside the node network",
+    "no etcd nodes": "etcd.nodes: at least one node is required; list the etcd nodes",
+    "no master group": "master.nodes: at least one node is required; list the master nodes",
+    "no worker nodes": "worker.nodes: at least one node is required; list the worker nodes",
+    "expected_count missing": "etcd.expected_count: is required and must be greater than 0; set it to 1, the number of etcd nodes listed",
+    "expected_count zero": "master.expected_count: is required and must be greater than 0; set it to 1, the number of master nodes listed",
+    "expected_count mismatch": "worker.expected_count: is 3 but 1 node(s) are listed; make expected_count match the nodes listed",
+    "expected_count not a number": "worker.expected_count: must be a whole number, got 'three'; write a number such as 3",
+    "optional group mismatch": "ingress.expected_count: is 2 but 0 node(s) are listed; make expected_count match the nodes listed",
+    "host missing": "etcd.nodes[0].host: is required; set the node's hostname",
+    "ip missing": "master.nodes[0].ip: is required; set the node's IP address",
+    "ip invalid": "master.nodes[0].ip: '10.0.1.300' is not a valid IP address; use an IPv4 address such as 10.0.1.10",
+    "internalip invalid": "worker.nodes[0].internalip: 'bogus' is not a valid IP address; use an IPv4 address such as 10.0.1.10",
+    "node not a mapping": "worker.nodes[0]: must be a mapping, got 'worker01'; write key: value pairs here",
+    "nodes not a list": "worker.nodes: must be a list, got a mapping; write a list of - items here",
+    "same host, other ip": "worker.nodes[0]: host 'etcd01' is also listed at etcd.nodes[0] with different addresses (ip 10.0.1.11, internalip unset); one host is one node: give it the same ip and internalip in every group",
+    "same ip, other host": "worker.nodes[0].ip: 10.0.1.11 is also the ip of host 'etcd01' (etcd.nodes[0]); two different nodes cannot share an address: fix the address or use the same host name",
+    "cni provider missing": "add_ons.cni.provider: is required when add_ons.cni is present; use one of calico, weave, contiv, custom",
+    "cni provider unknown": "add_ons.cni.provider: 'flannel' is not a valid CNI provider; use one of calico, weave, contiv, custom",
+    "calico mode missing": "add_ons.cni.options.calico.mode: is required for the calico provider; use overlay or routed",
+    "calico mode unknown": "add_ons.cni.options.calico.mode: 'bgp' is not a valid Calico mode; use overlay or routed",
+    "legacy type unknown": "cluster.networking.type: 'vxlan' is not a valid networking type; use overlay or routed",
+    "cni disable not a bool": "add_ons.cni.disable: must be true or false, got 'nope'; write true or false",
+    "cluster not a mapping": "cluster: must be a mapping, got a list; write key: value pairs here",
+    "cluster name with a space": "cluster.name: 'my cluster' cannot name security groups; use letters, digits, '.', '_' and '-' (at most 63)",
+    "cluster name too long": f"cluster.name: {'c' * 64!r} cannot name security groups; use letters, digits, '.', '_' and '-' (at most 63)",
+    "ip is ipv6": "etcd.nodes[0].ip: 'fd00::1' is not an IPv4 address; use an IPv4 address such as 10.0.1.10",
+    "pod cidr is ipv6": "cluster.networking.pod_cidr_block: 'fd00::/48' is not an IPv4 CIDR; KET clusters use IPv4; use a CIDR such as 172.16.0.0/16",
+    "internalip is another node's ip": "worker.nodes[0].internalip: 10.0.1.11 is also the ip of host 'etcd01' (etcd.nodes[0]); two different nodes cannot share an address: fix the address or use the same host name",
+}
 
 
 @pytest.mark.parametrize(("case", "mutate", "key", "words"), BAD_PLANS, ids=[c[0] for c in BAD_PLANS])
@@ -247,6 +303,7 @@ def test_bad_plan_names_file_key_and_fix(plan_file, case: str, mutate, key: str,
     message = str(info.value)
     assert message.startswith(f"{path}: {key}: "), message
     assert words in message
+    assert message == f"{path}: {EXACT[case]}"
     assert "\n" not in message
     assert info.value.fix, f"no fix offered: {message}"
 
@@ -279,3 +336,40 @@ def test_missing_file(tmp_path: Path) -> None:
 def test_directory_instead_of_file(tmp_path: Path) -> None:
     with pytest.raises(PlanError, match="is a directory"):
         load_plan(tmp_path)
+
+
+def test_optional_groups_may_be_empty_or_uncounted(plan_file) -> None:
+    data = base_plan()
+    data["ingress"] = {"expected_count": 0, "nodes": []}
+    data["storage"] = {"nodes": [node("storage01", "10.0.1.51")]}  # KET counts optional groups only when given
+    plan = load_plan(plan_file(data))
+    assert plan.hosts("ingress") == () and plan.hosts("storage") == ("storage01",)
+    assert plan.first("ingress") is None and plan.first("storage") == plan.node("storage01")
+    with pytest.raises(KeyError):
+        plan.node("nobody")
+
+
+def test_role_order_and_group_names() -> None:
+    from ket_infra.plan import group_name, role_key
+
+    assert group_name({"storage", "etcd", "master"}) == "etcd-master-storage"
+    assert role_key({"worker", "etcd"}) == (0, 2)
+    assert sorted([{"storage"}, {"master", "worker"}, {"etcd"}], key=role_key) == [
+        {"etcd"},
+        {"master", "worker"},
+        {"storage"},
+    ]
+
+
+def test_members_keep_the_plan_order(plan_file) -> None:
+    data = base_plan()
+    data["worker"] = {
+        "expected_count": 3,
+        "nodes": [node("w3", "10.0.1.33"), node("w1", "10.0.1.31"), node("etcd01", "10.0.1.11")],
+    }
+    plan = load_plan(plan_file(data))
+    assert plan.hosts("worker") == ("w3", "w1", "etcd01")
+    assert plan.first("worker") == plan.node("w3")
+    assert [n.host for n in plan.nodes] == ["etcd01", "master01", "w3", "w1"]
+    assert plan.node("etcd01").roles == {"etcd", "worker"} and plan.node("etcd01").group == "etcd-worker"
+    assert plan.load_balancer is None
