@@ -8,6 +8,11 @@ when some test fails with it in place. Score = killed / all mutants, where
 survivors, mutants no test reaches, timeouts and suspicious ones all count
 against it.
 
+Two passes, because mutmut picks the tests to run per mutated function and a
+survivor runs every test that reaches its function: the core pass (every module
+but workflow) leaves out the tests marked `slow` (real Terraform runs that only
+the workflow needs); the workflow pass runs in a copy of the tree with them.
+
 Not part of `make test`: it takes tens of minutes on two cores.
 """
 
@@ -17,7 +22,9 @@ import argparse
 import json
 import os
 import re
+import shutil
 import subprocess
+import tempfile
 import sys
 import time
 from collections import Counter
@@ -25,6 +32,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 MODULES = ("plan", "flows", "layout", "verify", "aws", "workflow", "terraform")
+SLOW_PASS = ("workflow",)  # modules whose mutants need the `slow` tests
+COPY_IGNORE = shutil.ignore_patterns(".venv", ".git", "mutants", ".work", ".hypothesis", "__pycache__", "*.egg-info")
 TARGET = 85.0
 README_START = "<!-- mutants:start -->"
 README_END = "<!-- mutants:end -->"
@@ -36,10 +45,20 @@ def status(exit_code: int | None) -> str:
     return str(status_by_exit_code[exit_code])
 
 
-def scores(mutants_dir: Path) -> dict[str, dict[str, object]]:
+def mutmut(cwd: Path, modules: tuple[str, ...], max_children: int, skip_slow: bool) -> None:
+    names = [f"ket_infra.{m}.*" for m in modules]
+    env = {**os.environ, "NO_COLOR": "1", "KET_INFRA_SKIP_SLOW": "1" if skip_slow else "0"}
+    cmd = [sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children), *names]
+    print(f"mutmut over {', '.join(modules)} in {cwd}", flush=True)
+    run = subprocess.run(cmd, cwd=cwd, env=env)
+    if run.returncode != 0:
+        raise SystemExit(f"error: mutmut run exited {run.returncode} in {cwd}")
+
+
+def scores(where: dict[str, Path]) -> dict[str, dict[str, object]]:
     out: dict[str, dict[str, object]] = {}
     for module in MODULES:
-        meta = mutants_dir / "ket_infra" / f"{module}.py.meta"
+        meta = where[module] / "mutants" / "ket_infra" / f"{module}.py.meta"
         if not meta.exists():
             raise SystemExit(f"error: {meta} is missing; did mutmut run?")
         codes = json.loads(meta.read_text())["exit_code_by_key"]
@@ -86,20 +105,19 @@ def main() -> int:
     args = parser.parse_args()
     os.chdir(ROOT)
     seconds = 0.0
+    copy = Path(tempfile.gettempdir()) / "ket-infra-mutants-slow-pass"
+    where = {m: (copy if m in SLOW_PASS else ROOT) for m in MODULES}
     if not args.report_only:
         started = time.monotonic()
-        print(f"mutmut run over {', '.join(MODULES)} ({args.max_children} at a time); this takes a while", flush=True)
-        run = subprocess.run(
-            [sys.executable, "-m", "mutmut", "run", "--max-children", str(args.max_children)],
-            env={**os.environ, "NO_COLOR": "1"},
-        )
+        core = tuple(m for m in MODULES if m not in SLOW_PASS)
+        mutmut(ROOT, core, args.max_children, skip_slow=True)
+        # the copy keeps its mutants/ between runs, so mutmut can reuse what did not change
+        shutil.copytree(ROOT, copy, ignore=COPY_IGNORE, dirs_exist_ok=True)
+        mutmut(copy, SLOW_PASS, args.max_children, skip_slow=False)
         seconds = time.monotonic() - started
-        if run.returncode not in (0,):
-            print(f"error: mutmut run exited {run.returncode}", file=sys.stderr)
-            return 1
     elif args.out.exists():
         seconds = float(json.loads(args.out.read_text()).get("seconds", 0.0))
-    modules = scores(ROOT / "mutants")
+    modules = scores(where)
     killed = sum(int(m["killed"]) for m in modules.values())  # type: ignore[call-overload]
     total = sum(int(m["mutants"]) for m in modules.values())  # type: ignore[call-overload]
     doc: dict[str, object] = {

@@ -83,3 +83,13 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         report.outcome = "failed"
         report.longrepr = f"skipped, but KET_INFRA_NO_SKIP=1 forbids skips here: {reason}"
     return report
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """KET_INFRA_SKIP_SLOW=1 (the mutation passes over modules `slow` tests add nothing to) leaves them out."""
+    if os.environ.get("KET_INFRA_SKIP_SLOW") != "1":
+        return
+    slow = [item for item in items if item.get_closest_marker("slow")]
+    if slow:
+        config.hook.pytest_deselected(items=slow)
+        items[:] = [item for item in items if not item.get_closest_marker("slow")]

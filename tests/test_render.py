@@ -103,6 +103,7 @@ def test_module_and_renders_are_terraform_fmt_clean(tmp_path: Path) -> None:
 
 
 @needs_terraform
+@pytest.mark.slow
 @pytest.mark.parametrize("plan", PLANS, ids=[p.stem for p in PLANS])
 def test_rendered_examples_validate(plan: Path, tmp_path: Path) -> None:
     out = tmp_path / plan.stem

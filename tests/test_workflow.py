@@ -20,7 +20,7 @@ from ket_infra.sandbox import sandbox_down, sandbox_up
 from tests.conftest import base_plan, node, write_yaml
 from tests.tf import PLUGIN_DIR, needs_terraform
 
-pytestmark = needs_terraform
+pytestmark = [needs_terraform, pytest.mark.slow]
 
 
 class Box:
