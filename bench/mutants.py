@@ -24,8 +24,8 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 import sys
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
