@@ -168,3 +168,145 @@ def test_missing_credentials_are_named(monkeypatch: pytest.MonkeyPatch) -> None:
     assert str(info.value) == (
         "checking the AWS account: no AWS credentials found; set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"
     )
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "environ", "expected"),
+    [
+        ("http://127.0.0.1:5000", {}, {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}),
+        ("http://localhost:4566", {}, {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}),
+        ("http://[::1]:5000", {}, {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}),
+        ("http://127.0.0.1:5000", {"AWS_PROFILE": "lab"}, {}),
+        ("http://127.0.0.1:5000", {"AWS_ACCESS_KEY_ID": "AKIAREAL"}, {}),
+        ("https://ec2.eu-west-1.amazonaws.com", {}, {}),
+        (None, {}, {}),
+    ],
+)
+def test_stand_in_credentials_only_for_a_local_emulator(
+    monkeypatch: pytest.MonkeyPatch, endpoint: str | None, environ: dict[str, str], expected: dict[str, str]
+) -> None:
+    from dataclasses import replace
+
+    from ket_infra.aws import credentials_env
+    from tests.test_verify import env_for
+
+    without_credentials(monkeypatch)
+    for key, value in environ.items():
+        monkeypatch.setenv(key, value)
+    env = env_for(EXAMPLES / "contiv.yaml")
+    assert credentials_env(replace(env, aws=replace(env.aws, endpoint_url=endpoint))) == expected
+
+
+def test_account_guard(aws: None) -> None:
+    from dataclasses import replace
+
+    from ket_infra.aws import check_account
+    from tests.test_verify import env_for
+
+    env = env_for(EXAMPLES / "contiv.yaml")
+    assert check_account(env) == "123456789012"  # moto's account
+    assert check_account(replace(env, aws=replace(env.aws, account_id="123456789012"))) == "123456789012"
+    with pytest.raises(AwsError) as info:
+        check_account(replace(env, aws=replace(env.aws, account_id="210987654321")))
+    assert str(info.value) == (
+        "t.yaml: aws.account_id: the credentials are for account 123456789012, not 210987654321; "
+        "use credentials of the right account or fix account_id"
+    )
+
+
+def test_missing_nodes_are_named(aws: None) -> None:
+    cloud, plan, env, _rules = build(EXAMPLES / "contiv.yaml")
+    cloud.ec2.terminate_instances(InstanceIds=[cloud.instances["worker02"], cloud.instances["etcd01"]])
+    with pytest.raises(AwsError) as info:
+        discover(plan, env)
+    assert str(info.value) == (
+        f"{plan.path}: 2 node(s) not found as EC2 instances in eu-west-1: etcd01 (10.2.1.11), worker02 (10.2.1.32); "
+        "check internalip/ip in the plan file, the region and the account"
+    )
+
+
+def test_discovery_reads_each_node_interface(aws: None) -> None:
+    from ket_infra.aws import Counter, client
+
+    cloud, plan, env, rules = build(EXAMPLES / "contiv.yaml")
+    counter = Counter()
+    found = discover(plan, env, client(env, "ec2", counter))
+    assert counter.calls == {"DescribeInstances": 1} and counter.total == 1
+    assert [n.host for n in found.nodes] == [n.host for n in plan.nodes]
+    for n in found.nodes:
+        assert n.instance_id == cloud.instances[n.host] and n.network_interface_id == cloud.enis[n.host]
+        assert n.address == plan.node(n.host).address and n.vpc_id == cloud.vpc == found.vpc_id
+        assert n.subnet_id == next(iter(cloud.subnets.values()))
+        assert n.security_groups[-1] == cloud.groups[plan.node(n.host).group]
+        assert n.security_group_names[-1] == f"{rules.cluster}-{plan.node(n.host).group}"
+        assert n.source_dest_check is True
+    assert found.node("worker02").address == "10.2.1.32"
+
+
+def test_routed_mode_needs_one_subnet() -> None:
+    from ket_infra.aws import Discovery, NodeInterface, check_routed_subnets
+    from ket_infra.plan import load_plan
+
+    plan = load_plan(EXAMPLES / "contiv.yaml")
+
+    def iface(host: str, subnet: str) -> NodeInterface:
+        return NodeInterface(host, "10.2.1.1", "i-1", "eni-1", subnet, "vpc-1", ("sg-1",), True)
+
+    hosts = {"master01", "worker01", "worker02", "storage01"}
+    same = Discovery("vpc-1", tuple(iface(h, "subnet-a") for h in sorted(hosts)) + (iface("etcd01", "subnet-e"),))
+    check_routed_subnets(plan, same, hosts)  # etcd01 runs no kubelet: its subnet does not matter
+    split = Discovery(
+        "vpc-1",
+        (iface("master01", "subnet-a"), *(iface(h, "subnet-b") for h in ("s1", "s2", "s3", "s4"))),
+    )
+    with pytest.raises(AwsError) as info:
+        check_routed_subnets(plan, split, {"master01", "s1", "s2", "s3", "s4"})
+    assert str(info.value) == (
+        f"{plan.path}: add_ons.cni.options.calico.mode: routed needs every kubelet node in one subnet, but they are "
+        "in 2 (subnet-a: master01; subnet-b: s1, s2, s3 ...); use mode overlay (IP-in-IP) or move the nodes"
+    )
+
+
+def test_owned_resources_are_found_by_their_tags(aws: None) -> None:
+    from ket_infra.aws import CLUSTER_TAG, ENVIRONMENT_TAG, GROUP_TAG, owned_resources
+
+    cloud, plan, env, _rules = build(EXAMPLES / "contiv.yaml")
+    ec2 = cloud.ec2
+
+    def group(name: str, tags: dict[str, str]) -> str:
+        spec = [{"ResourceType": "security-group", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}]
+        return str(
+            ec2.create_security_group(GroupName=name, Description="x", VpcId=cloud.vpc, TagSpecifications=spec)[
+                "GroupId"
+            ]
+        )
+
+    ours = {CLUSTER_TAG: "analytics", ENVIRONMENT_TAG: "t"}
+    tagged = group("analytics-worker-2", {**ours, GROUP_TAG: "worker"})
+    by_name = group("analytics-storage-x", ours)  # no group tag: the key comes from the name
+    group("analytics-other-env", {CLUSTER_TAG: "analytics", ENVIRONMENT_TAG: "prod"})
+    group("someone-else", {CLUSTER_TAG: "other", ENVIRONMENT_TAG: "t"})
+    rule = ec2.authorize_security_group_ingress(
+        GroupId=tagged,
+        IpPermissions=[
+            {"IpProtocol": "tcp", "FromPort": 10250, "ToPort": 10250, "IpRanges": [{"CidrIp": "10.2.1.0/24"}]}
+        ],
+        TagSpecifications=[{"ResourceType": "security-group-rule", "Tags": [{"Key": "Name", "Value": "worker-in-x"}]}],
+    )["SecurityGroupRules"][0]["SecurityGroupRuleId"]
+    ec2.authorize_security_group_ingress(  # a rule without a Name tag is not ket-infra's
+        GroupId=tagged,
+        IpPermissions=[{"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": "10.2.1.0/24"}]}],
+    )
+    eni = cloud.enis["worker01"]
+    current = [
+        g["GroupId"]
+        for g in ec2.describe_network_interfaces(NetworkInterfaceIds=[eni])["NetworkInterfaces"][0]["Groups"]
+    ]
+    ec2.modify_network_interface_attribute(NetworkInterfaceId=eni, Groups=[*current, tagged])
+
+    owned = owned_resources(env, "analytics", discover(plan, env))
+    assert owned.groups == {tagged: "worker", by_name: "storage-x"}
+    assert [(r.rule_id, r.name, r.group_id, r.direction) for r in owned.rules] == [
+        (rule, "worker-in-x", tagged, "ingress")
+    ]
+    assert owned.carried == {"worker01": (tagged,)}

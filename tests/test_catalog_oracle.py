@@ -198,3 +198,62 @@ def test_only_routed_calico_turns_the_source_dest_check_off(tmp_path: Path) -> N
         off = sorted(h.group for h in rs.host_settings if h.source_dest_check is False)
         assert off == (sorted(KUBELET) if cni == "calico-routed" else []), cni
         assert len(rs.host_settings) == len(off), cni
+
+
+@pytest.mark.parametrize(
+    ("aws_value", "name", "label"),
+    [
+        ("6", "tcp", "tcp"),
+        ("17", "udp", "udp"),
+        ("1", "icmp", "icmp"),
+        ("-1", "-1", "protocol -1"),
+        ("4", "4", "IP-in-IP (4)"),
+        (50, "50", "ESP (50)"),
+        ("47", "47", "protocol 47"),
+        ("TCP", "tcp", "tcp"),
+        ("all", "all", "all"),
+    ],
+)
+def test_protocol_names_and_labels(aws_value: object, name: str, label: str) -> None:
+    from ket_infra.flows import protocol_label, protocol_name
+
+    assert protocol_name(aws_value) == name
+    assert protocol_label(name) == label
+
+
+def test_a_flow_has_exactly_one_kind_of_source_and_never_all_protocols_between_roles() -> None:
+    from ket_infra.flows import Flow as CatalogFlow
+
+    with pytest.raises(ValueError, match="flow x: give exactly one of src and src_cidr"):
+        CatalogFlow("x", "tcp", (1, 1), ("worker",), "p", "s", "r")
+    with pytest.raises(ValueError, match="flow x: give exactly one of src and src_cidr"):
+        CatalogFlow("x", "tcp", (1, 1), ("worker",), "p", "s", "r", src=("master",), src_cidr="10.0.0.0/8")
+    with pytest.raises(ValueError, match="flow x: all protocols between roles is never allowed"):
+        CatalogFlow("x", "all", None, ("worker",), "p", "s", "r", src=("master",))
+    assert CatalogFlow("x", "all", None, ("worker",), "p", "s", "r", src_cidr="172.16.0.0/16").protocol == "all"
+
+
+def test_an_unknown_provider_has_no_table(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from ket_infra.flows import cni_flows
+
+    plan = load_plan(one_node_per_role(tmp_path, {"provider": "weave"}))
+    with pytest.raises(ValueError, match="no flow table for CNI provider 'flannel'"):
+        cni_flows(replace(plan, cni=replace(plan.cni, provider="flannel")))
+
+
+def test_extra_rules_come_last_and_a_name_counts_once(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from ket_infra.flows import Flow as CatalogFlow
+    from ket_infra.flows import required_flows
+
+    path = one_node_per_role(tmp_path, {"provider": "weave"})
+    plan = load_plan(path)
+    extra = CatalogFlow("bgp-extra", "tcp", (179, 179), ("worker",), "p", "s", "environment", src=("master",))
+    env = replace(environment(path, preflight=False), extra_flows=(extra,))
+    names = [f.name for f in required_flows(plan, env)]
+    assert names[-1] == "bgp-extra" and len(names) == len(set(names))
+    assert names[:3] == ["etcd-client", "etcd-peer", "apiserver"]
+    assert "inspector" not in names and "inspector" in [f.name for f in required_flows(plan, None)]

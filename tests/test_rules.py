@@ -235,3 +235,128 @@ def test_near_quota_warns(plan_file) -> None:
     )
     rs = build(plan_file, None, replace(ENV, extra_flows=many))
     assert any("near the AWS quota" in w for w in rs.warnings)
+
+
+ROUTED_WARNING = (
+    "Calico routed mode: on AWS all kubelet nodes must share one subnet (the VPC router knows no pod routes) and "
+    "need the source/destination check off; across subnets use mode overlay (IP-in-IP)"
+)
+NO_INSTALLER = "installer_cidr is not set: nothing opens SSH (tcp 22) for the installer; set it in the environment file"
+PREFLIGHT_OPEN = (
+    "preflight rules (kismatic-inspector from master[0] and worker[0]) are open; set preflight: false in the "
+    "environment file once the cluster is installed"
+)
+WEAVE_MULTICAST = (
+    "Weave: an AWS VPC has no native multicast; Weave carries multicast inside its overlay, so nothing is opened for it"
+)
+FULL = replace(ENV, installer_cidr="10.9.9.9/32", ingress_cidrs=("198.51.100.0/24",))
+WARNING_CASES = [
+    (
+        "routed, no environment",
+        {"provider": "calico", "options": {"calico": {"mode": "routed"}}},
+        None,
+        False,
+        [ROUTED_WARNING, NO_INSTALLER, PREFLIGHT_OPEN],
+    ),
+    (
+        "weave, defaults",
+        {"provider": "weave"},
+        ENV,
+        False,
+        [
+            WEAVE_MULTICAST,
+            "Weave without options.weave.password: pod traffic between nodes is not encrypted",
+            NO_INSTALLER,
+        ],
+    ),
+    (
+        "weave encrypted, full",
+        {"provider": "weave", "options": {"weave": {"password": "x"}}},
+        FULL,
+        False,
+        [WEAVE_MULTICAST],
+    ),
+    (
+        "custom, no extra rules",
+        {"provider": "custom"},
+        FULL,
+        False,
+        [
+            "CNI provider custom: ket-infra knows no ports for it and the environment file has no extra_rules; add "
+            "the CNI's flows to extra_rules or its traffic will be blocked"
+        ],
+    ),
+    (
+        "disabled",
+        {"disable": True},
+        FULL,
+        False,
+        ["add_ons.cni.disable is true: no CNI is installed, so no CNI flows are opened"],
+    ),
+    (
+        "ingress without clients",
+        {"provider": "contiv"},
+        replace(FULL, ingress_cidrs=()),
+        True,
+        ["ingress nodes exist but ingress_cidrs is empty: nothing outside the cluster can reach 80/443"],
+    ),
+    ("contiv, full", {"provider": "contiv"}, FULL, True, []),
+    (
+        "overlay, preflight on",
+        {"provider": "calico", "options": {"calico": {"mode": "overlay"}}},
+        replace(FULL, preflight=True),
+        False,
+        [PREFLIGHT_OPEN],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "cni", "env", "ingress", "warnings"), WARNING_CASES, ids=[c[0] for c in WARNING_CASES]
+)
+def test_warnings_word_for_word(
+    plan_file, case: str, cni: dict[str, Any], env: Environment | None, ingress: bool, warnings: list[str]
+) -> None:
+    groups = {"ingress": {"expected_count": 1, "nodes": [node("ingress01", "10.0.1.41")]}} if ingress else {}
+    assert list(build(plan_file, cni, env, **groups).warnings) == warnings
+
+
+def extra_ports(n: int) -> tuple[Flow, ...]:
+    """N single-port tcp flows from one CIDR to the workers, two apart so that none merge."""
+    return tuple(
+        Flow(
+            f"extra-{i}",
+            "tcp",
+            (1000 + 2 * i, 1000 + 2 * i),
+            ("worker",),
+            "x",
+            "env",
+            "environment",
+            src_cidr="10.0.0.0/8",
+        )
+        for i in range(n)
+    )
+
+
+@pytest.mark.parametrize(("extra", "total"), [(45, 50), (46, 51), (55, 60), (56, 61)])
+def test_quota_edges_word_for_word(plan_file, extra: int, total: int) -> None:
+    """The worker group of the base plan has 5 ingress rules of its own (calico overlay, no preflight)."""
+    env = replace(ENV, extra_flows=extra_ports(extra))
+    if total > RULE_QUOTA:
+        with pytest.raises(QuotaError) as info:
+            build(plan_file, None, env)
+        assert str(info.value) == (
+            f"group worker needs {total} ingress rules, {total - RULE_QUOTA} above the AWS quota of 60 per security "
+            "group; reduce the number of distinct role combinations in the plan (each is a group) or the "
+            "environment's extra rules"
+        )
+        return
+    rs = build(plan_file, None, env)
+    assert len([r for r in rs.rules if r.group == "worker" and r.direction == "ingress"]) == total
+    near = [w for w in rs.warnings if "quota" in w]
+    if total > 50:
+        assert near == [
+            f"group worker has {total} ingress rules, near the AWS quota of 60: little room is left for other rules"
+        ]
+    else:
+        assert near == []
