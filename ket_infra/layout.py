@@ -97,9 +97,6 @@ class RuleSet:
     host_settings: tuple[HostSetting, ...]
     warnings: tuple[str, ...]
 
-    def group_of_role(self, role: str) -> tuple[Group, ...]:
-        return tuple(g for g in self.groups if role in g.roles)
-
 
 @dataclass(frozen=True)
 class _Atom:

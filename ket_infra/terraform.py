@@ -57,7 +57,7 @@ class PlanSummary:
     def counts(self) -> dict[str, int]:
         out = {"create": 0, "update": 0, "replace": 0, "delete": 0}
         for c in self.changes:
-            out[c.action] += 1
+            out[c.action] = out.get(c.action, 0) + 1
         return out
 
 
@@ -170,7 +170,7 @@ class Terraform:
         self.progress(f"terraform init in {self.work}")
         self._run("init", input=False, no_color=True, plugin_dir=self.plugin_dir(), reconfigure=True)
 
-    def plan(self, destroy: bool = False) -> PlanSummary:
+    def plan(self) -> PlanSummary:
         self.progress("terraform plan (saved to tfplan)")
         self._run(
             "plan",
@@ -179,7 +179,6 @@ class Terraform:
             lock_timeout="0s",
             out=PLAN_FILE,
             detailed_exitcode=True,
-            destroy=True if destroy else None,
             ok=(0, 2),
         )
         _, out = self._run("show", PLAN_FILE, json=True, no_color=True)
@@ -228,12 +227,10 @@ def summarize(show_json: str) -> PlanSummary:
     changes: list[Change] = []
     for rc in doc.get("resource_changes", []):
         actions = rc.get("change", {}).get("actions", [])
-        if actions in (["no-op"], ["read"]):
+        if not actions or actions in (["no-op"], ["read"]):
             continue
-        if "create" in actions and "delete" in actions:
-            action = "replace"
-        else:
-            action = {"create": "create", "update": "update", "delete": "delete"}.get(actions[0], actions[0])
+        # Terraform's actions: create, update, delete, a replace as both, or forget (out of the state only).
+        action = "replace" if "create" in actions and "delete" in actions else actions[0]
         kind = RULE_TYPES.get(rc.get("type", ""))
         if kind is None:
             kind = {"aws_security_group": "group", "aws_network_interface_sg_attachment": "attachment"}.get(
@@ -251,12 +248,12 @@ def summarize(show_json: str) -> PlanSummary:
 def summary_lines(summary: PlanSummary) -> list[str]:
     if not summary.has_changes:
         return ["No changes: the cloud already matches the plan file."]
-    sign = {"create": "+", "update": "~", "replace": "-/+", "delete": "-"}
+    sign = {"create": "+", "update": "~", "replace": "-/+", "delete": "-", "forget": "."}
     lines = []
     for c in summary.changes:
         what = f"{c.kind} rule" if c.kind in ("ingress", "egress") else c.kind
         tail = f": {c.purpose}" if c.purpose else ""
-        lines.append(f"  {sign[c.action]:>3} {what} {c.name}{tail}")
+        lines.append(f"  {sign.get(c.action, '?'):>3} {what} {c.name}{tail}")
     n = summary.counts()
     lines.append(
         f"Plan: {n['create']} to add, {n['update']} to change, {n['replace']} to replace, {n['delete']} to remove."

@@ -253,7 +253,7 @@ def test_routed_mode_needs_one_subnet() -> None:
         return NodeInterface(host, "10.2.1.1", "i-1", "eni-1", subnet, "vpc-1", ("sg-1",), True)
 
     hosts = {"master01", "worker01", "worker02", "storage01"}
-    same = Discovery("vpc-1", tuple(iface(h, "subnet-a") for h in sorted(hosts)) + (iface("etcd01", "subnet-e"),))
+    same = Discovery("vpc-1", (*(iface(h, "subnet-a") for h in sorted(hosts)), iface("etcd01", "subnet-e")))
     check_routed_subnets(plan, same, hosts)  # etcd01 runs no kubelet: its subnet does not matter
     split = Discovery(
         "vpc-1",

@@ -360,3 +360,35 @@ def test_quota_edges_word_for_word(plan_file, extra: int, total: int) -> None:
         ]
     else:
         assert near == []
+
+
+def test_json_contract_in_process(plan_file) -> None:
+    """`rules --format json` (DESIGN.md): a group-sourced ingress rule, its egress twin and a CIDR rule."""
+    from ket_infra.report import as_dict
+
+    rs = build(plan_file, {"provider": "calico", "options": {"calico": {"mode": "routed"}}}, FULL)
+    doc = as_dict(rs)
+    by_name = {r["name"]: r for r in doc["rules"]}
+    assert by_name["worker-in-tcp-179-from-master"] == {
+        "name": "worker-in-tcp-179-from-master",
+        "group": "worker",
+        "direction": "ingress",
+        "protocol": "tcp",
+        "from_port": 179,
+        "to_port": 179,
+        "source": {"group": "master"},
+        "purpose": "Calico BGP peering (BIRD mesh)",
+        "required_by": "calico",
+        "citations": ["docs.tigera.io Calico requirements (network requirements)"],
+    }
+    assert by_name["master-out-tcp-179-to-worker"]["destination"] == {"group": "worker"}
+    assert "source" not in by_name["master-out-tcp-179-to-worker"]
+    pods = by_name["worker-in-all-from-172.16.0.0-16"]
+    assert (pods["protocol"], pods["from_port"], pods["to_port"], pods["source"]) == (
+        "all",
+        None,
+        None,
+        {"cidr": "172.16.0.0/16"},
+    )
+    assert doc["cni"] == {"provider": "calico", "mode": "routed", "encrypted": False, "disabled": False}
+    assert doc["host_settings"][0]["source_dest_check"] is False

@@ -291,3 +291,131 @@ def test_terraform_asks_no_outside_service(tmp_path: Path, monkeypatch: pytest.M
     log = (tmp_path / "tf.log").read_text()
     assert "terraform plan" in " ".join(tf.lines) and "CLI args" in log  # type: ignore[attr-defined]
     assert "checkpoint" not in log.lower()
+
+
+def test_terraform_runs_in_automation_mode_without_news(tmp_path: Path) -> None:
+    """TF_IN_AUTOMATION trims Terraform's advice meant for people; CHECKPOINT_DISABLE stops its version check."""
+    tf = Terraform(env(), tmp_path, lambda _m: None)
+    assert tf.extra_env["TF_IN_AUTOMATION"] == "1" and tf.extra_env["CHECKPOINT_DISABLE"] == "1"
+
+
+@needs_terraform_cli
+def test_the_work_folder_is_made_with_its_parents(tmp_path: Path) -> None:
+    work = tmp_path / "a" / "b" / "work"
+    assert Terraform(env(), work, lambda _m: None).check_version()
+    assert work.is_dir()
+
+
+def test_a_binary_that_cannot_run_is_one_line(tmp_path: Path) -> None:
+    broken = tmp_path / "bin" / "terraform"
+    broken.parent.mkdir()
+    broken.write_bytes(b"\x7fELF not really")
+    broken.chmod(0o755)
+    with pytest.raises(TerraformError) as info:
+        Terraform(env(str(broken)), tmp_path / "work", lambda _m: None).check_version()
+    assert str(info.value) == (
+        f"cannot run {broken}: Exec format error; install Terraform >= 1.5 (or OpenTofu) or set terraform.binary "
+        "in environments/unit.yaml"
+    )
+
+
+def test_an_error_said_on_stdout_is_reported(tmp_path: Path) -> None:
+    chatty = tmp_path / "bin" / "terraform"
+    chatty.parent.mkdir()
+    chatty.write_text("#!/bin/sh\necho 'Error: said on stdout'\nexit 1\n")
+    chatty.chmod(0o755)
+    with pytest.raises(TerraformError) as info:
+        Terraform(env(str(chatty)), tmp_path / "work", lambda _m: None).check_version()
+    assert str(info.value) == f"{chatty} version failed in {tmp_path / 'work'}: Error: said on stdout"
+
+
+@needs_terraform_cli
+def test_state_of_a_folder_without_state_is_empty(tmp_path: Path) -> None:
+    tf = module(tmp_path / "work", ["a"])  # never initialised: `terraform state list` exits 1
+    assert tf.state_resources() == []
+
+
+@needs_terraform_cli
+def test_plan_errors_are_plain_text(tmp_path: Path) -> None:
+    tf = module(tmp_path / "work", ["a"])
+    tf.init()
+    (tmp_path / "work" / "names.auto.tfvars.json").write_text(json.dumps({"names": "not a list"}))
+    with pytest.raises(TerraformError) as info:
+        tf.plan()
+    message = str(info.value)
+    assert message.startswith(f"terraform plan failed in {tmp_path / 'work'}: Error: Invalid value for input variable")
+    assert "\x1b[" not in message  # -no-color: no terminal colour codes in a message
+
+
+@needs_terraform_cli
+def test_init_again_after_the_backend_moved(tmp_path: Path) -> None:
+    """`-reconfigure`: a changed backend (another state path) is taken as the new truth, no question asked."""
+    work = tmp_path / "work"
+    tf = module(work, ["a"])
+    (work / "backend.tf").write_text('terraform {\n  backend "local" {\n    path = "one.tfstate"\n  }\n}\n')
+    tf.init()
+    (work / "backend.tf").write_text('terraform {\n  backend "local" {\n    path = "two.tfstate"\n  }\n}\n')
+    tf.init()
+    tf.plan()
+    tf.apply()
+    assert (work / "two.tfstate").exists()
+
+
+@needs_terraform_cli
+def test_a_held_lock_is_reported_with_its_holder(tmp_path: Path) -> None:
+    """Another run holds the state (a slow apply): plan, apply and destroy fail at once, naming it."""
+    import subprocess
+    import time
+
+    work = tmp_path / "work"
+    tf = module(work, ["a"])
+    (work / "slow.tf").write_text(
+        'resource "terraform_data" "slow" {\n  provisioner "local-exec" {\n    command = "sleep 20"\n  }\n}\n'
+    )
+    tf.init()
+    holder = subprocess.Popen(
+        ["terraform", "apply", "-auto-approve", "-input=false", "-no-color"],
+        cwd=work,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**__import__("os").environ, "CHECKPOINT_DISABLE": "1"},
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while not (work / ".terraform.tfstate.lock.info").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert (work / ".terraform.tfstate.lock.info").exists(), "the holder never took the lock"
+        for step in (tf.plan, tf.destroy):
+            with pytest.raises(TerraformError) as info:
+                step()
+            message = str(info.value)
+            assert message.startswith("the Terraform state of environment unit is locked by "), message
+            assert "(operation OperationTypeApply)" in message
+            assert f"unlock it with: terraform -chdir={work} force-unlock -force " in message
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_fingerprint_names_each_file(tmp_path: Path) -> None:
+    tf = Terraform(env(), tmp_path, lambda _m: None)
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.write_text("same")
+    b.write_text("same")
+    assert tf.fingerprint([a]) != tf.fingerprint([b])  # same bytes, another file
+    tf.forget_plan()  # nothing to forget: fine
+    assert tf.saved_fingerprint() is None
+
+
+def test_summarize_tolerates_what_it_does_not_know() -> None:
+    assert summarize("{}") == PlanSummary()
+    doc = {
+        "resource_changes": [
+            {"type": "aws_security_group", "index": "g"},
+            {"index": "f", "change": {"actions": ["forget"]}},
+        ]
+    }
+    summary = summarize(json.dumps(doc))
+    assert [(c.action, c.kind, c.name) for c in summary.changes] == [("forget", "other", "f")]
+    assert summary.counts() == {"create": 0, "update": 0, "replace": 0, "delete": 0, "forget": 1}
+    assert summary_lines(summary)[0] == "    . other f"
