@@ -419,3 +419,19 @@ def test_summarize_tolerates_what_it_does_not_know() -> None:
     assert [(c.action, c.kind, c.name) for c in summary.changes] == [("forget", "other", "f")]
     assert summary.counts() == {"create": 0, "update": 0, "replace": 0, "delete": 0, "forget": 1}
     assert summary_lines(summary)[0] == "    . other f"
+
+
+def test_plugin_dir_from_the_environment_file_else_the_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dataclasses import replace
+
+    monkeypatch.delenv("KET_INFRA_TF_PLUGIN_DIR", raising=False)
+    plain = env()
+    assert Terraform(plain, tmp_path).plugin_dir() is None
+    monkeypatch.setenv("KET_INFRA_TF_PLUGIN_DIR", "/from/variable")
+    assert Terraform(plain, tmp_path).plugin_dir() == "/from/variable"
+    named = replace(plain, terraform=replace(plain.terraform, plugin_dir="/from/file"))
+    assert Terraform(named, tmp_path).plugin_dir() == "/from/file"
+    monkeypatch.setenv("KET_INFRA_TF_PLUGIN_DIR", "")
+    assert Terraform(plain, tmp_path).plugin_dir() is None

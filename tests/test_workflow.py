@@ -18,7 +18,7 @@ from ket_infra import workflow
 from ket_infra.errors import KetInfraError
 from ket_infra.sandbox import sandbox_down, sandbox_up
 from tests.conftest import base_plan, node, write_yaml
-from tests.tf import PLUGIN_DIR, needs_terraform
+from tests.tf import PLUGIN_DIR, needs_terraform, terraform
 
 pytestmark = [needs_terraform, pytest.mark.slow]
 
@@ -100,8 +100,24 @@ def test_plan_apply_replan_destroy_in_process(box: Box) -> None:
     assert box.lines[-1] == "No changes: the cloud already matches the plan file."
     assert not [ln for ln in box.lines if ln.startswith("adopting")]
 
+    # the state loses a rule (as when a run is killed mid-apply): the next plan adopts it, not a duplicate
+    lost = next(a for a in ctx.tf.state_resources() if "ingress_rule" in a)
+    terraform("state", "rm", lost, cwd=work)
+    ctx = box.context(env_file)
+    adopted = workflow.plan(ctx)
+    adopting = [ln for ln in box.lines if ln.startswith("adopting ")]
+    assert len(adopting) == 1 and adopting[0].startswith("adopting 1 orphan(s) (1 ingress rule): ket-infra made them")
+    assert f"see {work / 'imports.tf'}" in adopting[0]
+    assert f"import {{\n  to = {lost}\n" in (work / "imports.tf").read_text()
+    assert adopted.counts()["create"] == 0
+    workflow.apply(ctx, auto_approve=False)
+    assert lost in ctx.tf.state_resources()
+
+    # destroy from a folder that lost its rendered module (a fresh checkout with the state kept)
+    (work / "main.tf").unlink()
     ctx = box.context(env_file)
     workflow.destroy(ctx)
+    assert box.lines[0] == "checking AWS account and finding 1 node(s) in eu-west-1"
     assert box.lines[-1] == "destroyed: ket-infra's groups and rules for environment solo are gone"
     assert "source/dest check on for 1 node(s)" in box.lines
     assert ctx.tf.state_resources() == []
