@@ -32,6 +32,7 @@ RULE_TYPES = {
     "aws_vpc_security_group_ingress_rule": "ingress",
     "aws_vpc_security_group_egress_rule": "egress",
 }
+OTHER_TYPES = {"aws_security_group": "group", "aws_network_interface_sg_attachment": "attachment"}
 
 
 class TerraformError(KetInfraError):
@@ -222,27 +223,27 @@ def summarize(show_json: str) -> PlanSummary:
     """Changes from `terraform show -json tfplan`, rules first, named by rule."""
     try:
         doc = json.loads(show_json)
+        changes = [c for rc in doc.get("resource_changes", []) if (c := _change(rc)) is not None]
     except ValueError:
         raise TerraformError("terraform show -json printed no JSON; rerun with --debug") from None
-    changes: list[Change] = []
-    for rc in doc.get("resource_changes", []):
-        actions = rc.get("change", {}).get("actions", [])
-        if not actions or actions in (["no-op"], ["read"]):
-            continue
-        # Terraform's actions: create, update, delete, a replace as both, or forget (out of the state only).
-        action = "replace" if "create" in actions and "delete" in actions else actions[0]
-        kind = RULE_TYPES.get(rc.get("type", ""))
-        if kind is None:
-            kind = {"aws_security_group": "group", "aws_network_interface_sg_attachment": "attachment"}.get(
-                rc.get("type", ""), "other"
-            )
-        change = rc.get("change", {})
-        values = change.get("after") or change.get("before") or {}
-        name = str(rc.get("index", rc.get("address", "?")))
-        purpose = str(values.get("description") or "") if kind in ("ingress", "egress", "group") else ""
-        changes.append(Change(action, kind, name, purpose))
+    except (AttributeError, KeyError, IndexError, TypeError):
+        raise TerraformError("terraform show -json printed no plan this version can read; rerun with --debug") from None
     order = {"ingress": 0, "egress": 1, "group": 2, "attachment": 3, "other": 4}
     return PlanSummary(tuple(sorted(changes, key=lambda c: (order[c.kind], c.name))))
+
+
+def _change(rc: dict[str, Any]) -> Change | None:
+    """One entry of show -json's resource_changes (always with type, address and change.actions)."""
+    change = rc["change"]
+    actions = change["actions"]
+    if actions in (["no-op"], ["read"]):
+        return None
+    # Terraform's actions: create, update, delete, a replace as both, or forget (out of the state only).
+    action = "replace" if "create" in actions and "delete" in actions else actions[0]
+    kind = RULE_TYPES.get(rc["type"]) or OTHER_TYPES.get(rc["type"], "other")
+    values = change.get("after") or change.get("before") or {}
+    purpose = str(values.get("description") or "") if kind in ("ingress", "egress", "group") else ""
+    return Change(action, kind, str(rc.get("index", rc["address"])), purpose)
 
 
 def summary_lines(summary: PlanSummary) -> list[str]:

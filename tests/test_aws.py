@@ -39,8 +39,12 @@ def test_interface_full_of_other_groups_is_refused(aws: None) -> None:
     cloud.ec2.modify_network_interface_attribute(NetworkInterfaceId=eni, Groups=[default])
     add_groups(cloud, "worker02", 4)
     own = {f"{rules.cluster}-{g.name}" for g in rules.groups}
-    with pytest.raises(AwsError, match=r"worker02 \(eni-[0-9a-f]+\) already carry 5 security groups"):
+    with pytest.raises(AwsError) as info:
         check_interfaces(discover(plan, env), own, plan)
+    assert str(info.value) == (
+        f"{plan.path}: worker02 ({eni}) already carry 5 security groups, the AWS limit per interface; "
+        "detach one before applying"
+    )
 
 
 def test_same_address_in_two_vpcs_is_refused(aws: None) -> None:
@@ -257,13 +261,16 @@ def test_routed_mode_needs_one_subnet() -> None:
     check_routed_subnets(plan, same, hosts)  # etcd01 runs no kubelet: its subnet does not matter
     split = Discovery(
         "vpc-1",
-        (iface("master01", "subnet-a"), *(iface(h, "subnet-b") for h in ("s1", "s2", "s3", "s4"))),
+        (
+            *(iface(h, "subnet-a") for h in ("m1", "m2", "m3")),
+            *(iface(h, "subnet-b") for h in ("s1", "s2", "s3", "s4")),
+        ),
     )
     with pytest.raises(AwsError) as info:
-        check_routed_subnets(plan, split, {"master01", "s1", "s2", "s3", "s4"})
+        check_routed_subnets(plan, split, {"m1", "m2", "m3", "s1", "s2", "s3", "s4"})
     assert str(info.value) == (
         f"{plan.path}: add_ons.cni.options.calico.mode: routed needs every kubelet node in one subnet, but they are "
-        "in 2 (subnet-a: master01; subnet-b: s1, s2, s3 ...); use mode overlay (IP-in-IP) or move the nodes"
+        "in 2 (subnet-a: m1, m2, m3; subnet-b: s1, s2, s3 ...); use mode overlay (IP-in-IP) or move the nodes"
     )
 
 
@@ -293,6 +300,15 @@ def test_owned_resources_are_found_by_their_tags(aws: None) -> None:
         ],
         TagSpecifications=[{"ResourceType": "security-group-rule", "Tags": [{"Key": "Name", "Value": "worker-in-x"}]}],
     )["SecurityGroupRules"][0]["SecurityGroupRuleId"]
+    out = ec2.authorize_security_group_egress(
+        GroupId=by_name,
+        IpPermissions=[
+            {"IpProtocol": "udp", "FromPort": 4789, "ToPort": 4789, "IpRanges": [{"CidrIp": "10.2.1.0/24"}]}
+        ],
+        TagSpecifications=[
+            {"ResourceType": "security-group-rule", "Tags": [{"Key": "Name", "Value": "storage-out-y"}]}
+        ],
+    )["SecurityGroupRules"][0]["SecurityGroupRuleId"]
     ec2.authorize_security_group_ingress(  # a rule without a Name tag is not ket-infra's
         GroupId=tagged,
         IpPermissions=[{"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": "10.2.1.0/24"}]}],
@@ -306,7 +322,37 @@ def test_owned_resources_are_found_by_their_tags(aws: None) -> None:
 
     owned = owned_resources(env, "analytics", discover(plan, env))
     assert owned.groups == {tagged: "worker", by_name: "storage-x"}
-    assert [(r.rule_id, r.name, r.group_id, r.direction) for r in owned.rules] == [
-        (rule, "worker-in-x", tagged, "ingress")
-    ]
+    assert [(r.rule_id, r.name, r.group_id, r.direction) for r in owned.rules] == sorted(
+        [(rule, "worker-in-x", tagged, "ingress"), (out, "storage-out-y", by_name, "egress")]
+    )
     assert owned.carried == {"worker01": (tagged,)}
+
+
+def test_each_aws_step_names_itself_when_aws_is_gone(monkeypatch: pytest.MonkeyPatch) -> None:
+    from dataclasses import replace
+
+    from ket_infra.aws import Discovery, NodeInterface, owned_resources, set_source_dest_check
+    from ket_infra.plan import load_plan
+    from ket_infra.verify import read_state
+    from tests.test_verify import env_for
+
+    monkeypatch.setattr("time.sleep", lambda _s: None)
+    port = free_port()
+    env = env_for(EXAMPLES / "contiv.yaml")
+    gone = replace(env, aws=replace(env.aws, endpoint_url=f"http://127.0.0.1:{port}"))
+    node = NodeInterface("worker01", "10.2.1.31", "i-1", "eni-1", "subnet-1", "vpc-1", ("sg-1",), True)
+    found = Discovery("vpc-1", (node,))
+    tail = f": cannot reach http://127.0.0.1:{port} (EndpointConnectionError); check t.yaml: aws.endpoint_url and the network"
+    steps = [
+        ("finding the plan's nodes in EC2", lambda: discover(load_plan(EXAMPLES / "contiv.yaml"), gone)),
+        ("looking for the security groups ket-infra made", lambda: owned_resources(gone, "analytics", found)),
+        ("setting the EC2 source/destination check", lambda: set_source_dest_check(gone, [node], False, print)),
+        (
+            "reading security groups",
+            lambda: read_state(gone, found, __import__("ket_infra.aws").aws.client(gone, "ec2")),
+        ),
+    ]
+    for doing, call in steps:
+        with pytest.raises(AwsError) as info:
+            call()
+        assert str(info.value) == doing + tail

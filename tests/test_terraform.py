@@ -202,53 +202,56 @@ def test_last_error_keeps_the_error_on_one_line() -> None:
     assert len(_last_error("Error: " + "x " * 1000, "")) == 600
 
 
+def rc(kind: str, index: str | None, actions: list[str], **change: object) -> dict[str, object]:
+    """One resource_changes entry as `terraform show -json` writes it."""
+    address = f"module.m.{kind}.this" + (f'["{index}"]' if index is not None else "")
+    entry: dict[str, object] = {"address": address, "type": kind, "change": {"actions": actions, **change}}
+    if index is not None:
+        entry["index"] = index
+    return entry
+
+
 def test_summarize_reads_show_json() -> None:
     doc = {
         "resource_changes": [
-            {"type": "aws_network_interface_sg_attachment", "index": "w1", "change": {"actions": ["create"]}},
-            {
-                "type": "aws_security_group",
-                "index": "worker",
-                "change": {"actions": ["update"], "after": {"description": "g"}},
-            },
-            {
-                "type": "aws_vpc_security_group_egress_rule",
-                "index": "e1",
-                "change": {"actions": ["delete"], "before": {"description": "out"}},
-            },
-            {
-                "type": "aws_vpc_security_group_ingress_rule",
-                "index": "i2",
-                "change": {"actions": ["delete", "create"], "after": {"description": "in"}},
-            },
-            {"type": "aws_vpc_security_group_ingress_rule", "index": "i1", "change": {"actions": ["no-op"]}},
-            {"type": "terraform_data", "address": "terraform_data.x", "change": {"actions": ["read"]}},
-            {
-                "type": "terraform_data",
-                "address": "terraform_data.y",
-                "change": {"actions": ["create"], "after": {"description": "hidden"}},
-            },
+            rc("aws_network_interface_sg_attachment", "w1", ["create"]),
+            rc("aws_security_group", "a", ["update"], after={"description": "g"}),
+            rc("aws_vpc_security_group_egress_rule", "e1", ["delete"], before={"description": "out"}),
+            rc("aws_vpc_security_group_ingress_rule", "i2", ["delete", "create"], after={"description": "in"}),
+            rc("aws_vpc_security_group_ingress_rule", "i3", ["create"], after={"description": None}),
+            rc("aws_vpc_security_group_ingress_rule", "i1", ["no-op"]),
+            rc("terraform_data", None, ["read"]),
+            rc("terraform_data", None, ["create"], after={"description": "hidden"}),
         ]
     }
     summary = summarize(json.dumps(doc))
     assert summary.changes == (
         Change("replace", "ingress", "i2", "in"),
+        Change("create", "ingress", "i3", ""),
         Change("delete", "egress", "e1", "out"),
-        Change("update", "group", "worker", "g"),
+        Change("update", "group", "a", "g"),
         Change("create", "attachment", "w1", ""),
-        Change("create", "other", "terraform_data.y", ""),
+        Change("create", "other", "module.m.terraform_data.this", ""),
     )
     assert summary_lines(summary) == [
         "  -/+ ingress rule i2: in",
+        "    + ingress rule i3",
         "    - egress rule e1: out",
-        "    ~ group worker: g",
+        "    ~ group a: g",
         "    + attachment w1",
-        "    + other terraform_data.y",
-        "Plan: 2 to add, 1 to change, 1 to replace, 1 to remove.",
+        "    + other module.m.terraform_data.this",
+        "Plan: 3 to add, 1 to change, 1 to replace, 1 to remove.",
     ]
     assert summary_lines(PlanSummary()) == ["No changes: the cloud already matches the plan file."]
     with pytest.raises(TerraformError, match="printed no JSON"):
         summarize("Error: not json")
+
+
+def test_summarize_refuses_a_plan_it_cannot_read() -> None:
+    for doc in ({"resource_changes": [{"type": "x"}]}, {"resource_changes": [{"change": {"actions": []}}]}, []):
+        with pytest.raises(TerraformError) as info:
+            summarize(json.dumps(doc))
+        assert str(info.value) == "terraform show -json printed no plan this version can read; rerun with --debug"
 
 
 def test_fingerprint_follows_content_and_forget_plan_removes_it(tmp_path: Path) -> None:
@@ -409,16 +412,14 @@ def test_fingerprint_names_each_file(tmp_path: Path) -> None:
 
 def test_summarize_tolerates_what_it_does_not_know() -> None:
     assert summarize("{}") == PlanSummary()
-    doc = {
-        "resource_changes": [
-            {"type": "aws_security_group", "index": "g"},
-            {"index": "f", "change": {"actions": ["forget"]}},
-        ]
-    }
+    doc = {"resource_changes": [rc("x", "f", ["forget"]), rc("x", "g", ["frobnicate"])]}
     summary = summarize(json.dumps(doc))
-    assert [(c.action, c.kind, c.name) for c in summary.changes] == [("forget", "other", "f")]
-    assert summary.counts() == {"create": 0, "update": 0, "replace": 0, "delete": 0, "forget": 1}
-    assert summary_lines(summary)[0] == "    . other f"
+    assert [(c.action, c.kind, c.name) for c in summary.changes] == [
+        ("forget", "other", "f"),
+        ("frobnicate", "other", "g"),
+    ]
+    assert summary.counts() == {"create": 0, "update": 0, "replace": 0, "delete": 0, "forget": 1, "frobnicate": 1}
+    assert summary_lines(summary)[:2] == ["    . other f", "    ? other g"]
 
 
 def test_plugin_dir_from_the_environment_file_else_the_variable(
@@ -435,3 +436,44 @@ def test_plugin_dir_from_the_environment_file_else_the_variable(
     assert Terraform(named, tmp_path).plugin_dir() == "/from/file"
     monkeypatch.setenv("KET_INFRA_TF_PLUGIN_DIR", "")
     assert Terraform(plain, tmp_path).plugin_dir() is None
+
+
+@needs_terraform_cli
+def test_apply_and_destroy_errors_are_plain_text(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    tf = module(work, [])
+    (work / "fails.tf").write_text(
+        'resource "terraform_data" "fails" {\n'
+        '  provisioner "local-exec" {\n    command = "exit 3"\n  }\n}\n'
+        'resource "terraform_data" "undoes" {\n'
+        '  provisioner "local-exec" {\n    when    = destroy\n    command = "exit 4"\n  }\n}\n'
+    )
+    tf.init()
+    tf.plan()
+    with pytest.raises(TerraformError) as info:
+        tf.apply()
+    assert str(info.value).startswith(f"terraform apply failed in {work}: Error: local-exec provisioner error")
+    assert "\x1b[" not in str(info.value)
+    with pytest.raises(TerraformError) as info:
+        tf.destroy()
+    assert str(info.value).startswith(f"terraform destroy failed in {work}: Error: local-exec provisioner error")
+    assert "\x1b[" not in str(info.value)
+
+
+@needs_terraform_cli
+def test_init_installs_the_aws_provider_from_the_mirror(tmp_path: Path) -> None:
+    from tests.tf import PLUGIN_DIR
+
+    if PLUGIN_DIR is None:
+        pytest.skip("needs Terraform: no offline provider mirror")
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "main.tf").write_text(
+        'terraform {\n  required_providers {\n    aws = {\n      source = "hashicorp/aws"\n    }\n  }\n}\n'
+    )
+    from dataclasses import replace
+
+    plain = env()
+    tf = Terraform(replace(plain, terraform=replace(plain.terraform, plugin_dir=PLUGIN_DIR)), work, lambda _m: None)
+    tf.init()
+    assert (work / ".terraform" / "providers" / "registry.terraform.io" / "hashicorp" / "aws").is_dir()
