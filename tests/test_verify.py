@@ -597,3 +597,49 @@ def test_text_report_names_a_few_nodes_and_counts_the_rest(aws: None, tmp_path: 
         "FAILED: fix the causes above, then run verify again",
         "",
     ]
+
+
+def test_checks_cover_every_node_pair_once(aws: None, tmp_path: Path) -> None:
+    """Node pairs per required flow, counted by hand for 5 nodes (etcd01, master01, w1-w3; Weave)."""
+    from collections import Counter
+
+    from tests.conftest import base_plan, node, write_yaml
+
+    data = base_plan({"provider": "weave"})
+    data["worker"] = {
+        "expected_count": 3,
+        "nodes": [node("w1", "10.0.1.31"), node("w2", "10.0.1.32"), node("w3", "10.0.1.33")],
+    }
+    _cloud, plan, env, rules = build(write_yaml(tmp_path / "plan.yaml", data))
+    report = verify(plan, env, rules)
+    pairs: Counter[str] = Counter()
+    for c in report.as_json()["checks"]:
+        pairs[c["rule"]] += c["pairs"]
+        if not c["source_role"].endswith("_cidr"):
+            assert c["source_node"] != c["target_node"], c  # a pair is two different nodes
+    kubelet = 4  # master01, w1, w2, w3
+    assert dict(pairs) == {
+        "etcd-client": 1,  # master01 -> etcd01
+        "apiserver": 3,  # w1-w3 -> master01 (master01 itself needs no network)
+        "apiserver-installer": 1,
+        "kubelet-api": 3,  # master01 -> w1-w3
+        "ssh": 5,  # installer -> every node
+        "inspector": 8,  # master[0] and worker[0] (w1) -> the 4 other nodes each
+        "inspector-etcd": 2,
+        "inspector-etcd-networking-client": 2,
+        "inspector-etcd-networking-peer": 2,
+        "inspector-apiserver": 1,  # w1 -> master01
+        "inspector-scheduler-controller": 1,
+        "inspector-kubelet": 6,  # master01 -> w1-w3, w1 -> master01, w2, w3
+        "inspector-kube-proxy": 6,
+        "ping-master-etcd": 1,
+        "ping-worker-master": 3,
+        "ping-worker-worker": 6,
+        "weave-control": kubelet * (kubelet - 1),
+        "weave-data": kubelet * (kubelet - 1),
+    }
+    assert report.nodes == 5 and report.ok
+    text = text_report(report, "lab", plan.cluster)
+    assert text.startswith(
+        f"verify lab (cluster test): {len(report.checks)} checks covering {sum(pairs.values())} node pairs"
+    )
