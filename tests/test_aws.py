@@ -38,12 +38,15 @@ def test_interface_full_of_other_groups_is_refused(aws: None) -> None:
     )
     cloud.ec2.modify_network_interface_attribute(NetworkInterfaceId=eni, Groups=[default])
     add_groups(cloud, "worker02", 4)
+    storage = cloud.enis["storage01"]
+    cloud.ec2.modify_network_interface_attribute(NetworkInterfaceId=storage, Groups=[default])
+    add_groups(cloud, "storage01", 4)
     own = {f"{rules.cluster}-{g.name}" for g in rules.groups}
     with pytest.raises(AwsError) as info:
         check_interfaces(discover(plan, env), own, plan)
     assert str(info.value) == (
-        f"{plan.path}: worker02 ({eni}) already carry 5 security groups, the AWS limit per interface; "
-        "detach one before applying"
+        f"{plan.path}: worker02 ({eni}), storage01 ({storage}) already carry 5 security groups, the AWS limit per "
+        "interface; detach one before applying"
     )
 
 
@@ -356,3 +359,29 @@ def test_each_aws_step_names_itself_when_aws_is_gone(monkeypatch: pytest.MonkeyP
         with pytest.raises(AwsError) as info:
             call()
         assert str(info.value) == doing + tail
+
+
+def test_counter_counts_each_call() -> None:
+    from ket_infra.aws import Counter
+
+    counter = Counter()
+    for event in (
+        "before-call.ec2.DescribeInstances",
+        "before-call.ec2.DescribeInstances",
+        "before-call.sts.GetCallerIdentity",
+    ):
+        counter(event)
+    assert counter.calls == {"DescribeInstances": 2, "GetCallerIdentity": 1} and counter.total == 3
+
+
+def test_source_dest_check_changes_only_what_differs(aws: None) -> None:
+    from ket_infra.aws import set_source_dest_check
+
+    cloud, plan, env, _rules = build(EXAMPLES / "contiv.yaml")
+    found = discover(plan, env)
+    first, second = found.node("worker01"), found.node("worker02")
+    cloud.ec2.modify_instance_attribute(InstanceId=first.instance_id, SourceDestCheck={"Value": False})
+    lines: list[str] = []
+    assert set_source_dest_check(env, [first, second], False, lines.append) == 1  # worker01 was already off
+    assert lines == [f"  worker02 ({second.instance_id}): source/dest check off"]
+    assert not source_dest_check(cloud, "worker02")

@@ -214,8 +214,8 @@ def rc(kind: str, index: str | None, actions: list[str], **change: object) -> di
 def test_summarize_reads_show_json() -> None:
     doc = {
         "resource_changes": [
-            rc("aws_network_interface_sg_attachment", "w1", ["create"]),
-            rc("aws_security_group", "a", ["update"], after={"description": "g"}),
+            rc("aws_network_interface_sg_attachment", "a1", ["create"]),
+            rc("aws_security_group", "b", ["update"], after={"description": "g"}),
             rc("aws_vpc_security_group_egress_rule", "e1", ["delete"], before={"description": "out"}),
             rc("aws_vpc_security_group_ingress_rule", "i2", ["delete", "create"], after={"description": "in"}),
             rc("aws_vpc_security_group_ingress_rule", "i3", ["create"], after={"description": None}),
@@ -229,22 +229,23 @@ def test_summarize_reads_show_json() -> None:
         Change("replace", "ingress", "i2", "in"),
         Change("create", "ingress", "i3", ""),
         Change("delete", "egress", "e1", "out"),
-        Change("update", "group", "a", "g"),
-        Change("create", "attachment", "w1", ""),
+        Change("update", "group", "b", "g"),
+        Change("create", "attachment", "a1", ""),
         Change("create", "other", "module.m.terraform_data.this", ""),
     )
     assert summary_lines(summary) == [
         "  -/+ ingress rule i2: in",
         "    + ingress rule i3",
         "    - egress rule e1: out",
-        "    ~ group a: g",
-        "    + attachment w1",
+        "    ~ group b: g",
+        "    + attachment a1",
         "    + other module.m.terraform_data.this",
         "Plan: 3 to add, 1 to change, 1 to replace, 1 to remove.",
     ]
     assert summary_lines(PlanSummary()) == ["No changes: the cloud already matches the plan file."]
-    with pytest.raises(TerraformError, match="printed no JSON"):
+    with pytest.raises(TerraformError) as info:
         summarize("Error: not json")
+    assert str(info.value) == "terraform show -json printed no JSON; rerun with --debug"
 
 
 def test_summarize_refuses_a_plan_it_cannot_read() -> None:
@@ -477,3 +478,13 @@ def test_init_installs_the_aws_provider_from_the_mirror(tmp_path: Path) -> None:
     tf = Terraform(replace(plain, terraform=replace(plain.terraform, plugin_dir=PLUGIN_DIR)), work, lambda _m: None)
     tf.init()
     assert (work / ".terraform" / "providers" / "registry.terraform.io" / "hashicorp" / "aws").is_dir()
+
+
+def test_a_silent_failure_still_says_something(tmp_path: Path) -> None:
+    mute = tmp_path / "bin" / "terraform"
+    mute.parent.mkdir()
+    mute.write_text("#!/bin/sh\nexit 1\n")
+    mute.chmod(0o755)
+    with pytest.raises(TerraformError) as info:
+        Terraform(env(str(mute)), tmp_path / "work", lambda _m: None).check_version()
+    assert str(info.value) == f"{mute} version failed in {tmp_path / 'work'}: no error output"
