@@ -385,3 +385,23 @@ def test_source_dest_check_changes_only_what_differs(aws: None) -> None:
     assert set_source_dest_check(env, [first, second], False, lines.append) == 1  # worker01 was already off
     assert lines == [f"  worker02 ({second.instance_id}): source/dest check off"]
     assert not source_dest_check(cloud, "worker02")
+
+
+def test_client_retries_throttling_and_gives_up_on_a_dead_endpoint_quickly(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Standard retry mode (throttling backs off, 5 attempts); 5 s to connect, 30 s to read; the environment's region and endpoint."""
+    from dataclasses import replace
+
+    from ket_infra.aws import Counter, client
+    from tests.test_verify import env_for
+
+    without_credentials(monkeypatch)
+    env = env_for(EXAMPLES / "contiv.yaml")
+    local = replace(env, aws=replace(env.aws, endpoint_url="http://127.0.0.1:5999", region="eu-central-1"))
+    counter = Counter()
+    c = client(local, "ec2", counter)
+    config = c.meta.config
+    assert config.retries == {"mode": "standard", "total_max_attempts": 6}  # botocore's count: 1 try + 5 retries
+    assert (config.connect_timeout, config.read_timeout) == (5, 30)
+    assert c.meta.region_name == "eu-central-1" and c.meta.endpoint_url == "http://127.0.0.1:5999"
+    credentials = c._request_signer._credentials
+    assert (credentials.access_key, credentials.secret_key) == ("testing", "testing")  # the emulator's stand-ins
