@@ -392,3 +392,45 @@ def test_json_contract_in_process(plan_file) -> None:
     )
     assert doc["cni"] == {"provider": "calico", "mode": "routed", "encrypted": False, "disabled": False}
     assert doc["host_settings"][0]["source_dest_check"] is False
+
+
+@pytest.mark.parametrize(
+    ("protocol", "ports", "name", "shown"),
+    [
+        ("icmp", (3, -1), "worker-in-icmp-type3-from-10.9.0.0-16", "type 3"),
+        ("icmp", (3, 4), "worker-in-icmp-type3-code4-from-10.9.0.0-16", "type 3 code 4"),
+        ("icmp", (-1, -1), "worker-in-icmp-type-1-from-10.9.0.0-16", "type -1"),
+        ("47", None, "worker-in-proto47-from-10.9.0.0-16", "-"),
+        ("udp", (7000, 7002), "worker-in-udp-7000-7002-from-10.9.0.0-16", "7000-7002"),
+        ("tcp", (7000, 7000), "worker-in-tcp-7000-from-10.9.0.0-16", "7000"),
+    ],
+)
+def test_rule_names_and_ports_read_from_their_content(
+    plan_file, protocol: str, ports: tuple[int, int] | None, name: str, shown: str
+) -> None:
+    extra = Flow("x", protocol, ports, ("worker",), "x", "env", "environment", src_cidr="10.9.0.0/16")
+    rs = build(plan_file, {"provider": "weave"}, replace(ENV, extra_flows=(extra,)))
+    (rule,) = [r for r in rs.rules if r.flows == ("x",)]
+    assert (rule.name, rule.ports) == (name, shown)
+    assert (rule.from_port, rule.to_port) == (ports if ports is not None else (None, None))
+
+
+def test_adjacent_and_overlapping_ports_merge_others_do_not(plan_file) -> None:
+    def flow(name: str, lo: int, hi: int, protocol: str = "tcp") -> Flow:
+        return Flow(name, protocol, (lo, hi), ("worker",), f"p-{name}", "env", "environment", src_cidr="10.9.0.0/16")
+
+    extras = (
+        flow("a", 7000, 7001),
+        flow("b", 7002, 7002),
+        flow("c", 7001, 7005),
+        flow("d", 7007, 7007),
+        flow("e", 7000, 7000, "udp"),
+        flow("f", 7001, 7001, "udp"),
+    )
+    rs = build(plan_file, {"provider": "weave"}, replace(ENV, extra_flows=extras))
+    mine = [(r.protocol, r.from_port, r.to_port, r.flows, r.purpose) for r in rs.rules if r.peer.cidr == "10.9.0.0/16"]
+    assert mine == [
+        ("tcp", 7000, 7005, ("a", "c", "b"), "p-a; p-c; p-b"),
+        ("tcp", 7007, 7007, ("d",), "p-d"),
+        ("udp", 7000, 7001, ("e", "f"), "p-e; p-f"),
+    ]
