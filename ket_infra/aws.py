@@ -174,7 +174,7 @@ def discover(plan: Plan, env: Environment, ec2: Any | None = None) -> Discovery:
 def _match(inst: dict[str, Any], wanted: dict[str, Any], found: dict[str, NodeInterface]) -> None:
     # Only an interface's primary private IP: that is what a security-group
     # reference matches (PORTS.md section 3), so it must be the node's address.
-    for eni in inst.get("NetworkInterfaces", []):
+    for eni in inst["NetworkInterfaces"]:  # each with its own VpcId and SubnetId
         address = eni.get("PrivateIpAddress")
         node = wanted.get(address)
         if node is None:
@@ -182,7 +182,7 @@ def _match(inst: dict[str, Any], wanted: dict[str, Any], found: dict[str, NodeIn
         if address in found and found[address].instance_id != inst["InstanceId"]:
             raise AwsError(
                 f"{node.host}: the address {address} belongs to two instances ({found[address].instance_id} in "
-                f"{found[address].vpc_id} and {inst['InstanceId']} in {eni.get('VpcId') or inst.get('VpcId')}); "
+                f"{found[address].vpc_id} and {inst['InstanceId']} in {eni['VpcId']}); "
                 "ket-infra cannot tell which is the node: stop the other one or use another region/account"
             )
         found[address] = NodeInterface(
@@ -190,8 +190,8 @@ def _match(inst: dict[str, Any], wanted: dict[str, Any], found: dict[str, NodeIn
             address=address,
             instance_id=inst["InstanceId"],
             network_interface_id=eni["NetworkInterfaceId"],
-            subnet_id=eni.get("SubnetId") or inst["SubnetId"],
-            vpc_id=eni.get("VpcId") or inst["VpcId"],
+            subnet_id=eni["SubnetId"],
+            vpc_id=eni["VpcId"],
             security_groups=tuple(g["GroupId"] for g in eni.get("Groups", [])),
             source_dest_check=bool(inst.get("SourceDestCheck", True)),
             security_group_names=tuple(g.get("GroupName", "") for g in eni.get("Groups", [])),

@@ -57,8 +57,21 @@ def test_same_address_in_two_vpcs_is_refused(aws: None) -> None:
     cloud.ec2.run_instances(
         ImageId=image_id(cloud.ec2), MinCount=1, MaxCount=1, SubnetId=subnet, PrivateIpAddress="10.2.1.31"
     )
-    with pytest.raises(AwsError, match=r"worker01: the address 10.2.1.31 belongs to two instances"):
+    with pytest.raises(AwsError) as info:
         discover(plan, env)
+    message = str(info.value)
+    twin = next(
+        i["InstanceId"]
+        for r in cloud.ec2.describe_instances()["Reservations"]
+        for i in r["Instances"]
+        if i["VpcId"] == other
+    )
+    first, second = sorted([(cloud.instances["worker01"], cloud.vpc), (twin, other)])
+    assert message in (
+        f"worker01: the address 10.2.1.31 belongs to two instances ({a} in {va} and {b} in {vb}); ket-infra cannot "
+        "tell which is the node: stop the other one or use another region/account"
+        for (a, va), (b, vb) in ((first, second), (second, first))
+    ), message
 
 
 def source_dest_check(cloud, host: str) -> bool:  # type: ignore[no-untyped-def]
