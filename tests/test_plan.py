@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from ket_infra.errors import PlanError
-from ket_infra.plan import load_plan
+from ket_infra.plan import Cni, load_plan
 from tests.conftest import EXAMPLES, base_plan, node
 
 
@@ -373,3 +373,36 @@ def test_members_keep_the_plan_order(plan_file) -> None:
     assert [n.host for n in plan.nodes] == ["etcd01", "master01", "w3", "w1"]
     assert plan.node("etcd01").roles == {"etcd", "worker"} and plan.node("etcd01").group == "etcd-worker"
     assert plan.load_balancer is None
+
+
+def test_defaults_and_what_the_plan_names(plan_file) -> None:
+    data = base_plan({"disable": True})
+    del data["cluster"]["name"]
+    data["master"]["load_balancer"] = "10.0.1.200:6443"
+    data["ingress"] = {"expected_count": 1, "nodes": [node("ingress01", "10.0.1.41", "10.0.1.41")]}  # ip == internalip
+    path = plan_file(data)
+    plan = load_plan(path)
+    assert plan.cluster == "kubernetes"  # KET's default cluster name
+    assert plan.path == str(path)
+    assert plan.load_balancer == "10.0.1.200:6443"
+    assert plan.cni == Cni("none", None, False, True)
+    assert plan.node("ingress01").address == "10.0.1.41"
+    assert plan.hosts("storage") == ()
+    with pytest.raises(KeyError, match="nobody"):
+        plan.node("nobody")
+
+
+def test_cluster_names_may_use_capitals(plan_file) -> None:
+    data = base_plan()
+    data["cluster"]["name"] = "Prod-East.2"
+    assert load_plan(plan_file(data)).cluster == "Prod-East.2"
+
+
+def test_an_optional_group_counting_nodes_it_does_not_list(plan_file) -> None:
+    data = base_plan()
+    data["storage"] = {"expected_count": 1, "nodes": []}
+    with pytest.raises(PlanError) as info:
+        load_plan(plan_file(data))
+    assert str(info.value).endswith(
+        "storage.expected_count: is 1 but 0 node(s) are listed; make expected_count match the nodes listed"
+    )
