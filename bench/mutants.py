@@ -80,12 +80,15 @@ def scores(where: dict[str, Path]) -> dict[str, dict[str, object]]:
 def readme_line(doc: dict[str, object]) -> str:
     modules = doc["modules"]
     assert isinstance(modules, dict)
-    parts = ", ".join(
-        f"{m} {v['score']}%"
-        if v["score"] is not None
-        else f"{m} not finished ({v['checked']} of {v['mutants']} checked)"
-        for m, v in modules.items()
-    )
+
+    def part(m: str, v: dict[str, object]) -> str:
+        if v["score"] is not None:
+            return f"{m} {v['score']}%"
+        if not v["checked"]:
+            return f"{m} not run yet"
+        return f"{m} not finished ({v['checked']} of {v['mutants']} checked)"
+
+    parts = ", ".join(part(m, v) for m, v in modules.items())
     return (
         f"Mutation score (mutmut, fast tests, {doc['date']}): {parts}; "
         f"{doc['killed']} of {doc['mutants']} mutants killed in {doc['seconds']:.0f} s (`make mutants`)."
