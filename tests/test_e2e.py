@@ -269,19 +269,22 @@ def test_stale_plan_is_refused_and_secrets_stay_out(sandbox: Sandbox) -> None:
     plan_copy.write_text((EXAMPLES / "weave-encrypted.yaml").read_text())
     sandbox.up(plan_copy, preflight=False)
     work = sandbox.root / ".work" / "sandbox"
-    # render on its own: the root module and its data, no Terraform run, no saved plan
-    rendered = sandbox.run("render")
+    # render on its own (an environment of its own, so the folder is new): the root module and its data,
+    # no Terraform run, no saved plan
+    alone = sandbox.env_with("render-only")
+    rendered = sandbox.run("render", env_file=alone)
     assert rendered.returncode == 0, rendered.stdout + rendered.stderr
     expected = json.loads(sandbox.run_rules(plan_copy).stdout)
-    assert rendered.stderr.splitlines()[-1].startswith(f"rendered {work} (VPC vpc-")
+    out = sandbox.root / ".work" / "render-only"
+    assert rendered.stderr.splitlines()[-1].startswith(f"rendered {out} (VPC vpc-")
     assert rendered.stderr.splitlines()[-1].endswith(
         f", {len(expected['groups'])} groups, {len(expected['rules'])} rules)"
     )
-    tfvars = json.loads((work / "ket-infra.auto.tfvars.json").read_text())
+    tfvars = json.loads((out / "ket-infra.auto.tfvars.json").read_text())
     assert sorted(tfvars["groups"]) == sorted(g["name"] for g in expected["groups"])
     assert len(tfvars["ingress_rules"]) + len(tfvars["egress_rules"]) == len(expected["rules"])
     assert sorted(tfvars["attachments"]) == sorted(n for g in expected["groups"] for n in g["nodes"])
-    assert (work / "main.tf").exists() and not (work / ".terraform").exists() and not (work / "tfplan").exists()
+    assert (out / "main.tf").exists() and not (out / ".terraform").exists() and not (out / "tfplan").exists()
 
     creds = {"AWS_ACCESS_KEY_ID": "AKIAKETINFRATEST0001", "AWS_SECRET_ACCESS_KEY": SECRET_KEY}
     planned = sandbox.run("plan", "--format", "json", extra=creds)
