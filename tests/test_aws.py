@@ -347,7 +347,7 @@ def test_owned_resources_are_found_by_their_tags(aws: None) -> None:
 def test_each_aws_step_names_itself_when_aws_is_gone(monkeypatch: pytest.MonkeyPatch) -> None:
     from dataclasses import replace
 
-    from ket_infra.aws import Discovery, NodeInterface, owned_resources, set_source_dest_check
+    from ket_infra.aws import Discovery, NodeInterface, client, owned_resources, set_source_dest_check
     from ket_infra.plan import load_plan
     from ket_infra.verify import read_state
     from tests.test_verify import env_for
@@ -365,7 +365,7 @@ def test_each_aws_step_names_itself_when_aws_is_gone(monkeypatch: pytest.MonkeyP
         ("setting the EC2 source/destination check", lambda: set_source_dest_check(gone, [node], False, print)),
         (
             "reading security groups",
-            lambda: read_state(gone, found, __import__("ket_infra.aws").aws.client(gone, "ec2")),
+            lambda: read_state(gone, found, client(gone, "ec2")),
         ),
     ]
     for doing, call in steps:

@@ -368,6 +368,7 @@ def test_init_again_after_the_backend_moved(tmp_path: Path) -> None:
 @needs_terraform_cli
 def test_a_held_lock_is_reported_with_its_holder(tmp_path: Path) -> None:
     """Another run holds the state (a slow apply): plan, apply and destroy fail at once, naming it."""
+    import os
     import subprocess
     import time
 
@@ -382,7 +383,7 @@ def test_a_held_lock_is_reported_with_its_holder(tmp_path: Path) -> None:
         cwd=work,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        env={**__import__("os").environ, "CHECKPOINT_DISABLE": "1"},
+        env={**os.environ, "CHECKPOINT_DISABLE": "1"},
     )
     try:
         deadline = time.monotonic() + 20
