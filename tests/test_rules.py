@@ -201,42 +201,6 @@ def test_rule_names_are_unique_and_stable(plan_file) -> None:
     assert "worker-in-udp-4789-from-master" in names
 
 
-def test_quota_error_names_the_group(plan_file) -> None:
-    many = tuple(
-        Flow(
-            f"extra-{i}",
-            "tcp",
-            (1000 + 2 * i, 1000 + 2 * i),
-            ("worker",),
-            "x",
-            "env",
-            "environment",
-            src_cidr="10.0.0.0/8",
-        )
-        for i in range(RULE_QUOTA)
-    )
-    with pytest.raises(QuotaError, match=r"group worker needs \d+ ingress rules"):
-        build(plan_file, None, replace(ENV, extra_flows=many))
-
-
-def test_near_quota_warns(plan_file) -> None:
-    many = tuple(
-        Flow(
-            f"extra-{i}",
-            "tcp",
-            (1000 + 2 * i, 1000 + 2 * i),
-            ("worker",),
-            "x",
-            "env",
-            "environment",
-            src_cidr="10.0.0.0/8",
-        )
-        for i in range(48)
-    )
-    rs = build(plan_file, None, replace(ENV, extra_flows=many))
-    assert any("near the AWS quota" in w for w in rs.warnings)
-
-
 ROUTED_WARNING = (
     "Calico routed mode: on AWS all kubelet nodes must share one subnet (the VPC router knows no pod routes) and "
     "need the source/destination check off; across subnets use mode overlay (IP-in-IP)"

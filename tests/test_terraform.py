@@ -108,13 +108,21 @@ def test_a_failing_command_is_one_line_naming_the_command_and_folder(tmp_path: P
     assert "\n" not in message and "│" not in message
 
 
+def executable(tmp_path: Path, content: str | bytes, name: str = "terraform") -> Path:
+    """A stand-in for the terraform binary, to see how the driver takes an answer Terraform cannot be made to give."""
+    path = tmp_path / "bin" / name
+    path.parent.mkdir(exist_ok=True)
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content)
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    return path
+
+
 def fake_terraform(tmp_path: Path, version_json: str) -> str:
     """An executable that answers `version -json` like a Terraform of another version would."""
-    path = tmp_path / "bin" / "old-terraform"
-    path.parent.mkdir()
-    path.write_text(f"#!/bin/sh\ncat <<'EOF'\n{version_json}\nEOF\n")
-    path.chmod(path.stat().st_mode | stat.S_IXUSR)
-    return str(path)
+    return str(executable(tmp_path, f"#!/bin/sh\ncat <<'EOF'\n{version_json}\nEOF\n", "old-terraform"))
 
 
 def test_terraform_older_than_1_5_is_refused(tmp_path: Path) -> None:
@@ -311,10 +319,7 @@ def test_the_work_folder_is_made_with_its_parents(tmp_path: Path) -> None:
 
 
 def test_a_binary_that_cannot_run_is_one_line(tmp_path: Path) -> None:
-    broken = tmp_path / "bin" / "terraform"
-    broken.parent.mkdir()
-    broken.write_bytes(b"\x7fELF not really")
-    broken.chmod(0o755)
+    broken = executable(tmp_path, b"\x7fELF not really")
     with pytest.raises(TerraformError) as info:
         Terraform(env(str(broken)), tmp_path / "work", lambda _m: None).check_version()
     assert str(info.value) == (
@@ -324,10 +329,7 @@ def test_a_binary_that_cannot_run_is_one_line(tmp_path: Path) -> None:
 
 
 def test_an_error_said_on_stdout_is_reported(tmp_path: Path) -> None:
-    chatty = tmp_path / "bin" / "terraform"
-    chatty.parent.mkdir()
-    chatty.write_text("#!/bin/sh\necho 'Error: said on stdout'\nexit 1\n")
-    chatty.chmod(0o755)
+    chatty = executable(tmp_path, "#!/bin/sh\necho 'Error: said on stdout'\nexit 1\n")
     with pytest.raises(TerraformError) as info:
         Terraform(env(str(chatty)), tmp_path / "work", lambda _m: None).check_version()
     assert str(info.value) == f"{chatty} version failed in {tmp_path / 'work'}: Error: said on stdout"
@@ -482,10 +484,7 @@ def test_init_installs_the_aws_provider_from_the_mirror(tmp_path: Path) -> None:
 
 
 def test_a_silent_failure_still_says_something(tmp_path: Path) -> None:
-    mute = tmp_path / "bin" / "terraform"
-    mute.parent.mkdir()
-    mute.write_text("#!/bin/sh\nexit 1\n")
-    mute.chmod(0o755)
+    mute = executable(tmp_path, "#!/bin/sh\nexit 1\n")
     with pytest.raises(TerraformError) as info:
         Terraform(env(str(mute)), tmp_path / "work", lambda _m: None).check_version()
     assert str(info.value) == f"{mute} version failed in {tmp_path / 'work'}: no error output"
