@@ -418,3 +418,10 @@ def test_client_retries_throttling_and_gives_up_on_a_dead_endpoint_quickly(monke
     assert c.meta.region_name == "eu-central-1" and c.meta.endpoint_url == "http://127.0.0.1:5999"
     credentials = c._request_signer._credentials
     assert (credentials.access_key, credentials.secret_key) == ("testing", "testing")  # the emulator's stand-ins
+
+
+def test_a_stopped_node_is_still_found(aws: None) -> None:
+    """Rules are applied before `kismatic install`, possibly while some machines are stopped."""
+    cloud, plan, env, _rules = build(EXAMPLES / "contiv.yaml")
+    cloud.ec2.stop_instances(InstanceIds=[cloud.instances["worker01"]])
+    assert discover(plan, env).node("worker01").instance_id == cloud.instances["worker01"]
