@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ket_infra.aws import AwsError, check_interfaces, discover
-from tests.conftest import EXAMPLES
+from tests.conftest import EXAMPLES, free_port
 from tests.test_verify import build, image_id
 
 
@@ -136,14 +136,6 @@ def without_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(key)
     for key, value in NO_CREDENTIALS.items():
         monkeypatch.setenv(key, value)
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_aws_errors_are_one_line_that_says_what_to_fix(aws: None, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -201,7 +201,7 @@ def test_verify_without_aws_credentials_says_so(tmp_path: Path) -> None:
 
 
 def test_verify_exits_1_when_aws_cannot_be_reached(tmp_path: Path) -> None:
-    from tests.test_aws import free_port
+    from tests.conftest import free_port
 
     port = free_port()
     env_file = lab_environment(tmp_path, endpoint_url=f"http://127.0.0.1:{port}")

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -19,17 +18,11 @@ import pytest
 import yaml
 
 from ket_infra.sandbox import sandbox_down, sandbox_up
-from tests.conftest import EXAMPLES, base_plan, node, write_yaml
+from tests.conftest import EXAMPLES, base_plan, free_port, node, write_yaml
 from tests.tf import PLUGIN_DIR, needs_terraform
 
 pytestmark = [needs_terraform, pytest.mark.e2e]
 TAG = "ket-infra/cluster"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Sandbox:

@@ -14,7 +14,7 @@ from ket_infra.environment import load_environment
 from ket_infra.errors import KetInfraError
 from ket_infra.plan import load_plan
 from ket_infra.sandbox import network_for, pid_file, sandbox_down, sandbox_up
-from tests.conftest import EXAMPLES, base_plan, node
+from tests.conftest import EXAMPLES, base_plan, free_port, node
 
 pytest.importorskip("moto.server", reason="moto[server] is not installed")
 
@@ -22,12 +22,6 @@ pytestmark = pytest.mark.e2e  # moto server processes; not part of the mutation 
 
 OVERLAY = EXAMPLES / "calico-overlay.yaml"
 ROUTED = EXAMPLES / "calico-routed.yaml"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def port_open(port: int) -> bool:

@@ -25,7 +25,7 @@ pytestmark = [needs_terraform, pytest.mark.slow]
 
 class Box:
     def __init__(self, root: Path) -> None:
-        from tests.test_aws import free_port
+        from tests.conftest import free_port
 
         self.root = root
         self.port = free_port()
