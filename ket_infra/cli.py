@@ -78,13 +78,23 @@ def _progress(message: str) -> None:
     click.echo(message, err=True)
 
 
+def _context(env: str, progress: Any) -> Any:
+    """The workflow context for ENV, its layout warnings printed on stderr (as `rules` shows them)."""
+    from ket_infra import workflow
+
+    ctx = workflow.context(env, progress)
+    for warning in ctx.rules.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    return ctx
+
+
 @cli.command("render")
 @ENV_OPTION
 def render_cmd(env: str) -> None:
     """Write the Terraform root module for ENV (finds the nodes in AWS)."""
     from ket_infra import workflow
 
-    ctx = workflow.context(env, _progress)
+    ctx = _context(env, _progress)
     workflow.discover_and_render(ctx)
 
 
@@ -98,7 +108,7 @@ def plan_cmd(env: str, detailed_exitcode: bool, fmt: str) -> None:
 
     from ket_infra import workflow
 
-    ctx = workflow.context(env, _progress if fmt == "json" else click.echo)
+    ctx = _context(env, _progress if fmt == "json" else click.echo)
     summary = workflow.plan(ctx)
     if fmt == "json":
         doc = {
@@ -107,6 +117,7 @@ def plan_cmd(env: str, detailed_exitcode: bool, fmt: str) -> None:
                 {"action": c.action, "kind": c.kind, "name": c.name, "purpose": c.purpose} for c in summary.changes
             ],
             "counts": summary.counts(),
+            "warnings": list(ctx.rules.warnings),
         }
         click.echo(json.dumps(doc, indent=2))
     if detailed_exitcode and summary.has_changes:
@@ -121,7 +132,7 @@ def apply_cmd(env: str, auto_approve: bool, then_verify: bool) -> None:
     """Apply the saved plan (a stale one is refused), then the host settings."""
     from ket_infra import workflow
 
-    ctx = workflow.context(env, click.echo)
+    ctx = _context(env, click.echo)
     workflow.apply(ctx, auto_approve)
     if then_verify:
         _verify(ctx, "text")
@@ -136,9 +147,7 @@ def verify_cmd(env: str, fmt: str) -> None:
     Reads AWS only (never changes anything). Exit 0 when all is open, 3 when
     a flow is blocked or a host setting is wrong, 1 on errors.
     """
-    from ket_infra import workflow
-
-    _verify(workflow.context(env, _progress), fmt)
+    _verify(_context(env, _progress), fmt)
 
 
 def _verify(ctx: Any, fmt: str) -> None:
@@ -148,7 +157,7 @@ def _verify(ctx: Any, fmt: str) -> None:
 
     report = verify(ctx.plan, ctx.env, ctx.rules)
     if fmt == "json":
-        click.echo(json.dumps(report.as_json(), indent=2))
+        click.echo(json.dumps({**report.as_json(), "warnings": list(ctx.rules.warnings)}, indent=2))
     else:
         click.echo(text_report(report, ctx.env.name, ctx.rules.cluster), nl=False)
     if not report.ok:
@@ -161,7 +170,7 @@ def destroy_cmd(env: str) -> None:
     """Remove the groups, rules and attachments ket-infra created for ENV."""
     from ket_infra import workflow
 
-    workflow.destroy(workflow.context(env, click.echo))
+    workflow.destroy(workflow.context(env, click.echo, strict=False))
 
 
 @cli.group()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ket_infra import yamldoc
 from ket_infra.errors import EnvironmentFileError
-from ket_infra.flows import CATALOG_NAMES, Flow, protocol_name
+from ket_infra.flows import BRICK_PORTS_DEFAULT, BRICK_PORTS_MAX, CATALOG_NAMES, Flow, protocol_name
 from ket_infra.plan import KUBELET_ROLES, ROLES
 
 TOP_KEYS = {
@@ -24,6 +24,8 @@ TOP_KEYS = {
     "installer_cidr",
     "ingress_cidrs",
     "api_cidrs",
+    "egress_cidrs",
+    "gluster_brick_ports",
     "extra_rules",
     "preflight",
 }
@@ -71,6 +73,8 @@ class Environment:
     installer_cidr: str | None = None
     ingress_cidrs: tuple[str, ...] = ()
     api_cidrs: tuple[str, ...] = ()
+    egress_cidrs: tuple[str, ...] = ()  # where nodes download packages and images while KET installs
+    gluster_brick_ports: int = BRICK_PORTS_DEFAULT
     extra_flows: tuple[Flow, ...] = ()
     preflight: bool = True
 
@@ -97,6 +101,18 @@ def _cidr(doc: yamldoc.Doc, key: str, value: object) -> str:
 def _cidr_list(doc: yamldoc.Doc, name: str) -> tuple[str, ...]:
     items = doc.seq(name)
     return tuple(dict.fromkeys(_cidr(doc, f"{name}[{i}]", v) for i, v in enumerate(items)))
+
+
+def _brick_ports(doc: yamldoc.Doc) -> int:
+    count = doc.integer("gluster_brick_ports", default=BRICK_PORTS_DEFAULT)
+    assert count is not None
+    if not 1 <= count <= BRICK_PORTS_MAX:
+        doc.fail(
+            "gluster_brick_ports",
+            f"{count} is out of range",
+            f"give the most bricks (volumes) one storage node serves, 1 to {BRICK_PORTS_MAX}",
+        )
+    return count
 
 
 def _roles(doc: yamldoc.Doc, name: str) -> tuple[str, ...]:
@@ -244,6 +260,8 @@ def load_environment(env: str | Path) -> Environment:
         installer_cidr=_cidr(root, "installer_cidr", installer) if installer is not None else None,
         ingress_cidrs=_cidr_list(root, "ingress_cidrs"),
         api_cidrs=_cidr_list(root, "api_cidrs"),
+        egress_cidrs=_cidr_list(root, "egress_cidrs"),
+        gluster_brick_ports=_brick_ports(root),
         extra_flows=tuple(extra),
         preflight=root.flag("preflight", True),
     )

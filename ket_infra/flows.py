@@ -8,6 +8,11 @@ Adding a CNI is adding a table here and its tests.
 Protocols: "tcp", "udp", "icmp", an IANA protocol number as a string for
 anything else ("4" IP-in-IP, "50" ESP), or "all" (pod CIDR only).
 For icmp, `ports` holds (type, code).
+
+Most flows go from roles (or a CIDR) to roles. A few go from roles out of the
+cluster, to a CIDR (`dst_cidr`): the downloads `kismatic install` makes. Some
+depend on the plan or the environment (the SSH port, the brick port range,
+the registry); `install_flows` builds those.
 """
 
 from __future__ import annotations
@@ -30,6 +35,15 @@ INSTALLER = "installer_cidr"  # environment: where `kismatic install` runs
 INGRESS_CLIENTS = "ingress_cidrs"  # environment: who may reach ingress 80/443
 API_CLIENTS = "api_cidrs"  # environment: load balancer, operators -> 6443
 PREFLIGHT = "preflight"  # /32 of master[0] and worker[0] (KET's inspector clients)
+# Symbolic CIDR destinations of outbound flows.
+EGRESS = "egress_cidrs"  # environment: package repositories and registries (or the NAT/proxy to them)
+REGISTRY = "registry"  # docker_registry.server when it is an IP address, else egress_cidrs
+
+# GlusterFS gives every brick its own port from 49152 up; KET puts one brick of each volume on
+# each storage node the volume uses, so the range bounds the volumes one storage node can serve.
+BRICK_PORT_BASE = 49152
+BRICK_PORTS_DEFAULT = 100
+BRICK_PORTS_MAX = 65535 - BRICK_PORT_BASE + 1
 
 KET_REPO = "kismatic v1.12.0"
 ETCD_K8S = f"{KET_REPO} ansible/group_vars/etcd-k8s.yaml"
@@ -38,6 +52,21 @@ ALL_YAML = f"{KET_REPO} ansible/group_vars/all.yaml"
 RULE_SET = f"{KET_REPO} pkg/inspector/rule/rule_set.go"
 PREFLIGHT_TASKS = f"{KET_REPO} ansible/roles/preflight/tasks/main.yaml"
 K8S_PORTS = "kubernetes.io docs/reference/networking/ports-and-protocols"
+SCHEDULABLE = f"{KET_REPO} ansible/group_vars/all.yaml:122,243 (register-schedulable: workers only)"
+SCRAPERS = (
+    f"{KET_REPO} ansible/roles/metrics-server/templates/metrics-server.yaml, "
+    "ansible/roles/heapster/templates/heapster.yaml (kubeletPort=10250)"
+)
+GLUSTER_SVC = f"{KET_REPO} ansible/roles/glusterfs-k8s/templates/gluster-service.yaml (kismatic-storage Service)"
+GLUSTER_PEERS = f"{KET_REPO} ansible/roles/glusterfs/tasks/main.yaml (gluster peer probe); docs.gluster.org ports"
+GLUSTER_BRICKS = f"{KET_REPO} ansible/roles/volume-add/tasks/main.yaml (one brick per node); docs.gluster.org ports"
+SSH_PORT = f"{KET_REPO} pkg/install/plan_types.go (cluster.ssh.ssh_port), pkg/ansible/inventory.go (ansible_port)"
+DOWNLOADS = f"{KET_REPO} pkg/install/plan_types.go (disconnected_installation), docs/plan-file-reference.md"
+REGISTRY_DOC = f"{KET_REPO} pkg/install/plan_types.go (docker_registry.server), docs/disconnected_install.md"
+NODE_TO_POD = (
+    "kubernetes.io docs/tutorials/services/source-ip (NodePort traffic is masqueraded to the node address); "
+    f"{KET_REPO} metrics-server APIService, pkg/cli/dashboard.go (API server proxy to pods)"
+)
 CALICO_REQ = "docs.tigera.io Calico requirements (network requirements)"
 CALICO_AWS = "docs.tigera.io Calico reference/public-cloud/aws"
 WEAVE_FAQ = "weaveworks/weave site/faq.md#ports"
@@ -59,11 +88,16 @@ class Flow:
     required_by: str
     src: tuple[str, ...] = ()  # roles the traffic comes from
     src_cidr: str | None = None  # or a symbolic CIDR source (above), or a literal CIDR
+    dst_cidr: str | None = None  # outbound flows: a symbolic CIDR destination, and `to` is empty
 
     def __post_init__(self) -> None:
         if bool(self.src) == bool(self.src_cidr):
             raise ValueError(f"flow {self.name}: give exactly one of src and src_cidr")
-        if self.protocol == "all" and self.src:
+        if bool(self.to) == bool(self.dst_cidr):
+            raise ValueError(f"flow {self.name}: give exactly one of to and dst_cidr")
+        if self.dst_cidr and not self.src:
+            raise ValueError(f"flow {self.name}: an outbound flow goes from roles")
+        if self.protocol == "all" and (self.src or self.dst_cidr):
             raise ValueError(f"flow {self.name}: all protocols between roles is never allowed")
 
 
@@ -129,13 +163,37 @@ KET_RUNTIME: tuple[Flow, ...] = (
     _tcp(
         "apiserver-installer", 6443, 6443, ("master",), INSTALLER, "kube-apiserver for the installer", ALL_YAML, "ket"
     ),
+    # Deployments run on workers only (register-schedulable); metrics-server and heapster among
+    # them scrape every kubelet, their pod addresses masqueraded to the worker's.
     _tcp("kubelet-api", 10250, 10250, KUBELET, ("master",), "kubelet API (logs, exec, metrics)", K8S_PORTS, "ket"),
+    _tcp(
+        "kubelet-scrape",
+        10250,
+        10250,
+        KUBELET,
+        ("worker",),
+        "kubelet API for metrics-server and heapster (they run on workers)",
+        f"{SCRAPERS}; {SCHEDULABLE}",
+        "ket",
+    ),
     _tcp("ingress-http", 80, 80, ("ingress",), INGRESS_CLIENTS, "nginx ingress, http", RULE_SET, "ket"),
     _tcp("ingress-https", 443, 443, ("ingress",), INGRESS_CLIENTS, "nginx ingress, https", RULE_SET, "ket"),
-    # Port 111 is deliberately not opened: kismatic issue 784.
-    _tcp("gluster-nfs", 2049, 2049, ("storage",), KUBELET, "GlusterFS NFS mounts", RULE_SET, "ket"),
-    _tcp("gluster-nfs-aux", 38465, 38467, ("storage",), KUBELET, "GlusterFS NFS mounts (mountd, nlm)", RULE_SET, "ket"),
-    _tcp("ssh", 22, 22, ALL, INSTALLER, "ansible over SSH from the installer", f"{KET_REPO} docs/plan.md", "ket"),
+    # The kismatic-storage Service every KET volume mounts through (its ports have no protocol,
+    # so TCP only); gluster NFS's 38467 (NFS ACL v3) is not among them.
+    _tcp("storage-rpcbind", 111, 111, ("storage",), KUBELET, "NFS mounts: rpcbind", GLUSTER_SVC, "ket"),
+    _tcp("gluster-nfs", 2049, 2049, ("storage",), KUBELET, "NFS mounts: GlusterFS NFS", GLUSTER_SVC, "ket"),
+    _tcp("gluster-nfs-aux", 38465, 38466, ("storage",), KUBELET, "NFS mounts: mountd", GLUSTER_SVC, "ket"),
+    _tcp("gluster-nfs-nlm", 38468, 38469, ("storage",), KUBELET, "NFS mounts: NLM and NFS ACL", GLUSTER_SVC, "ket"),
+    _tcp(
+        "gluster-peers",
+        24007,
+        24008,
+        ("storage",),
+        ("storage",),
+        "GlusterFS management (glusterd: peer probe, volume operations)",
+        GLUSTER_PEERS,
+        "ket",
+    ),
 )
 
 # The networking etcd cluster, deployed by KET for calico and contiv only.
@@ -216,6 +274,31 @@ CALICO_ROUTED: tuple[Flow, ...] = (
         CALICO_AWS,
         "calico",
     ),
+    # Unencapsulated traffic from a node's own address to a pod on another node: NodePort
+    # traffic kube-proxy masquerades, the API server's proxy to pods (metrics-server, the
+    # dashboard), host-network clients. A group rule cannot name the pod addresses it goes to,
+    # and the pods' ports are the workloads' own: every tcp and udp port between kubelet nodes.
+    # In overlay modes the same traffic rides inside the tunnel.
+    _flow(
+        "calico-node-to-pod-tcp",
+        "tcp",
+        (0, 65535),
+        KUBELET,
+        KUBELET,
+        "Calico routed: node addresses to pods on other nodes (NodePort, API server proxy)",
+        NODE_TO_POD,
+        "calico",
+    ),
+    _flow(
+        "calico-node-to-pod-udp",
+        "udp",
+        (0, 65535),
+        KUBELET,
+        KUBELET,
+        "Calico routed: node addresses to pods on other nodes (NodePort, host-network DNS)",
+        NODE_TO_POD,
+        "calico",
+    ),
 )
 
 WEAVE: tuple[Flow, ...] = (
@@ -249,7 +332,17 @@ CONTIV: tuple[Flow, ...] = (
         CONTIV_OFNET,
         "contiv",
     ),
-    _tcp("contiv-ofnet-agent", 9002, 9003, KUBELET, KUBELET, "Contiv ofnet agent RPC", CONTIV_OFNET, "contiv"),
+    # netmaster (on the masters) calls the agents; agents do not call each other on these ports.
+    _tcp(
+        "contiv-ofnet-agent",
+        9002,
+        9003,
+        KUBELET,
+        ("master",),
+        "Contiv ofnet agent RPC (netmaster to agents)",
+        CONTIV_OFNET,
+        "contiv",
+    ),
     _tcp("contiv-netmaster-api", 9999, 9999, ("master",), KUBELET, "Contiv netmaster REST API", CONTIV_VXLAN, "contiv"),
 )
 
@@ -269,11 +362,60 @@ def cni_flows(plan: Plan) -> tuple[Flow, ...]:
     raise ValueError(f"no flow table for CNI provider {cni.provider!r}")
 
 
+def install_flows(plan: Plan, env: Environment | None = None) -> tuple[Flow, ...]:
+    """KET's flows whose ports or destinations come from the plan and the environment."""
+    install = plan.install
+    bricks = env.gluster_brick_ports if env is not None else BRICK_PORTS_DEFAULT
+    out = [
+        _tcp(
+            "ssh",
+            install.ssh_port,
+            install.ssh_port,
+            ALL,
+            INSTALLER,
+            "ansible over SSH from the installer (cluster.ssh.ssh_port)",
+            SSH_PORT,
+            "ket",
+        ),
+        _tcp(
+            "gluster-bricks",
+            BRICK_PORT_BASE,
+            BRICK_PORT_BASE + bricks - 1,
+            ("storage",),
+            ("storage",),
+            f"GlusterFS bricks, one port each from {BRICK_PORT_BASE} (gluster_brick_ports: {bricks})",
+            GLUSTER_BRICKS,
+            "ket",
+        ),
+    ]
+    # Where `kismatic install` downloads from: a connected install reaches package repositories
+    # and public registries; a disconnected one its internal repositories (unless packages are
+    # preinstalled) and the private registry.
+    if not install.disconnected or install.packages:
+        what = (
+            "package repositories and image registries" if not install.disconnected else "internal package repositories"
+        )
+        for port, scheme in ((80, "http"), (443, "https")):
+            out.append(_outbound(f"downloads-{scheme}", port, EGRESS, f"install: {what}, {scheme}", DOWNLOADS))
+    if install.registry is not None:
+        r = install.registry
+        out.append(
+            _outbound("registry", r.port, REGISTRY, f"install: private image registry {r.host}:{r.port}", REGISTRY_DOC)
+        )
+    return tuple(out)
+
+
+def _outbound(name: str, port: int, dst: str, purpose: str, cite: str) -> Flow:
+    return Flow(name, "tcp", (port, port), (), purpose, cite, "ket", src=ALL, dst_cidr=dst)
+
+
 def required_flows(plan: Plan, env: Environment | None = None) -> tuple[Flow, ...]:
     """Every flow this plan needs, KET's own first, without duplicates."""
     preflight = env.preflight if env is not None else True
     extra = env.extra_flows if env is not None else ()
-    flows = KET_RUNTIME + (KET_PREFLIGHT if preflight else ()) + cni_flows(plan) + tuple(extra)
+    flows = (
+        KET_RUNTIME + install_flows(plan, env) + (KET_PREFLIGHT if preflight else ()) + cni_flows(plan) + tuple(extra)
+    )
     return tuple({f.name: f for f in flows}.values())
 
 
@@ -288,4 +430,5 @@ TABLES: tuple[tuple[Flow, ...], ...] = (
     WEAVE_ENCRYPTED,
     CONTIV,
 )
-CATALOG_NAMES: frozenset[str] = frozenset(f.name for table in TABLES for f in table)
+INSTALL_NAMES = ("ssh", "gluster-bricks", "downloads-http", "downloads-https", "registry")
+CATALOG_NAMES: frozenset[str] = frozenset(f.name for table in TABLES for f in table) | frozenset(INSTALL_NAMES)

@@ -13,6 +13,7 @@ ket-infra's groups carry explicit egress for exactly the cluster's flows.
 
 from __future__ import annotations
 
+import ipaddress
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -141,6 +142,18 @@ def cidr_sources(flow: Flow, plan: Plan, env: Environment | None) -> list[tuple[
     return [(kind, None)]  # a literal CIDR from the environment's extra_rules
 
 
+def cidr_destinations(flow: Flow, plan: Plan, env: Environment | None) -> list[str]:
+    """The CIDRs an outbound flow goes to; empty when the environment names none."""
+    egress = list(env.egress_cidrs) if env is not None else []
+    if flow.dst_cidr == catalog.REGISTRY:
+        registry = plan.install.registry
+        address = registry.address if registry is not None else None
+        return [f"{address}/32"] if address is not None else egress
+    if flow.dst_cidr == catalog.EGRESS:
+        return egress
+    raise ValueError(f"flow {flow.name}: unknown destination {flow.dst_cidr!r}")
+
+
 def _atoms(flow: Flow, groups: tuple[Group, ...], plan: Plan, env: Environment | None) -> list[_Atom]:
     lo, hi = flow.ports if flow.ports is not None else (None, None)
     targets = [g for g in groups if set(g.roles) & set(flow.to)]
@@ -149,6 +162,12 @@ def _atoms(flow: Flow, groups: tuple[Group, ...], plan: Plan, env: Environment |
     def add(group: str, direction: str, peer: Peer) -> None:
         out.append(_Atom(group, direction, peer, flow.protocol, lo, hi, flow))
 
+    if flow.dst_cidr is not None:
+        for cidr in cidr_destinations(flow, plan, env):
+            for s in groups:
+                if set(s.roles) & set(flow.src):
+                    add(s.name, "egress", Peer(cidr=cidr))
+        return out
     if flow.src:
         sources = [g for g in groups if set(g.roles) & set(flow.src)]
         for t in targets:
@@ -239,8 +258,13 @@ def _warnings(plan: Plan, env: Environment | None, groups: tuple[Group, ...]) ->
         )
     if env is None or env.installer_cidr is None:
         out.append(
-            "installer_cidr is not set: nothing opens SSH (tcp 22) for the installer; set it in the environment file"
+            f"installer_cidr is not set: nothing opens SSH (tcp {plan.install.ssh_port}) for the installer; "
+            "set it in the environment file"
         )
+    out.extend(_download_warnings(plan, env))
+    lb = _load_balancer_warning(plan, env)
+    if lb:
+        out.append(lb)
     if (env is None or env.preflight) and (plan.first("master") or plan.first("worker")):
         out.append(
             "preflight rules (kismatic-inspector from master[0] and worker[0]) are open; set preflight: false "
@@ -249,6 +273,59 @@ def _warnings(plan: Plan, env: Environment | None, groups: tuple[Group, ...]) ->
     if any("ingress" in g.roles for g in groups) and not (env is not None and env.ingress_cidrs):
         out.append("ingress nodes exist but ingress_cidrs is empty: nothing outside the cluster can reach 80/443")
     return out
+
+
+def _download_warnings(plan: Plan, env: Environment | None) -> list[str]:
+    install = plan.install
+    out: list[str] = []
+    if env is not None and env.egress_cidrs:
+        return out
+    registry = install.registry
+    if not install.disconnected:
+        out.append(
+            "egress_cidrs is not set: nothing opens outbound tcp 80/443 for `kismatic install` to reach package "
+            "repositories and image registries (cluster.disconnected_installation is false); set egress_cidrs to "
+            "your NAT or proxy, your mirrors, or 0.0.0.0/0, unless another group already allows it (verify checks)"
+        )
+    elif install.packages:
+        out.append(
+            "egress_cidrs is not set: nothing opens outbound tcp 80/443 to the internal package repositories a "
+            "disconnected install uses; set egress_cidrs to their addresses"
+        )
+    if registry is not None and registry.address is None:
+        out.append(
+            f"docker_registry.server {registry.host}:{registry.port} is a DNS name: ket-infra cannot tell its "
+            "address; set egress_cidrs to the registry's addresses"
+        )
+    return out
+
+
+def _load_balancer_warning(plan: Plan, env: Environment | None) -> str | None:
+    """KET's nodes reach the API through master.load_balancer; its addresses need api_cidrs."""
+    value = plan.load_balancer
+    if not value:
+        return None
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit():
+        host = value
+    host = host.strip("[]")
+    masters = [plan.node(h) for h in plan.hosts("master")]
+    if any(host in (m.host, m.ip, m.internalip) for m in masters):
+        return None
+    try:
+        addr = ipaddress.ip_address(host)
+    except ValueError:
+        return (
+            f"master.load_balancer {value} is a DNS name that is not a master: kubelets and kube-proxy reach "
+            "kube-apiserver through it, so api_cidrs must cover the balancer's addresses (and its health checks)"
+        )
+    cidrs = env.api_cidrs if env is not None else ()
+    if any(addr in ipaddress.ip_network(c) for c in cidrs):
+        return None
+    return (
+        f"master.load_balancer {value} is not a master and api_cidrs does not cover {addr}: the nodes reach "
+        f"kube-apiserver through it; add {addr}/32 to api_cidrs in the environment file"
+    )
 
 
 def _check_quota(rules: list[Rule], warnings: list[str]) -> None:

@@ -7,6 +7,11 @@ same defaults, for plan files of KET v1.0 to v1.12:
   `cluster.networking.type` or `overlay` (KET's own migration of old plans);
 - a `cni` block that is present must name its provider, and Calico its mode;
 - legacy `master.load_balanced_fqdn` stands for `master.load_balancer`;
+- `cluster.ssh.ssh_port` is where the installer connects (22 when absent, as
+  KET's generated plans say); `cluster.disconnected_installation`,
+  `cluster.disable_package_installation` (legacy `allow_package_installation:
+  false`) and `docker_registry.server` (legacy `address` and `port`) decide
+  where the nodes download packages and images from while KET installs;
 - one host listed in several groups is one node with several roles (host,
   ip and internalip must then agree, as KET requires of "the same node").
 
@@ -71,6 +76,33 @@ class Cni:
 
 
 @dataclass(frozen=True)
+class Registry:
+    """A private image registry (`docker_registry.server`, "host:port")."""
+
+    host: str
+    port: int
+
+    @property
+    def address(self) -> str | None:
+        """The registry's IPv4 address when the plan names one, else None (a DNS name)."""
+        try:
+            addr = ipaddress.ip_address(self.host)
+        except ValueError:
+            return None
+        return str(addr) if addr.version == 4 else None
+
+
+@dataclass(frozen=True)
+class Install:
+    """What `kismatic install` reaches outside the cluster (plan-file-reference.md)."""
+
+    ssh_port: int  # cluster.ssh.ssh_port
+    disconnected: bool  # cluster.disconnected_installation
+    packages: bool  # KET installs OS packages (not cluster.disable_package_installation)
+    registry: Registry | None  # docker_registry.server
+
+
+@dataclass(frozen=True)
 class Plan:
     path: str
     cluster: str
@@ -81,6 +113,7 @@ class Plan:
     # Hosts per role in the order the plan lists them (master[0], worker[0] matter).
     members: tuple[tuple[str, tuple[str, ...]], ...]
     load_balancer: str | None
+    install: Install = Install(22, False, True, None)
 
     def hosts(self, role: str) -> tuple[str, ...]:
         return dict(self.members).get(role, ())
@@ -230,6 +263,44 @@ def _merge_nodes(path: str, listed: dict[str, list[tuple[str, str, str | None, s
     return tuple(Node(h, ip, internal, frozenset(roles)) for h, (ip, internal, _k, roles) in by_host.items())
 
 
+def _host_port(doc: yamldoc.Doc, name: str, value: str, default_port: int | None) -> tuple[str, int | None]:
+    """Split "host:port" (or "[v6]:port", or a bare host) the way Go's net.SplitHostPort reads it."""
+    host, sep, port = value.rpartition(":")
+    if not sep or (host.startswith("[") != host.endswith("]")) or (":" in host and not host.startswith("[")):
+        return value, default_port  # no port: a bare host name or address
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        doc.fail(name, f"{value!r} has no valid port after ':'", "write host:port with a port from 1 to 65535")
+    return host.strip("[]"), int(port)
+
+
+def _install(root: yamldoc.Doc, cluster: yamldoc.Doc) -> Install:
+    ssh = cluster.mapping("ssh")
+    ssh_port = ssh.integer("ssh_port", default=22)
+    assert ssh_port is not None
+    if not 1 <= ssh_port <= 65535:
+        ssh.fail("ssh_port", f"{ssh_port} is not a port", "use the port sshd listens on (1-65535), usually 22")
+    # KET's migration (pkg/install/plan.go): a legacy allow_package_installation wins over disable_...
+    packages = not cluster.flag("disable_package_installation", False)
+    if cluster.has("allow_package_installation"):
+        packages = cluster.flag("allow_package_installation", True)
+    registry_doc = root.mapping("docker_registry")
+    server = registry_doc.text("server")
+    registry = None
+    if server:
+        host, port = _host_port(registry_doc, "server", server, 443)
+        assert port is not None
+        registry = Registry(host, port)
+    else:
+        # KET's migration of plans older than v1.7: address and port stand for server.
+        address = registry_doc.text("address")
+        port = registry_doc.integer("port")
+        if address and port:
+            if not 1 <= port <= 65535:
+                registry_doc.fail("port", f"{port} is not a port", "use the registry's port (1-65535)")
+            registry = Registry(address, port)
+    return Install(ssh_port, cluster.flag("disconnected_installation", False), packages, registry)
+
+
 def load_plan(path: str | Path) -> Plan:
     """Load and validate the KET plan file at PATH; raises PlanError."""
     root = yamldoc.load(Path(path), PlanError, "KET plan file")
@@ -257,4 +328,5 @@ def load_plan(path: str | Path) -> Plan:
     members = tuple((role, tuple(dict.fromkeys(h for h, *_ in listed[role]))) for role in ROLES)
     master = root.mapping("master")
     load_balancer = master.text("load_balancer") or master.text("load_balanced_fqdn")
-    return Plan(root.path, name, pod_cidr, service_cidr, cni, nodes, members, load_balancer)
+    install = _install(root, cluster)
+    return Plan(root.path, name, pod_cidr, service_cidr, cni, nodes, members, load_balancer, install)

@@ -30,6 +30,7 @@ from ket_infra.layout import RuleSet
 from ket_infra.plan import ROLES, Plan
 
 EPHEMERAL = (1024, 65535)
+INTERNET = "0.0.0.0/0"  # judged, never opened: where downloads go when egress_cidrs names nothing
 Net = ipaddress.IPv4Network
 
 
@@ -98,7 +99,7 @@ class Check:
         }
         if self.status == "blocked":
             out["source_nodes"] = [n.host for n in self.source.nodes] or [self.source.name]
-            out["target_nodes"] = [n.host for n in self.target.nodes]
+            out["target_nodes"] = [n.host for n in self.target.nodes] or [self.target.name]
         return out
 
 
@@ -376,23 +377,28 @@ class Judge:
         return f"no network ACL {acl_id} entry allows {what} {_describe(t)} {way} ({subnet}): default deny"
 
     def flow(self, t: Traffic, src: Endpoint, dst: Endpoint) -> str | None:
-        """None when AWS lets T from SRC to DST (and its replies) through; else why not."""
-        target = dst.rep
-        assert target is not None
+        """None when AWS lets T from SRC to DST (and its replies) through; else why not.
+
+        At least one end is a class of nodes; the other may be a CIDR outside the cluster.
+        """
+        assert src.rep is not None or dst.rep is not None
         reasons: list[str] = []
         if src.rep is not None:
             reasons.append(self.sg(src.rep, "egress", t, dst) or "")
-        reasons.append(self.sg(target, "ingress", t, src) or "")
+        if dst.rep is not None:
+            reasons.append(self.sg(dst.rep, "ingress", t, src) or "")
         src_subnet = src.rep.subnet_id if src.rep is not None else None
-        if src_subnet != target.subnet_id:
+        dst_subnet = dst.rep.subnet_id if dst.rep is not None else None
+        if src_subnet != dst_subnet:
             back = _return_traffic(t)
             if src_subnet is not None:
                 reasons.append(self.acl(src_subnet, True, t, dst.net, "") or "")
                 if back is not None:
                     reasons.append(self.acl(src_subnet, False, back, dst.net, "the return path") or "")
-            reasons.append(self.acl(target.subnet_id, False, t, src.net, "") or "")
-            if back is not None:
-                reasons.append(self.acl(target.subnet_id, True, back, src.net, "the return path") or "")
+            if dst_subnet is not None:
+                reasons.append(self.acl(dst_subnet, False, t, src.net, "") or "")
+                if back is not None:
+                    reasons.append(self.acl(dst_subnet, True, back, src.net, "the return path") or "")
         found = [" ".join(r.split()) for r in reasons if r]
         return "; ".join(found) if found else None
 
@@ -441,6 +447,36 @@ def _traffic(flow: Flow) -> Traffic:
     return Traffic(flow.protocol, flow.ports)
 
 
+def _destinations(flow: Flow, plan: Plan, env: Environment) -> list[Endpoint]:
+    """Where an outbound flow goes; the internet when the environment names nothing."""
+    from ket_infra.layout import cidr_destinations
+
+    named = cidr_destinations(flow, plan, env)
+    if named:
+        return [Endpoint(str(flow.dst_cidr), cidr=c) for c in named]
+    return [Endpoint(f"{flow.dst_cidr} (not set: the internet)", cidr=INTERNET)]
+
+
+def _outbound(
+    judge: Judge, flow: Flow, plan: Plan, env: Environment, classes: list[tuple[NodeInterface, ...]]
+) -> list[Check]:
+    t = _traffic(flow)
+    lo, hi = flow.ports if flow.ports is not None else (None, None)
+    out: list[Check] = []
+    for cls in classes:
+        if not plan.node(cls[0].host).roles & set(flow.src):
+            continue
+        src = Endpoint(_role(plan, cls[0], flow.src), cls)
+        for dst in _destinations(flow, plan, env):
+            check = Check(flow.name, flow.protocol, lo, hi, src, dst, pairs=len(cls))
+            reason = judge.flow(t, src, dst)
+            if reason:
+                hint = "" if dst.label == flow.dst_cidr else f"; set {catalog.EGRESS} so ket-infra opens it"
+                check.status, check.reason = "blocked", reason + hint
+            out.append(check)
+    return out
+
+
 def evaluate(plan: Plan, env: Environment, rules: RuleSet, discovery: Discovery, state: LiveState) -> Report:
     from ket_infra.layout import cidr_sources
 
@@ -449,10 +485,15 @@ def evaluate(plan: Plan, env: Environment, rules: RuleSet, discovery: Discovery,
     for f in required:
         if f.src_cidr is not None:
             extra.extend(_net(c) for c, _ in cidr_sources(f, plan, env))
+        if f.dst_cidr is not None:
+            extra.extend(e.net for e in _destinations(f, plan, env))
     classes = _classes(plan, discovery, state, extra)
     judge = Judge(state)
     report = Report(nodes=len(discovery.nodes))
     for flow in required:
+        if flow.dst_cidr is not None:
+            report.checks.extend(_outbound(judge, flow, plan, env, classes))
+            continue
         t = _traffic(flow)
         targets = [c for c in classes if plan.node(c[0].host).roles & set(flow.to)]
         for cls in targets:
@@ -566,7 +607,7 @@ def text_report(report: Report, env_name: str, cluster: str) -> str:
             key = (c.rule, c.source.label, c.target.label)
             _first, srcs, dsts = merged.setdefault(key, (c, [], []))
             srcs.extend(n for n in ([x.host for x in c.source.nodes] or [c.source.name]) if n not in srcs)
-            dsts.extend(n for n in (x.host for x in c.target.nodes) if n not in dsts)
+            dsts.extend(n for n in ([x.host for x in c.target.nodes] or [c.target.name]) if n not in dsts)
         for (rule, src_label, dst_label), (c, srcs, dsts) in merged.items():
             ports = (c.from_port, c.to_port) if c.from_port is not None and c.to_port is not None else None
             what = _describe(Traffic(c.protocol, ports))

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ket_infra.environment import Environment, load_environment
-from ket_infra.errors import KetInfraError
+from ket_infra.errors import EnvironmentFileError, KetInfraError
 from ket_infra.layout import RuleSet, layout
 from ket_infra.plan import KUBELET_ROLES, Plan, load_plan
 from ket_infra.render import (
@@ -59,9 +59,22 @@ class Context:
         return files
 
 
-def context(env_arg: str, progress: Progress = print, base: Path | None = None) -> Context:
+def context(env_arg: str, progress: Progress = print, base: Path | None = None, strict: bool = True) -> Context:
+    """Load the environment and its plan, and lay out the rules; refuse what cannot work.
+
+    A custom CNI with no extra_rules would apply a cluster whose pod network is blocked:
+    `rules` only warns (it shows what is known), plan, apply and verify refuse; destroy
+    (strict=False) still removes what an earlier run made.
+    """
     env = load_environment(env_arg)
     plan = load_plan(env.plan_file)
+    if strict and plan.cni.provider == "custom" and not plan.cni.disabled and not env.extra_flows:
+        raise EnvironmentFileError(
+            env.path,
+            "extra_rules",
+            f"is empty, but {plan.path} names CNI provider custom, whose ports ket-infra does not know",
+            "list the CNI's flows under extra_rules (see environments/example.yaml)",
+        )
     return Context(env, plan, layout(plan, env), work_dir(env, base), progress)
 
 

@@ -2,7 +2,7 @@
 
 Nothing here is read from `ket_infra.flows`. For a plan with one node per
 role (so each group is one role), every CNI's expected traffic is listed
-below as (protocol, port, from, to), straight from PORTS.md sections 1 and 2,
+below as (protocol, port, from, to), straight from PORTS.md sections 1, 2 and 7,
 and the rules `layout` makes must allow exactly that: no flow missing, no
 port more. A wrong port, a wrong role, or IP-in-IP written as protocol 94
 fails here even when the rest of the suite agrees with the catalog.
@@ -33,7 +33,10 @@ CIDR_NAMES = {
     f"{ADDRESS[MASTER]}/32": "master[0]",
     f"{ADDRESS[WORKER]}/32": "worker[0]",
     POD_CIDR: "pods",
+    "203.0.113.0/24": "downloads",  # egress_cidrs: package repositories and registries
+    "10.8.0.5/32": "registry",  # a private registry the plan names by address
 }
+OUTSIDE = ("downloads",)  # destinations outside the cluster: egress rules only
 
 Flow = tuple[str, int | None, str, str]  # protocol, port (None: no ports), from, to
 
@@ -50,16 +53,22 @@ def flows(
     return {(protocol, p, s, d) for p in ports for s in srcs for d in dsts}
 
 
-# PORTS.md section 1: KET itself, any CNI.
+BRICKS = range(49152, 49252)  # 100 bricks per storage node, the gluster_brick_ports default
+# PORTS.md sections 1 and 7: KET itself, any CNI.
 KET = (
     tcp((2379,), MASTER, ETCD)
     | tcp((2380,), ETCD, ETCD)
     | tcp((6443,), KUBELET, MASTER)
     | tcp((6443,), ("api-clients", "installer"), MASTER)
-    | tcp((10250,), MASTER, KUBELET)
+    # the API server from masters; metrics-server and heapster from workers (they run there)
+    | tcp((10250,), (MASTER, WORKER), KUBELET)
     | tcp((80, 443), "ingress-clients", INGRESS)
-    | tcp((2049, 38465, 38466, 38467), KUBELET, STORAGE)
-    | tcp((22,), "installer", ROLES)
+    # the kismatic-storage Service's ports, TCP (no 38467, no udp 111)
+    | tcp((111, 2049, 38465, 38466, 38468, 38469), KUBELET, STORAGE)
+    | tcp((24007, 24008), STORAGE, STORAGE)
+    | tcp(BRICKS, STORAGE, STORAGE)
+    | tcp((22,), "installer", ROLES)  # cluster.ssh.ssh_port
+    | tcp((80, 443), ROLES, "downloads")  # a connected install: package repositories and registries
 )
 # The networking etcd: Calico and Contiv only.
 NETWORKING_ETCD = tcp((6666,), KUBELET, ETCD) | tcp((6660,), ETCD, ETCD)
@@ -87,13 +96,20 @@ PREFLIGHT = (
 # PORTS.md section 2, per CNI.
 CALICO = tcp((179,), KUBELET, KUBELET) | NETWORKING_ETCD
 CALICO_OVERLAY = CALICO | flows("4", (None,), KUBELET, KUBELET)  # IP-in-IP is protocol 4, never 94
-CALICO_ROUTED = CALICO | flows("all", (None,), "pods", KUBELET)
+ANY_PORT = range(0, 65536)
+# node addresses to pods on other nodes: NodePort masquerade, the API server's proxy
+CALICO_ROUTED = (
+    CALICO
+    | flows("all", (None,), "pods", KUBELET)
+    | flows("tcp", ANY_PORT, KUBELET, KUBELET)
+    | flows("udp", ANY_PORT, KUBELET, KUBELET)
+)
 WEAVE = tcp((6783,), KUBELET, KUBELET) | flows("udp", (6783, 6784), KUBELET, KUBELET)  # never tcp 6784
 WEAVE_ENCRYPTED = WEAVE | flows("50", (None,), KUBELET, KUBELET)  # ESP
 CONTIV = (
     flows("udp", (4789,), KUBELET, KUBELET)
     | tcp((9001, 9999), KUBELET, MASTER)
-    | tcp((9002, 9003), KUBELET, KUBELET)
+    | tcp((9002, 9003), MASTER, KUBELET)  # netmaster calls the agents
     | NETWORKING_ETCD
 )
 
@@ -109,10 +125,18 @@ CNIS: dict[str, tuple[dict[str, Any] | None, set[Flow]]] = {
 }
 
 
-def one_node_per_role(tmp_path: Path, cni: dict[str, Any] | None) -> Path:
+def one_node_per_role(tmp_path: Path, cni: dict[str, Any] | None, **cluster: Any) -> Path:
     data: dict[str, Any] = {
-        "cluster": {"name": "oracle", "networking": {"pod_cidr_block": POD_CIDR, "service_cidr_block": "172.20.0.0/16"}}
+        "cluster": {
+            "name": "oracle",
+            "networking": {"pod_cidr_block": POD_CIDR, "service_cidr_block": "172.20.0.0/16"},
+            **cluster,
+        }
     }
+    registry = cluster.pop("registry", None)
+    data["cluster"].pop("registry", None)
+    if registry is not None:
+        data["docker_registry"] = {"server": registry}
     if cni is not None:
         data["add_ons"] = {"cni": cni}
     for role in ROLES:
@@ -127,6 +151,7 @@ def environment(plan: Path, preflight: bool) -> Environment:
         plan_file=plan,
         aws=AwsConfig("eu-west-1"),
         installer_cidr="10.9.9.9/32",
+        egress_cidrs=("203.0.113.0/24",),
         api_cidrs=("192.0.2.0/24",),
         ingress_cidrs=("198.51.100.0/24",),
         preflight=preflight,
@@ -161,6 +186,8 @@ def egress_twins(expected: set[Flow]) -> set[Flow]:
     """
     out: set[Flow] = set()
     for protocol, port, src, dst in expected:
+        if dst in OUTSIDE:
+            continue
         if src in ROLES:
             out.add((protocol, port, src, dst))
         elif src in INSPECTORS:
@@ -177,12 +204,14 @@ def test_rules_allow_exactly_what_ports_md_says(tmp_path: Path, cni: str, prefli
     path = one_node_per_role(tmp_path, block)
     rs = layout(load_plan(path), environment(path, preflight))
     expected = KET | cni_flows | (PREFLIGHT if preflight else set())
+    inbound = {f for f in expected if f[3] not in OUTSIDE}
     allowed = expand(rs, "ingress")
-    assert sorted(expected - allowed, key=str) == [], "required but not allowed"
-    assert sorted(allowed - expected, key=str) == [], "allowed but not required"
+    assert sorted(inbound - allowed, key=str)[:5] == [], "required but not allowed"
+    assert sorted(allowed - inbound, key=str)[:5] == [], "allowed but not required"
     egress = expand(rs, "egress")
-    assert sorted(egress_twins(expected) - egress, key=str) == [], "no egress for"
-    assert sorted(egress - egress_twins(expected), key=str) == [], "egress beyond the flows"
+    wanted = egress_twins(expected) | (expected - inbound)
+    assert sorted(wanted - egress, key=str)[:5] == [], "no egress for"
+    assert sorted(egress - wanted, key=str)[:5] == [], "egress beyond the flows"
 
 
 def test_tcp_6784_stays_closed_for_weave(tmp_path: Path) -> None:
@@ -257,3 +286,56 @@ def test_extra_rules_come_last_and_a_name_counts_once(tmp_path: Path) -> None:
     assert names[-1] == "bgp-extra" and len(names) == len(set(names))
     assert names[:3] == ["etcd-client", "etcd-peer", "apiserver"]
     assert "inspector" not in names and "inspector" in [f.name for f in required_flows(plan, None)]
+
+
+def test_ssh_follows_the_plans_port(tmp_path: Path) -> None:
+    path = one_node_per_role(tmp_path, None, ssh={"user": "kismaticuser", "ssh_port": 2222})
+    rs = layout(load_plan(path), environment(path, preflight=False))
+    from_installer = {f for f in expand(rs, "ingress") if f[2] == "installer" and f[1] != 6443}
+    assert from_installer == tcp((2222,), "installer", ROLES)
+
+
+@pytest.mark.parametrize(
+    ("cluster", "expected"),
+    [
+        ({}, tcp((80, 443), ROLES, "downloads")),
+        # internal package repositories are still reached while KET installs packages
+        ({"disconnected_installation": True}, tcp((80, 443), ROLES, "downloads")),
+        ({"disconnected_installation": True, "disable_package_installation": True}, set()),
+        # a registry named by address: its own /32 and port; by name: egress_cidrs
+        (
+            {"disconnected_installation": True, "disable_package_installation": True, "registry": "10.8.0.5:5000"},
+            tcp((5000,), ROLES, "registry"),
+        ),
+        (
+            {"disconnected_installation": True, "disable_package_installation": True, "registry": "registry.lan"},
+            tcp((443,), ROLES, "downloads"),
+        ),
+        ({"registry": "registry.lan:5000"}, tcp((80, 443, 5000), ROLES, "downloads")),
+        ({"allow_package_installation": False, "disconnected_installation": True}, set()),
+    ],
+    ids=[
+        "connected",
+        "disconnected",
+        "disconnected, no packages",
+        "registry ip",
+        "registry name",
+        "connected+registry",
+        "legacy",
+    ],
+)
+def test_downloads_go_where_the_plan_says(tmp_path: Path, cluster: dict[str, Any], expected: set[Flow]) -> None:
+    path = one_node_per_role(tmp_path, None, **cluster)
+    rs = layout(load_plan(path), environment(path, preflight=False))
+    outbound = {f for f in expand(rs, "egress") if f[3] in ("downloads", "registry")}
+    assert outbound == expected
+
+
+def test_the_brick_range_follows_the_environment(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    path = one_node_per_role(tmp_path, None)
+    rs = layout(load_plan(path), replace(environment(path, preflight=False), gluster_brick_ports=10))
+    storage = {f[1] for f in expand(rs, "ingress") if f[0] == "tcp" and f[2] == STORAGE and f[3] == STORAGE}
+    gluster = {p for p in storage if p is not None and p >= 24000 and not 38465 <= p <= 38469}
+    assert gluster == {24007, 24008, *range(49152, 49162)}

@@ -84,7 +84,8 @@ def test_env_by_name_reads_environments_folder(tmp_path: Path) -> None:
     result = run("rules", str(EXAMPLES / "contiv.yaml"), "--env", "dev", cwd=tmp_path)
     assert result.returncode == 1
     assert result.stderr == "error: environments/dev.yaml: bogus: unknown key; remove it (allowed here: " + (
-        "api_cidrs, aws, extra_rules, ingress_cidrs, installer_cidr, plan_file, preflight, terraform)\n"
+        "api_cidrs, aws, egress_cidrs, extra_rules, gluster_brick_ports, ingress_cidrs, installer_cidr, plan_file, "
+        "preflight, terraform)\n"
     )
 
 
@@ -288,3 +289,19 @@ def test_mermaid_draws_every_inbound_rule_once(plan: Path) -> None:
     assert {k: set(v) for k, v in edges.items()} == want
     assert all(len(v) == len(set(v)) for v in edges.values())
     assert {src for src, _dst in edges} | {dst for _src, dst in edges} <= declared
+
+
+@pytest.mark.parametrize("command", ["plan", "apply", "verify"])
+def test_custom_cni_without_extra_rules_is_refused(tmp_path: Path, command: str) -> None:
+    """`rules` warns; plan, apply and verify refuse before touching AWS or Terraform, as the README says."""
+    plan = write_yaml(tmp_path / "plan.yaml", base_plan({"provider": "custom"}))
+    env = write_yaml(tmp_path / "custom.yaml", {"plan_file": "plan.yaml", "aws": {"region": "eu-west-1"}})
+    result = run(command, "--env", str(env), cwd=tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        f"error: {env}: extra_rules: is empty, but {plan} names CNI provider custom, whose ports ket-infra does "
+        "not know; list the CNI's flows under extra_rules (see environments/example.yaml)"
+    )
+    assert "Traceback" not in result.stderr and not (tmp_path / ".work").exists()
+    warned = run("rules", str(plan), "--env", str(env), cwd=tmp_path)
+    assert warned.returncode == 0 and "CNI provider custom: ket-infra knows no ports" in warned.stdout

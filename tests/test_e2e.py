@@ -143,6 +143,14 @@ def test_plan_apply_replan_destroy(sandbox: Sandbox) -> None:
     assert verified.returncode == 0, verified.stdout + verified.stderr
     doc = json.loads(verified.stdout)
     assert doc["ok"] is True and doc["checks"] and doc["host_settings"] == []
+    # the layout's warnings, as `rules` shows them: in the JSON and, one line each, on stderr
+    warnings = json.loads(sandbox.run_rules(EXAMPLES / "calico-overlay.yaml").stdout)["warnings"]
+    assert doc["warnings"] == warnings and any("egress_cidrs is not set" in w for w in warnings)
+    assert [ln for ln in verified.stderr.splitlines() if ln.startswith("warning: ")] == [
+        f"warning: {w}" for w in warnings
+    ]
+    # the default group lets the downloads out (as AWS's does), so verify passes them
+    assert {c["status"] for c in doc["checks"] if c["rule"].startswith("downloads-")} == {"allowed"}
 
     # someone removes IP-in-IP from the workers into the masters by hand: verify finds it, and only it
     ec2 = sandbox.client()
@@ -284,6 +292,8 @@ def test_stale_plan_is_refused_and_secrets_stay_out(sandbox: Sandbox) -> None:
     assert planned.returncode == 0, planned.stderr
     doc = json.loads(planned.stdout)
     assert doc["environment"] == "sandbox"
+    assert doc["warnings"] == expected["warnings"] and doc["warnings"]
+    assert all(f"warning: {w}" in planned.stderr for w in doc["warnings"])
     n_rules, n_groups, n_nodes = len(expected["rules"]), len(expected["groups"]), len(tfvars["attachments"])
     assert doc["counts"] == {"create": n_rules + n_groups + n_nodes, "update": 0, "replace": 0, "delete": 0}
     assert [c["kind"] for c in doc["changes"]] == ["ingress"] * len(tfvars["ingress_rules"]) + ["egress"] * len(

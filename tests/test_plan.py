@@ -249,6 +249,20 @@ BAD_PLANS: list[tuple[str, Callable[[dict[str, Any]], None], str, str]] = [
         "worker.nodes[0].internalip",
         "10.0.1.11 is also the ip",
     ),
+    ("ssh port zero", _set("cluster.ssh", {"ssh_port": 0}), "cluster.ssh.ssh_port", "is not a port"),
+    ("ssh port a word", _set("cluster.ssh", {"ssh_port": "ssh"}), "cluster.ssh.ssh_port", "whole number"),
+    (
+        "registry port bad",
+        _set("docker_registry", {"server": "reg.lan:99999"}),
+        "docker_registry.server",
+        "no valid port",
+    ),
+    (
+        "disconnected not a bool",
+        _set("cluster.disconnected_installation", "yes"),
+        "cluster.disconnected_installation",
+        "true or false",
+    ),
 ]
 
 
@@ -290,6 +304,10 @@ EXACT: dict[str, str] = {
     "ip is ipv6": "etcd.nodes[0].ip: 'fd00::1' is not an IPv4 address; use an IPv4 address such as 10.0.1.10",
     "pod cidr is ipv6": "cluster.networking.pod_cidr_block: 'fd00::/48' is not an IPv4 CIDR; KET clusters use IPv4; use a CIDR such as 172.16.0.0/16",
     "internalip is another node's ip": "worker.nodes[0].internalip: 10.0.1.11 is also the ip of host 'etcd01' (etcd.nodes[0]); two different nodes cannot share an address: fix the address or use the same host name",
+    "ssh port zero": "cluster.ssh.ssh_port: 0 is not a port; use the port sshd listens on (1-65535), usually 22",
+    "ssh port a word": "cluster.ssh.ssh_port: must be a whole number, got 'ssh'; write a number such as 3",
+    "registry port bad": "docker_registry.server: 'reg.lan:99999' has no valid port after ':'; write host:port with a port from 1 to 65535",
+    "disconnected not a bool": "cluster.disconnected_installation: must be true or false, got 'yes'; write true or false",
 }
 
 

@@ -296,6 +296,7 @@ def make_env(
     api: tuple[str, ...] = (),
     extra: tuple[Flow, ...] = (),
     preflight: bool = True,
+    egress: tuple[str, ...] = (),
 ) -> Environment:
     return Environment(
         name="prop",
@@ -305,6 +306,7 @@ def make_env(
         installer_cidr=installer,
         ingress_cidrs=ingress,
         api_cidrs=api,
+        egress_cidrs=egress,
         extra_flows=extra,
         preflight=preflight,
     )
@@ -320,6 +322,7 @@ def environments(draw: st.DrawFn, internet: bool = True, extras: bool = True) ->
         api=tuple(dict.fromkeys(draw(st.lists(any_cidr(internet), max_size=3)))),
         extra=draw(extra_flows()) if extras else (),
         preflight=draw(st.booleans()),
+        egress=tuple(dict.fromkeys(draw(st.lists(any_cidr(internet), max_size=2)))),
     )
 
 
@@ -333,7 +336,8 @@ Ports = tuple[int, int] | None
 def env_named_cidrs(env: Environment | None) -> set[str]:
     if env is None:
         return set()
-    named = set(env.ingress_cidrs) | set(env.api_cidrs) | {f.src_cidr for f in env.extra_flows if f.src_cidr}
+    named = set(env.ingress_cidrs) | set(env.api_cidrs) | set(env.egress_cidrs)
+    named |= {f.src_cidr for f in env.extra_flows if f.src_cidr}
     if env.installer_cidr:
         named.add(env.installer_cidr)
     return named
@@ -361,9 +365,15 @@ def cidr_sources(flow: Flow, spec: Spec, env: Environment | None) -> list[tuple[
     return [(kind, None)]
 
 
-def expected_flows(spec: Spec, env: Environment | None) -> dict[str, Flow]:
+def cidr_destinations(flow: Flow, env: Environment | None) -> list[str]:
+    """Where an outbound flow goes: these plans name no registry, so egress_cidrs."""
+    assert flow.dst_cidr == catalog.EGRESS, flow
+    return list(env.egress_cidrs) if env is not None else []
+
+
+def expected_flows(spec: Spec, env: Environment | None, plan: Plan) -> dict[str, Flow]:
     """The flows the plan needs, picked from the catalog tables by the test itself."""
-    tables: list[tuple[Flow, ...]] = [catalog.KET_RUNTIME]
+    tables: list[tuple[Flow, ...]] = [catalog.KET_RUNTIME, catalog.install_flows(plan, env)]
     if env is None or env.preflight:
         tables.append(catalog.KET_PREFLIGHT)
     kind = spec.cni_kind
@@ -391,6 +401,11 @@ def model_atoms(spec: Spec, env: Environment | None, flows: dict[str, Flow]) -> 
     atoms: dict[Key, set[Ports]] = defaultdict(set)
     for f in flows.values():
         targets = [s for s in sets if s & set(f.to)]
+        if f.dst_cidr is not None:
+            for cidr in cidr_destinations(f, env):
+                for s in (s for s in sets if s & set(f.src)):
+                    atoms[(gname(s), "egress", ("cidr", cidr), f.protocol)].add(f.ports)
+            continue
         if f.src:
             for s in (s for s in sets if s & set(f.src)):
                 for t in targets:
@@ -520,6 +535,12 @@ def check_coverage(rs: RuleSet, spec: Spec, env: Environment | None, flows: dict
     sets = spec.role_sets
     for f in flows.values():
         targets = [s for s in sets if s & set(f.to)]
+        if f.dst_cidr is not None:
+            for cidr in cidr_destinations(f, env):
+                for s in (s for s in sets if s & set(f.src)):
+                    eg = idx[(gname(s), "egress", ("cidr", cidr))]
+                    assert any(covers(r, f) for r in eg), f"{f.name}: no egress on {gname(s)} to {cidr}"
+            continue
         if f.src:
             for s in (s for s in sets if s & set(f.src)):
                 for t in targets:
@@ -555,6 +576,8 @@ def justified(rule: Rule, flow: Flow, spec: Spec, env: Environment | None, group
         if flow.src:
             return bool(own & set(flow.src))
         return any(sender == own for _c, sender in cidr_sources(flow, spec, env))
+    if flow.dst_cidr is not None:
+        return peer in cidr_destinations(flow, env) and bool(own & set(flow.src))
     return flow.src_cidr == catalog.POD_CIDR and peer == spec.pod_net and bool(own & set(flow.to))
 
 
@@ -628,7 +651,7 @@ def run_layout(spec: Spec, env: Environment | None) -> tuple[Plan, RuleSet | Non
     """Load, lay out, and check QuotaError against the independent count."""
     plan = write_and_load(spec)
     check_plan_matches_spec(plan, spec)
-    flows = expected_flows(spec, env)
+    flows = expected_flows(spec, env, plan)
     assert {f.name for f in catalog.required_flows(plan, env)} == set(flows)
     expected = model_rules(model_atoms(spec, env, flows))
     worst = max(model_counts(expected).values())

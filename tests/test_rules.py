@@ -15,7 +15,14 @@ from ket_infra.layout import RULE_QUOTA, RuleSet, layout
 from ket_infra.plan import load_plan
 from tests.conftest import base_plan, node
 
-ENV = Environment(name="t", path="t.yaml", plan_file=Path("plan.yaml"), aws=AwsConfig("eu-west-1"), preflight=False)
+ENV = Environment(
+    name="t",
+    path="t.yaml",
+    plan_file=Path("plan.yaml"),
+    aws=AwsConfig("eu-west-1"),
+    egress_cidrs=("10.0.0.10/32",),
+    preflight=False,
+)
 
 
 def rules_of(rs: RuleSet, group: str, direction: str = "ingress") -> set[tuple[str, str, str]]:
@@ -28,7 +35,7 @@ def build(plan_file, cni: dict[str, Any] | None, env: Environment | None = ENV, 
     return layout(load_plan(plan_file(data)), env)
 
 
-KET_WORKER = {("tcp", "10250", "master")}
+KET_WORKER = {("tcp", "10250", "master"), ("tcp", "10250", "worker")}
 KET_ETCD = {("tcp", "2379", "master"), ("tcp", "2380", "etcd")}
 NET_ETCD = {("tcp", "6660", "etcd"), ("tcp", "6666", "master"), ("tcp", "6666", "worker")}
 BGP = {("tcp", "179", "master"), ("tcp", "179", "worker")}
@@ -44,7 +51,6 @@ CONTIV_WORKER = {
     ("udp", "4789", "master"),
     ("udp", "4789", "worker"),
     ("tcp", "9002-9003", "master"),
-    ("tcp", "9002-9003", "worker"),
 }
 
 CASES = [
@@ -58,7 +64,8 @@ CASES = [
     (
         "calico routed",
         {"provider": "calico", "options": {"calico": {"mode": "routed"}}},
-        KET_WORKER | BGP | {("all", "all", "172.16.0.0-16")},
+        # node-to-pod traffic opens every tcp and udp port between kubelet nodes; 10250 and 179 merge in
+        {(p, "0-65535", g) for p in ("tcp", "udp") for g in ("master", "worker")} | {("all", "all", "172.16.0.0-16")},
         KET_ETCD | NET_ETCD,
     ),
     ("weave", {"provider": "weave"}, KET_WORKER | WEAVE, KET_ETCD),
@@ -84,9 +91,17 @@ def test_cni_rules(plan_file, case: str, cni: dict[str, Any] | None, worker: set
 def test_contiv_master_ports_merge_into_one_range(plan_file) -> None:
     rs = build(plan_file, {"provider": "contiv"})
     master = rules_of(rs, "master")
-    assert ("tcp", "9001-9003", "worker") in master  # 9001 (netmaster) touches 9002-9003 (agents)
-    assert ("tcp", "9999", "worker") in master
+    # on a master, 9001 (netmaster) touches 9002-9003 (its agent) for the masters; workers reach 9001 only
     assert ("tcp", "9001-9003", "master") in master
+    assert ("tcp", "9001", "worker") in master
+    assert ("tcp", "9999", "worker") in master
+    assert ("tcp", "9002-9003", "master") in rules_of(rs, "worker")
+    # agents never call agents
+    assert not [
+        r
+        for r in rs.rules
+        if r.from_port == 9002 and "worker" in (r.group, r.peer.group) and "master" not in (r.group, r.peer.group)
+    ]
 
 
 def test_weave_never_opens_tcp_6784(plan_file) -> None:
@@ -153,7 +168,8 @@ def test_no_world_open_rule_by_default(plan_file, case: tuple[Any, ...], env: En
     assert {g.name for g in rs.groups} == {"etcd", "master", "worker", "ingress", "storage"}
     cidrs = {str(r.peer.cidr) for r in rs.rules if r.peer.cidr is not None}
     assert not cidrs & {"0.0.0.0/0", "::/0"}
-    named = {"10.0.1.21/32", "10.0.1.31/32", "172.16.0.0/16"}  # master[0], worker[0], the pod CIDR
+    # master[0], worker[0], the pod CIDR, egress_cidrs
+    named = {"10.0.1.21/32", "10.0.1.31/32", "172.16.0.0/16", "10.0.0.10/32"}
     if env is OUTSIDE:
         named |= {"10.9.9.9/32", "192.0.2.0/24", "198.51.100.0/24"}
         assert {"10.9.9.9/32", "198.51.100.0/24"} <= cidrs  # the outside sources really are in play
@@ -165,7 +181,7 @@ def test_preflight_rules_come_from_master0_and_worker0_only(plan_file) -> None:
     data["worker"] = {"expected_count": 2, "nodes": [node("worker01", "10.0.1.31"), node("worker02", "10.0.1.32")]}
     rs = layout(load_plan(plan_file(data)), replace(ENV, preflight=True))
     cidrs = {r.peer.cidr for r in rs.rules if r.peer.cidr is not None}
-    assert cidrs == {"10.0.1.21/32", "10.0.1.31/32"}
+    assert cidrs == {"10.0.1.21/32", "10.0.1.31/32", "10.0.0.10/32"}  # master[0], worker[0]; egress_cidrs
     assert ("tcp", "8888", "10.0.1.21-32") in rules_of(rs, "etcd")
     assert ("tcp", "2379-2380", "10.0.1.31-32") in rules_of(rs, "etcd")
     assert ("icmp", "type 8 code 0", "master") in rules_of(rs, "etcd")
@@ -213,6 +229,11 @@ PREFLIGHT_OPEN = (
 WEAVE_MULTICAST = (
     "Weave: an AWS VPC has no native multicast; Weave carries multicast inside its overlay, so nothing is opened for it"
 )
+NO_EGRESS = (
+    "egress_cidrs is not set: nothing opens outbound tcp 80/443 for `kismatic install` to reach package "
+    "repositories and image registries (cluster.disconnected_installation is false); set egress_cidrs to your NAT "
+    "or proxy, your mirrors, or 0.0.0.0/0, unless another group already allows it (verify checks)"
+)
 FULL = replace(ENV, installer_cidr="10.9.9.9/32", ingress_cidrs=("198.51.100.0/24",))
 WARNING_CASES = [
     (
@@ -220,7 +241,7 @@ WARNING_CASES = [
         {"provider": "calico", "options": {"calico": {"mode": "routed"}}},
         None,
         False,
-        [ROUTED_WARNING, NO_INSTALLER, PREFLIGHT_OPEN],
+        [ROUTED_WARNING, NO_INSTALLER, NO_EGRESS, PREFLIGHT_OPEN],
     ),
     (
         "weave, defaults",
@@ -302,9 +323,9 @@ def extra_ports(n: int) -> tuple[Flow, ...]:
     )
 
 
-@pytest.mark.parametrize(("extra", "total"), [(45, 50), (46, 51), (55, 60), (56, 61)])
+@pytest.mark.parametrize(("extra", "total"), [(44, 50), (45, 51), (54, 60), (55, 61)])
 def test_quota_edges_word_for_word(plan_file, extra: int, total: int) -> None:
-    """The worker group of the base plan has 5 ingress rules of its own (calico overlay, no preflight)."""
+    """The worker group of the base plan has 6 ingress rules of its own (calico overlay, no preflight)."""
     env = replace(ENV, extra_flows=extra_ports(extra))
     if total > RULE_QUOTA:
         with pytest.raises(QuotaError) as info:
@@ -333,20 +354,27 @@ def test_json_contract_in_process(plan_file) -> None:
     rs = build(plan_file, {"provider": "calico", "options": {"calico": {"mode": "routed"}}}, FULL)
     doc = as_dict(rs)
     by_name = {r["name"]: r for r in doc["rules"]}
-    assert by_name["worker-in-tcp-179-from-master"] == {
-        "name": "worker-in-tcp-179-from-master",
-        "group": "worker",
+    assert by_name["etcd-in-tcp-6660-from-etcd"] == {
+        "name": "etcd-in-tcp-6660-from-etcd",
+        "group": "etcd",
         "direction": "ingress",
         "protocol": "tcp",
-        "from_port": 179,
-        "to_port": 179,
-        "source": {"group": "master"},
-        "purpose": "Calico BGP peering (BIRD mesh)",
-        "required_by": "calico",
-        "citations": ["docs.tigera.io Calico requirements (network requirements)"],
+        "from_port": 6660,
+        "to_port": 6660,
+        "source": {"group": "etcd"},
+        "purpose": "networking etcd, peer",
+        "required_by": "ket",
+        "citations": ["kismatic v1.12.0 ansible/group_vars/etcd-networking.yaml"],
     }
-    assert by_name["master-out-tcp-179-to-worker"]["destination"] == {"group": "worker"}
-    assert "source" not in by_name["master-out-tcp-179-to-worker"]
+    assert by_name["etcd-out-tcp-6660-to-etcd"]["destination"] == {"group": "etcd"}
+    assert "source" not in by_name["etcd-out-tcp-6660-to-etcd"]
+    # routed mode: every tcp port between kubelet nodes, BGP and the kubelet API merged in, each purpose kept
+    merged = by_name["worker-in-tcp-0-65535-from-master"]
+    assert (merged["from_port"], merged["to_port"], merged["required_by"]) == (0, 65535, "calico, ket")
+    assert merged["purpose"] == (
+        "Calico routed: node addresses to pods on other nodes (NodePort, API server proxy); "
+        "Calico BGP peering (BIRD mesh); kubelet API (logs, exec, metrics)"
+    )
     pods = by_name["worker-in-all-from-172.16.0.0-16"]
     assert (pods["protocol"], pods["from_port"], pods["to_port"], pods["source"]) == (
         "all",
@@ -398,3 +426,39 @@ def test_adjacent_and_overlapping_ports_merge_others_do_not(plan_file) -> None:
         ("tcp", 7007, 7007, ("d",), "p-d"),
         ("udp", 7000, 7001, ("e", "f"), "p-e; p-f"),
     ]
+
+
+@pytest.mark.parametrize(
+    ("balancer", "api_cidrs", "warning"),
+    [
+        (
+            "10.0.5.5:6443",
+            (),
+            "master.load_balancer 10.0.5.5:6443 is not a master and api_cidrs does not cover 10.0.5.5: the nodes "
+            "reach kube-apiserver through it; add 10.0.5.5/32 to api_cidrs in the environment file",
+        ),
+        (
+            "10.0.5.5:6443",
+            ("10.0.9.0/24",),
+            "master.load_balancer 10.0.5.5:6443 is not a master and api_cidrs does not cover 10.0.5.5: the nodes "
+            "reach kube-apiserver through it; add 10.0.5.5/32 to api_cidrs in the environment file",
+        ),
+        ("10.0.5.5:6443", ("10.0.5.0/24",), None),
+        ("10.0.1.21:6443", (), None),  # master01's address
+        ("master01:6443", (), None),
+        ("10.0.1.21", (), None),  # legacy load_balanced_fqdn has no port
+        (
+            "api.example.com:6443",
+            (),
+            "master.load_balancer api.example.com:6443 is a DNS name that is not a master: kubelets and kube-proxy "
+            "reach kube-apiserver through it, so api_cidrs must cover the balancer's addresses (and its health checks)",
+        ),
+    ],
+)
+def test_a_load_balancer_outside_api_cidrs_is_named(
+    plan_file, balancer: str, api_cidrs: tuple[str, ...], warning: str | None
+) -> None:
+    data = base_plan()
+    data["master"]["load_balancer"] = balancer
+    rs = layout(load_plan(plan_file(data)), replace(FULL, api_cidrs=api_cidrs))
+    assert [w for w in rs.warnings if "load_balancer" in w] == ([warning] if warning else [])

@@ -148,9 +148,17 @@ def allow_all(rule: int = 100) -> list[dict[str, Any]]:
     ]
 
 
+PROXY = "10.0.9.10/32"  # where the nodes download packages and images (egress_cidrs)
+
+
 def env_for(plan_path: Path) -> Environment:
     return Environment(
-        name="t", path="t.yaml", plan_file=plan_path, aws=AwsConfig(REGION), installer_cidr="10.0.9.5/32"
+        name="t",
+        path="t.yaml",
+        plan_file=plan_path,
+        aws=AwsConfig(REGION),
+        installer_cidr="10.0.9.5/32",
+        egress_cidrs=(PROXY,),
     )
 
 
@@ -623,6 +631,9 @@ def test_checks_cover_every_node_pair_once(aws: None, tmp_path: Path) -> None:
         "apiserver": 3,  # w1-w3 -> master01 (master01 itself needs no network)
         "apiserver-installer": 1,
         "kubelet-api": 3,  # master01 -> w1-w3
+        "kubelet-scrape": 9,  # w1-w3 -> the three other kubelet nodes each (metrics-server, heapster)
+        "downloads-http": 5,  # every node -> egress_cidrs
+        "downloads-https": 5,
         "ssh": 5,  # installer -> every node
         "inspector": 8,  # master[0] and worker[0] (w1) -> the 4 other nodes each
         "inspector-etcd": 2,
@@ -643,3 +654,91 @@ def test_checks_cover_every_node_pair_once(aws: None, tmp_path: Path) -> None:
     assert text.startswith(
         f"verify lab (cluster test): {len(report.checks)} checks covering {sum(pairs.values())} node pairs"
     )
+
+
+INTERNET = "egress_cidrs (not set: the internet)"
+
+
+def test_downloads_are_judged_against_the_internet_when_egress_cidrs_is_unset(aws: None) -> None:
+    """A default install downloads packages and images: verify says when nothing lets them out, and which key opens it."""
+    from dataclasses import replace
+
+    plan = load_plan(EXAMPLES / "calico-overlay.yaml")
+    env = replace(env_for(EXAMPLES / "calico-overlay.yaml"), egress_cidrs=())
+    rules = layout(plan, env)
+    assert not [r for r in rules.rules if r.peer.cidr == "0.0.0.0/0"]  # judged, never opened
+    cloud = Cloud(plan, rules)
+    assert verify(plan, env, rules).ok  # the VPC's default group allows all egress, as AWS's does
+    cloud.lock_down_default_group()
+    report = verify(plan, env, rules)
+    roles = {"etcd", "master", "worker", "ingress", "storage"}
+    assert blocked(report) == {
+        (name, role, INTERNET) for name in ("downloads-http", "downloads-https") for role in roles
+    }
+    https = next(c for c in report.checks if c.status == "blocked" and c.rule == "downloads-https")
+    assert "allows tcp 443 to 0.0.0.0/0" in https.reason
+    assert https.reason.endswith("; set egress_cidrs so ket-infra opens it")
+    assert https.as_json()["target_nodes"] == ["0.0.0.0/0"]
+    text = text_report(report, "lab", plan.cluster)
+    assert f"downloads-https: tcp 443 from etcd (etcd01, etcd02, etcd03) to {INTERNET} (0.0.0.0/0)" in text
+
+
+def test_downloads_meet_the_acls_both_ways(aws: None) -> None:
+    """Outbound to egress_cidrs crosses the node subnet's ACL out, and its replies come back in."""
+    plan = load_plan(EXAMPLES / "calico-overlay.yaml")
+    env = env_for(EXAMPLES / "calico-overlay.yaml")
+    rules = layout(plan, env)
+    assert {r.name for r in rules.rules if r.peer.cidr == PROXY} >= {"etcd-out-tcp-80-to-10.0.9.10-32"}
+    cloud = Cloud(plan, rules)
+    cloud.lock_down_default_group()
+    assert verify(plan, env, rules).ok
+    out443 = {
+        "RuleNumber": 5,
+        "Protocol": "6",
+        "RuleAction": "deny",
+        "Egress": True,
+        "CidrBlock": PROXY,
+        "PortRange": {"From": 443, "To": 443},
+    }
+    replies = {**out443, "RuleNumber": 6, "Egress": False, "PortRange": {"From": 1024, "To": 65535}}
+    acl = cloud.own_acl("10.0.1.0/24", [out443, *allow_all()])
+    report = verify(plan, env, rules)
+    assert blocked(report) == {("downloads-https", r, "egress_cidrs") for r in ("etcd", "master")}
+    assert all(
+        f"network ACL {acl} rule 5 denies tcp 443 outbound" in c.reason for c in report.checks if c.status == "blocked"
+    )
+    cloud.own_acl("10.0.1.0/24", [replies, *allow_all()])
+    report = verify(plan, env, rules)
+    # the replies to 80 and 443 come back to ephemeral ports, and the ACL drops them
+    assert blocked(report) == {
+        (n, r, "egress_cidrs") for n in ("downloads-http", "downloads-https") for r in ("etcd", "master")
+    }
+    assert all("the return path" in c.reason for c in report.checks if c.status == "blocked")
+
+
+def test_a_disconnected_install_reaches_its_registry(aws: None, tmp_path: Path) -> None:
+    """disconnected_installation with preinstalled packages: only the private registry, at the plan's address and port."""
+    from dataclasses import replace
+
+    from tests.conftest import base_plan, write_yaml
+
+    data = base_plan({"provider": "weave"})
+    data["cluster"].update(disconnected_installation=True, disable_package_installation=True)
+    data["docker_registry"] = {"server": "10.0.9.20:8443"}
+    path = write_yaml(tmp_path / "plan.yaml", data)
+    plan = load_plan(path)
+    env = replace(env_for(path), egress_cidrs=())
+    rules = layout(plan, env)
+    outbound = {
+        (r.group, r.protocol, r.from_port, r.peer.cidr)
+        for r in rules.rules
+        if r.peer.cidr is not None and r.direction == "egress"
+    }
+    assert outbound == {(g, "tcp", 8443, "10.0.9.20/32") for g in ("etcd", "master", "worker")}
+    assert not [w for w in rules.warnings if "egress_cidrs" in w]
+    cloud = Cloud(plan, rules)
+    cloud.lock_down_default_group()
+    report = verify(plan, env, rules)
+    assert report.ok and {c.rule for c in report.checks if c.target.cidr} == {"registry"}
+    cloud.revoke("worker", "egress", lambda r: r.get("CidrIpv4") == "10.0.9.20/32")
+    assert blocked(verify(plan, env, rules)) == {("registry", "worker", "registry")}
