@@ -57,7 +57,8 @@ def rules(plan_file: str, env: str | None, fmt: str) -> None:
     """Offline: the security groups and rules PLAN_FILE needs.
 
     With --env, the environment file's installer_cidr, ingress_cidrs,
-    api_cidrs, extra_rules and preflight apply.
+    api_cidrs, egress_cidrs, gluster_brick_ports, extra_rules and preflight
+    apply.
     """
     from ket_infra.environment import load_environment
     from ket_infra.layout import layout

@@ -179,7 +179,7 @@ KET_RUNTIME: tuple[Flow, ...] = (
     _tcp("ingress-http", 80, 80, ("ingress",), INGRESS_CLIENTS, "nginx ingress, http", RULE_SET, "ket"),
     _tcp("ingress-https", 443, 443, ("ingress",), INGRESS_CLIENTS, "nginx ingress, https", RULE_SET, "ket"),
     # The kismatic-storage Service every KET volume mounts through (its ports have no protocol,
-    # so TCP only); gluster NFS's 38467 (NFS ACL v3) is not among them.
+    # so TCP only). 38467 is not among them: nothing listens there (only preflight checks it).
     _tcp("storage-rpcbind", 111, 111, ("storage",), KUBELET, "NFS mounts: rpcbind", GLUSTER_SVC, "ket"),
     _tcp("gluster-nfs", 2049, 2049, ("storage",), KUBELET, "NFS mounts: GlusterFS NFS", GLUSTER_SVC, "ket"),
     _tcp("gluster-nfs-aux", 38465, 38466, ("storage",), KUBELET, "NFS mounts: mountd", GLUSTER_SVC, "ket"),
