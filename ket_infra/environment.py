@@ -36,6 +36,9 @@ EXTRA_RULE_KEYS = {"name", "protocol", "ports", "to", "from", "from_cidr", "purp
 PROTOCOL_NAMES = ("tcp", "udp", "icmp", "all")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 _REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
+# The environment's name (its file name without .yaml) names its work folder and tags every resource:
+# one safe path component that AWS tags and Terraform strings take as it is.
+ENV_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 
 
 @dataclass(frozen=True)
@@ -217,6 +220,14 @@ def _backend(doc: yamldoc.Doc) -> Backend:
 def load_environment(env: str | Path) -> Environment:
     """Load the environment file named by --env; raises EnvironmentFileError."""
     path = env_path(str(env))
+    if not ENV_NAME.fullmatch(path.stem):
+        shown = yamldoc.describe(path.stem)
+        raise EnvironmentFileError(
+            str(path) if str(path).isprintable() else repr(str(path)),
+            None,
+            f"the environment's name {shown} (its file name without .yaml) cannot name a work folder and AWS tags",
+            "rename the file to letters, digits, '_', '-' and '.' (not first), at most 63, ending in .yaml",
+        )
     root = yamldoc.load(path, EnvironmentFileError, "environment file")
     root.reject_unknown(TOP_KEYS)
     plan_file = root.text("plan_file", required=True)

@@ -37,6 +37,8 @@ REQUIRED_ROLES: tuple[str, ...] = ("etcd", "master", "worker")
 KUBELET_ROLES: tuple[str, ...] = ("master", "worker", "ingress", "storage")
 
 CNI_PROVIDERS: tuple[str, ...] = ("calico", "weave", "contiv", "custom")
+# RFC 1123 host names (Kubernetes node names; kubelet lowercases them): labels of letters, digits, '-'.
+_HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*")
 CALICO_MODES: tuple[str, ...] = ("overlay", "routed")
 
 
@@ -221,6 +223,13 @@ def _group(root: yamldoc.Doc, role: str) -> list[tuple[str, str, str | None, str
         host = node.text("host")
         if host is None:
             node.fail("host", "is required", "set the node's hostname")
+        if not _HOSTNAME.fullmatch(host) or len(host) > 253:
+            node.fail(
+                "host",
+                f"{yamldoc.describe(host)} is not a valid host name",
+                "Kubernetes names nodes after it: use letters, digits and '-', in '.'-separated labels of at "
+                "most 63 that start and end with a letter or digit (RFC 1123)",
+            )
         ip = _ip(node, "ip", required=True)
         assert ip is not None
         out.append((host, ip, _ip(node, "internalip", required=False), node.prefix))

@@ -39,8 +39,12 @@ class Attachment:
 
 
 def work_dir(env: Environment, base: Path | None = None) -> Path:
-    """Where the root module of ENV is rendered (git-ignored)."""
-    return (base or Path.cwd() / ".work") / env.name
+    """Where the root module of ENV is rendered (git-ignored): one folder inside the work folder."""
+    root = base or Path.cwd() / ".work"
+    out = root / env.name
+    if out.resolve().parent != root.resolve() or env.name in ("", ".", ".."):
+        raise KetInfraError(f"environment name {env.name!r} is not one folder name; rename its environment file")
+    return out
 
 
 def _description(rule: Rule) -> str:
@@ -103,6 +107,7 @@ def root_module(rs: RuleSet, env: Environment) -> str:
         lstrip_blocks=True,
         keep_trailing_newline=True,
     )
+    jenv.filters["hcl"] = _hcl_string
     return jenv.get_template("main.tf.j2").render(
         env_name=env.name,
         cluster=rs.cluster,
@@ -145,8 +150,11 @@ class Import:
 
 
 def _hcl_string(text: str) -> str:
-    """A quoted HCL string: JSON escapes, and no template interpolation."""
-    return json.dumps(text).replace("${", "$${").replace("%{", "%%{")
+    """A quoted HCL string: JSON escapes, and no template interpolation.
+
+    Characters outside ASCII stay as they are: HCL reads \\uNNNN, but not JSON's surrogate pairs.
+    """
+    return json.dumps(text, ensure_ascii=False).replace("${", "$${").replace("%{", "%%{")
 
 
 def address(resource_type: str, key: str) -> str:

@@ -99,6 +99,17 @@ def _environ(extra: dict[str, str]) -> Iterator[None]:
                 os.environ[k] = v
 
 
+def state_addresses(doc: dict[str, Any]) -> list[str]:
+    """Every resource address of a `terraform show -json` state document, child modules included."""
+    out: list[str] = []
+    pending = [doc.get("values", {}).get("root_module", {})]
+    while pending:
+        module = pending.pop()
+        out.extend(str(r["address"]) for r in module.get("resources", []))
+        pending.extend(module.get("child_modules", []))
+    return out
+
+
 class Terraform:
     """Terraform in one rendered working folder."""
 
@@ -194,8 +205,11 @@ class Terraform:
         self._run("destroy", input=False, no_color=True, auto_approve=True, lock_timeout="0s")
 
     def state_resources(self) -> list[str]:
-        rc, out = self._run("state", "list", ok=(0, 1))
-        return out.split() if rc == 0 else []
+        """The addresses in the state, from `terraform show -json` (never its human output)."""
+        rc, out = self._run("show", json=True, no_color=True, ok=(0, 1))
+        if rc != 0 or not out.strip():
+            return []
+        return state_addresses(json.loads(out))
 
     # Staleness: apply refuses a plan made from other inputs than today's.
     def fingerprint(self, inputs: list[Path]) -> str:

@@ -90,6 +90,19 @@ def test_init_plan_apply_state_destroy(tmp_path: Path) -> None:
 
 
 @needs_terraform_cli
+def test_state_addresses_come_whole_from_show_json(tmp_path: Path) -> None:
+    """Keys with spaces, quotes or emoji are one address each (`terraform state list` split them on spaces)."""
+    names = ["worker 01", 'say "hi"', "node 😀"]
+    tf = module(tmp_path / "work", names)
+    tf.init()
+    tf.plan()
+    tf.apply()
+    assert sorted(tf.state_resources()) == sorted(
+        f"terraform_data.rule[{json.dumps(n, ensure_ascii=False)}]" for n in names
+    )
+
+
+@needs_terraform_cli
 def test_state_of_a_folder_never_applied_is_empty(tmp_path: Path) -> None:
     tf = module(tmp_path / "work", ["a"])
     tf.init()

@@ -53,7 +53,9 @@ needs_terraform = pytest.mark.skipif(missing() is not None, reason=f"needs Terra
 needs_terraform_cli = pytest.mark.skipif(TERRAFORM is None, reason="needs Terraform: terraform CLI not found on PATH")
 
 
-def terraform(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+def terraform(*args: str, cwd: Path, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     assert TERRAFORM is not None
-    env = {**os.environ, "TF_IN_AUTOMATION": "1"}
-    return subprocess.run([TERRAFORM, *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=300)
+    env = {**os.environ, "TF_IN_AUTOMATION": "1", "CHECKPOINT_DISABLE": "1"}
+    return subprocess.run(
+        [TERRAFORM, *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=300, input=stdin
+    )
