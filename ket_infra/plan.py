@@ -193,7 +193,11 @@ def _cni(root: yamldoc.Doc, cluster: yamldoc.Doc) -> Cni:
         if mode not in CALICO_MODES:
             calico.fail("mode", f"{mode!r} is not a valid Calico mode", "use overlay or routed")
     if provider == "weave":
-        encrypted = options.mapping("weave").text("password") is not None
+        weave = options.mapping("weave")
+        secret = weave.raw("password")  # never shown: not in errors, not kept
+        if isinstance(secret, (dict, list, set, frozenset)):
+            weave.fail("password", "must be a single value (not shown here)", "write the password as a quoted string")
+        encrypted = secret is not None and secret not in ("", b"")
     return Cni(provider, mode, encrypted, False)
 
 

@@ -7,6 +7,7 @@ bad input the same way: `FILE: KEY.PATH: what is wrong; how to fix it`.
 from __future__ import annotations
 
 import re
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NoReturn
@@ -135,12 +136,21 @@ class Doc:
 
 def load(path: Path, error: type[InputError], what: str) -> Doc:
     """Parse PATH as a YAML mapping; any failure becomes ERROR naming the file."""
-    shown = str(path)
+    shown = str(path) if str(path).isprintable() else repr(str(path))
     try:
-        size = path.stat().st_size
-        if size > _MAX_BYTES:
-            raise error(shown, None, f"is {size} bytes, too large for a {what}", "check that this is the right file")
-        raw = path.read_bytes()
+        mode = path.stat().st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError
+        if not stat.S_ISREG(mode):
+            # a FIFO would block forever, /dev/zero never ends
+            raise error(shown, None, "is not a regular file", f"give the path of the {what} (YAML)")
+        # Read at most the limit and one byte more: the size stat reported may not be what is read.
+        with path.open("rb") as handle:
+            raw = handle.read(_MAX_BYTES + 1)
+        if len(raw) > _MAX_BYTES:
+            raise error(
+                shown, None, f"is over {_MAX_BYTES} bytes, too large for a {what}", "check that this is the right file"
+            )
     except FileNotFoundError:
         raise error(shown, None, f"{what} not found", "check the path") from None
     except IsADirectoryError:

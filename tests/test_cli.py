@@ -309,3 +309,21 @@ def test_custom_cni_without_extra_rules_is_refused(tmp_path: Path, command: str)
     assert "Traceback" not in result.stderr and not (tmp_path / ".work").exists()
     warned = run("rules", str(plan), "--env", str(env), cwd=tmp_path)
     assert warned.returncode == 0 and "CNI provider custom: ket-infra knows no ports" in warned.stdout
+
+
+@pytest.mark.parametrize("where", ["plan", "env"])
+@pytest.mark.parametrize("special", ["/dev/zero", "fifo"])
+def test_a_device_or_fifo_is_refused_at_once(tmp_path: Path, where: str, special: str) -> None:
+    """/dev/zero once ended in a MemoryError traceback, a FIFO hung forever: neither is a regular file."""
+    import os
+
+    path = special
+    if special == "fifo":
+        path = str(tmp_path / "fifo")
+        os.mkfifo(path)
+    plan = str(EXAMPLES / "calico-overlay.yaml")
+    args = ["rules", path] if where == "plan" else ["rules", plan, "--env", path]
+    result = run(*args, cwd=tmp_path)  # run() times out after 60 s: a hang fails here
+    what = "KET plan file" if where == "plan" else "environment file"
+    assert result.returncode == 1
+    assert result.stderr == f"error: {path}: is not a regular file; give the path of the {what} (YAML)\n"

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from ket_infra.errors import PlanError
 from ket_infra.plan import Cni, load_plan
@@ -432,3 +433,46 @@ def test_an_optional_group_counting_nodes_it_does_not_list(plan_file) -> None:
     assert str(info.value).endswith(
         "storage.expected_count: is 1 but 0 node(s) are listed; make expected_count match the nodes listed"
     )
+
+
+def test_a_file_over_16_mib_is_refused_without_reading_it_all(tmp_path: Path) -> None:
+    path = tmp_path / "huge.yaml"
+    with path.open("wb") as handle:
+        handle.truncate(16 * 1024 * 1024 + 1)
+    with pytest.raises(PlanError) as info:
+        load_plan(path)
+    assert (
+        str(info.value)
+        == f"{path}: is over 16777216 bytes, too large for a KET plan file; check that this is the right file"
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "encrypted"),
+    [
+        ("2025-03-14", True),  # a YAML date
+        ("!!binary c2VjcmV0", True),
+        ("12345", True),
+        ('""', False),
+        ("!!set {s3cr3t: null}", None),
+        ("[s3cr3t]", None),
+        ("{nested: s3cr3t}", None),
+    ],
+)
+def test_the_weave_password_is_never_shown_whatever_its_type(
+    tmp_path: Path, value: str, encrypted: bool | None
+) -> None:
+    """Any single value turns encryption on; a collection is refused. The value appears in no message."""
+    path = tmp_path / "plan.yaml"
+    text = yaml.safe_dump(base_plan({"provider": "weave", "options": {"weave": {"password": "PLACEHOLDER"}}}))
+    path.write_text(text.replace("PLACEHOLDER", value))
+    if encrypted is None:
+        with pytest.raises(PlanError) as info:
+            load_plan(path)
+        message = str(info.value)
+        assert message.endswith(
+            "add_ons.cni.options.weave.password: must be a single value (not shown here); write the password as a quoted string"
+        )
+        assert not any(secret in message for secret in ("s3cr3t", "2025", "c2Vj"))
+    else:
+        assert load_plan(path).cni.encrypted is encrypted
