@@ -32,7 +32,7 @@ TOP_KEYS = {
 AWS_KEYS = {"region", "account_id", "endpoint_url"}
 TERRAFORM_KEYS = {"binary", "backend", "plugin_dir"}
 BACKEND_KEYS = {"local": {"type", "path"}, "s3": {"type", "bucket", "key", "region", "use_lockfile", "endpoint_url"}}
-EXTRA_RULE_KEYS = {"name", "protocol", "ports", "to", "from", "from_cidr", "purpose"}
+EXTRA_RULE_KEYS = {"name", "protocol", "ports", "to", "from", "from_cidr", "purpose", "allow_world"}
 PROTOCOL_NAMES = ("tcp", "udp", "icmp", "all")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 _REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
@@ -196,6 +196,12 @@ def _extra_rule(doc: yamldoc.Doc, reserved: set[str]) -> Flow:
             name, protocol, ports, to, purpose, f"environment file {doc.path}", "environment", src=_roles(doc, "from")
         )
     cidr = _cidr(doc, "from_cidr", doc.raw("from_cidr"))
+    if protocol == "all" and ipaddress.ip_network(cidr).prefixlen < 8 and not doc.flag("allow_world", False):
+        doc.fail(
+            "protocol",
+            f"all protocols from {cidr} opens every port of these nodes to the internet",
+            "name the protocol and ports the flow needs, or set allow_world: true on this rule if you mean it",
+        )
     return Flow(name, protocol, ports, to, purpose, f"environment file {doc.path}", "environment", src_cidr=cidr)
 
 

@@ -328,6 +328,36 @@ def _load_balancer_warning(plan: Plan, env: Environment | None) -> str | None:
     )
 
 
+def spans_the_internet(cidr: str) -> bool:
+    """A source this wide is the world, not a network someone runs (the pod CIDR check uses the same bound)."""
+    return ipaddress.ip_network(cidr).prefixlen < 8
+
+
+def _world_warnings(env: Environment | None, rules: list[Rule]) -> list[str]:
+    """The environment may open a port to the world; say so, naming the key and what is reachable."""
+    if env is None:
+        return []
+    named: list[tuple[str, str]] = []
+    if env.installer_cidr:
+        named.append(("installer_cidr", env.installer_cidr))
+    named += [(f"ingress_cidrs[{i}]", c) for i, c in enumerate(env.ingress_cidrs)]
+    named += [(f"api_cidrs[{i}]", c) for i, c in enumerate(env.api_cidrs)]
+    named += [(f"extra_rules {f.name}", f.src_cidr) for f in env.extra_flows if f.src_cidr]
+    out: list[str] = []
+    for key, cidr in named:
+        if not spans_the_internet(cidr):
+            continue
+        open_to: dict[str, list[str]] = defaultdict(list)
+        for r in rules:
+            if r.direction == "ingress" and r.peer.cidr == cidr:
+                what = "all traffic" if r.protocol == "all" else f"{catalog.protocol_label(r.protocol)} {r.ports}"
+                open_to[what].append(r.group)
+        if open_to:
+            reach = "; ".join(f"{what} on {', '.join(groups)}" for what, groups in open_to.items())
+            out.append(f"{key} is {cidr}, which spans the internet: the world can reach {reach}")
+    return out
+
+
 def _check_quota(rules: list[Rule], warnings: list[str]) -> None:
     counts: dict[tuple[str, str], int] = defaultdict(int)
     for r in rules:
@@ -362,7 +392,7 @@ def layout(plan: Plan, env: Environment | None = None) -> RuleSet:
             r.peer.label,
         ),
     )
-    warnings = _warnings(plan, env, groups)
+    warnings = _warnings(plan, env, groups) + _world_warnings(env, rules)
     _check_quota(rules, warnings)
     host_settings: list[HostSetting] = []
     if not plan.cni.disabled and plan.cni.provider == "calico" and plan.cni.mode == "routed":

@@ -131,6 +131,18 @@ BAD: list[tuple[str, dict[str, Any], str, str]] = [
         "exactly one of from",
     ),
     (
+        "extra rule all from the world",
+        {"extra_rules": [rule(protocol="all", ports=None, **{"from": None}, from_cidr="0.0.0.0/0")]},
+        "extra_rules[0].protocol",
+        "opens every port of these nodes to the internet",
+    ),
+    (
+        "extra rule allow_world not a bool",
+        {"extra_rules": [rule(protocol="all", ports=None, **{"from": None}, from_cidr="0.0.0.0/0", allow_world="y")]},
+        "extra_rules[0].allow_world",
+        "true or false",
+    ),
+    (
         "extra rule all between groups",
         {"extra_rules": [rule(protocol="all", ports=None)]},
         "extra_rules[0].protocol",
@@ -153,3 +165,9 @@ def test_bad_environment(tmp_path: Path, case: str, change: dict[str, Any], key:
 def test_missing_environment_file(tmp_path: Path) -> None:
     with pytest.raises(EnvironmentFileError, match="environment file not found"):
         load_environment(tmp_path / "nope.yaml")
+
+
+def test_all_from_the_world_is_kept_when_the_rule_says_allow_world(tmp_path: Path) -> None:
+    world = rule(protocol="all", ports=None, **{"from": None}, from_cidr="0.0.0.0/0", allow_world=True)
+    env = load_environment(write_env(tmp_path, {**MINIMAL, "extra_rules": [world]}))
+    assert env.extra_flows[0].protocol == "all" and env.extra_flows[0].src_cidr == "0.0.0.0/0"

@@ -462,3 +462,17 @@ def test_a_load_balancer_outside_api_cidrs_is_named(
     data["master"]["load_balancer"] = balancer
     rs = layout(load_plan(plan_file(data)), replace(FULL, api_cidrs=api_cidrs))
     assert [w for w in rs.warnings if "load_balancer" in w] == ([warning] if warning else [])
+
+
+def test_a_world_open_environment_is_named_with_what_it_exposes(plan_file) -> None:
+    """Still possible, never silent: each key whose CIDR spans the internet, and what the world then reaches."""
+    world = Flow("debug", "all", None, ("worker",), "debug", "env", "environment", src_cidr="0.0.0.0/0")
+    env = replace(FULL, installer_cidr="0.0.0.0/1", api_cidrs=("10.0.0.0/8", "0.0.0.0/0"), extra_flows=(world,))
+    rs = build(plan_file, None, env)
+    assert [w for w in rs.warnings if "spans the internet" in w] == [
+        "installer_cidr is 0.0.0.0/1, which spans the internet: the world can reach tcp 22 on etcd, master, worker; "
+        "tcp 6443 on master",
+        "api_cidrs[1] is 0.0.0.0/0, which spans the internet: the world can reach tcp 6443 on master; all traffic on worker",
+        "extra_rules debug is 0.0.0.0/0, which spans the internet: the world can reach tcp 6443 on master; all traffic on worker",
+    ]
+    assert not [w for w in build(plan_file, None, FULL).warnings if "spans the internet" in w]
