@@ -6,6 +6,15 @@ what to do. The CLI prints it as one line on stderr and exits 1.
 
 from __future__ import annotations
 
+import re
+
+_LONG = 100  # a word of a message longer than this (a 1 MB cluster name, say) is cut
+
+
+def shorten(text: str) -> str:
+    """TEXT with every word over _LONG characters cut to its start and '...': messages stay one short line."""
+    return re.sub(rf"\S{{{_LONG + 1},}}", lambda m: m.group(0)[: _LONG - 3] + "...", text)
+
 
 class KetInfraError(Exception):
     """Base class: an error with a message a user can act on."""
@@ -19,9 +28,9 @@ class InputError(KetInfraError):
         self.key = key
         self.problem = problem
         self.fix = fix
-        where = f"{path}: {key}: " if key else f"{path}: "
+        where = f"{path}: {shorten(key)}: " if key else f"{path}: "
         tail = f"; {fix}" if fix else ""
-        super().__init__(f"{where}{problem}{tail}")
+        super().__init__(f"{where}{shorten(problem)}{tail}")
 
 
 class PlanError(InputError):

@@ -256,6 +256,12 @@ def _warnings(plan: Plan, env: Environment | None, groups: tuple[Group, ...]) ->
             "CNI provider custom: ket-infra knows no ports for it and the environment file has no "
             "extra_rules; add the CNI's flows to extra_rules or its traffic will be blocked"
         )
+    if ipaddress.ip_network(plan.pod_cidr).is_global:
+        out.append(
+            f"cluster.networking.pod_cidr_block {plan.pod_cidr} is public address space: pods would take addresses "
+            "that belong to someone on the internet, and the rules trust it as the pod network; use a private "
+            "range such as 172.16.0.0/16"
+        )
     if env is None or env.installer_cidr is None:
         out.append(
             f"installer_cidr is not set: nothing opens SSH (tcp {plan.install.ssh_port}) for the installer; "

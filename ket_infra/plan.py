@@ -331,6 +331,12 @@ def load_plan(path: str | Path) -> Plan:
     listed = {role: _group(root, role) for role in ROLES}
     nodes = _merge_nodes(root.path, listed)
     pods = ipaddress.ip_network(pod_cidr)
+    if pods.overlaps(ipaddress.ip_network(service_cidr)):
+        networking.fail(
+            "service_cidr_block",
+            f"{service_cidr} overlaps the pod CIDR {pod_cidr}",
+            "pods and services need separate ranges: choose a service CIDR outside pod_cidr_block",
+        )
     for n in nodes:
         if ipaddress.ip_address(n.address) in pods:
             networking.fail(

@@ -15,6 +15,7 @@ import json
 import os
 import re
 import shutil
+import signal
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -62,9 +63,13 @@ class PlanSummary:
         return out
 
 
+# Terraform's warning boxes (an unreadable CLI configuration, say) are not why a command failed.
+_WARNING_BOX = re.compile(r"(There are some problems with the CLI configuration:\s*)?╷[^╵]*?Warning:[^╵]*╵")
+
+
 def _last_error(stderr: str, stdout: str) -> str:
     """The meaningful part of Terraform's error output, on one line."""
-    text = stderr.strip() or stdout.strip()
+    text = _WARNING_BOX.sub("", stderr).strip() or _WARNING_BOX.sub("", stdout).strip()
     lines = [ln.strip(" │╷╵") for ln in text.splitlines()]
     start = next((i for i, ln in enumerate(lines) if ln.startswith("Error:")), None)
     picked = lines[start:] if start is not None else lines[-6:]
@@ -136,6 +141,15 @@ class Terraform:
                 rc, out, err = tf.cmd(cmd, *args, **options)
             except OSError as exc:
                 raise TerraformError(f"cannot run {self.binary}: {exc.strerror}; {self._install_hint()}") from None
+        if rc is not None and rc < 0:
+            try:
+                how = signal.Signals(-rc).name
+            except ValueError:
+                how = f"signal {-rc}"
+            raise TerraformError(
+                f"{self.binary} {cmd} was killed by {how} in {self.work}; Terraform keeps its state as it goes: "
+                f"run the same ket-infra command for environment {self.env.name} again, it converges"
+            )
         if rc not in ok:
             locked = _lock_holder(err or "")
             if locked is not None:

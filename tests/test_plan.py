@@ -95,6 +95,7 @@ def test_pod_cidr_is_normalised_to_its_network(plan_file) -> None:
 def test_a_slash_8_pod_cidr_is_still_a_cluster_network(plan_file) -> None:
     data = base_plan()
     data["cluster"]["networking"]["pod_cidr_block"] = "172.0.0.0/8"
+    data["cluster"]["networking"]["service_cidr_block"] = "192.168.0.0/16"
     assert load_plan(plan_file(data)).pod_cidr == "172.0.0.0/8"
 
 
@@ -476,3 +477,24 @@ def test_the_weave_password_is_never_shown_whatever_its_type(
         assert not any(secret in message for secret in ("s3cr3t", "2025", "c2Vj"))
     else:
         assert load_plan(path).cni.encrypted is encrypted
+
+
+@pytest.mark.parametrize("service", ["172.16.0.0/16", "172.16.128.0/20", "172.0.0.0/8"])
+def test_pod_and_service_cidrs_must_not_overlap(plan_file, service: str) -> None:
+    data = base_plan()
+    data["cluster"]["networking"]["service_cidr_block"] = service
+    with pytest.raises(PlanError) as info:
+        load_plan(plan_file(data))
+    assert str(info.value).endswith(
+        f"cluster.networking.service_cidr_block: {service} overlaps the pod CIDR 172.16.0.0/16; pods and services "
+        "need separate ranges: choose a service CIDR outside pod_cidr_block"
+    )
+
+
+def test_a_huge_value_is_cut_in_the_message(plan_file) -> None:
+    data = base_plan()
+    data["cluster"]["name"] = "c" * 1_000_000
+    with pytest.raises(PlanError) as info:
+        load_plan(plan_file(data))
+    message = str(info.value)
+    assert len(message) < 400 and "'ccc" in message and "... cannot name security groups" in message

@@ -476,3 +476,15 @@ def test_a_world_open_environment_is_named_with_what_it_exposes(plan_file) -> No
         "extra_rules debug is 0.0.0.0/0, which spans the internet: the world can reach tcp 6443 on master; all traffic on worker",
     ]
     assert not [w for w in build(plan_file, None, FULL).warnings if "spans the internet" in w]
+
+
+def test_a_public_pod_cidr_is_named(plan_file) -> None:
+    data = base_plan()
+    data["cluster"]["networking"]["pod_cidr_block"] = "8.8.0.0/16"
+    rs = layout(load_plan(plan_file(data)), FULL)
+    assert rs.warnings[0] == (
+        "cluster.networking.pod_cidr_block 8.8.0.0/16 is public address space: pods would take addresses that "
+        "belong to someone on the internet, and the rules trust it as the pod network; use a private range such "
+        "as 172.16.0.0/16"
+    )
+    assert not [w for w in build(plan_file, None, FULL).warnings if "public address space" in w]

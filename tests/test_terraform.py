@@ -501,3 +501,34 @@ def test_a_silent_failure_still_says_something(tmp_path: Path) -> None:
     with pytest.raises(TerraformError) as info:
         Terraform(env(str(mute)), tmp_path / "work", lambda _m: None).check_version()
     assert str(info.value) == f"{mute} version failed in {tmp_path / 'work'}: no error output"
+
+
+WARNING_BOX = """There are some problems with the CLI configuration:
+╷
+│ Warning: Unable to open CLI configuration file
+│
+│ The CLI configuration file at "/root/.terraformrc" does not exist.
+╵
+"""
+
+
+def test_a_killed_terraform_is_said_to_be_killed(tmp_path: Path) -> None:
+    """Not the CLI-configuration warning it printed first: which signal, and that a rerun converges."""
+    killed = executable(tmp_path, f"#!/bin/sh\ncat >&2 <<'EOF'\n{WARNING_BOX}EOF\nkill -KILL $$\n")
+    with pytest.raises(TerraformError) as info:
+        Terraform(env(str(killed)), tmp_path / "work", lambda _m: None).check_version()
+    assert str(info.value) == (
+        f"{killed} version was killed by SIGKILL in {tmp_path / 'work'}; Terraform keeps its state as it goes: "
+        "run the same ket-infra command for environment unit again, it converges"
+    )
+
+
+def test_a_warning_box_is_not_the_error(tmp_path: Path) -> None:
+    for name, after, shown in (
+        ("noisy", "Error: the real cause", "Error: the real cause"),
+        ("quiet", "something broke", "something broke"),
+    ):
+        fake = executable(tmp_path, f"#!/bin/sh\ncat >&2 <<'EOF'\n{WARNING_BOX}{after}\nEOF\nexit 1\n", name)
+        with pytest.raises(TerraformError) as info:
+            Terraform(env(str(fake)), tmp_path / "work", lambda _m: None).check_version()
+        assert str(info.value) == f"{fake} version failed in {tmp_path / 'work'}: {shown}"
