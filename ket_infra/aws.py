@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ket_infra.environment import Environment
@@ -259,6 +259,7 @@ def set_source_dest_check(
 CLUSTER_TAG = "ket-infra/cluster"
 ENVIRONMENT_TAG = "ket-infra/environment"
 GROUP_TAG = "ket-infra/group"
+STATE_TAG = "ket-infra/state"  # the Terraform state that owns a resource (render.state_identity)
 
 
 @dataclass(frozen=True)
@@ -276,6 +277,7 @@ class Owned:
     groups: dict[str, str]  # group id -> group key (the module's key, e.g. "worker")
     rules: tuple[OwnedRule, ...]
     carried: dict[str, tuple[str, ...]]  # host -> ids of those groups on its interface
+    states: dict[str, str] = field(default_factory=dict)  # group or rule id -> its ket-infra/state tag
 
 
 def _tag(item: dict[str, Any], key: str) -> str | None:
@@ -292,6 +294,7 @@ def owned_resources(env: Environment, cluster: str, discovery: Discovery, ec2: A
     ec2 = ec2 or client(env, "ec2")
     groups: dict[str, str] = {}
     rules: list[OwnedRule] = []
+    states: dict[str, str] = {}
     with aws_errors(env, "looking for the security groups ket-infra made"):
         filters = [
             {"Name": f"tag:{CLUSTER_TAG}", "Values": [cluster]},
@@ -305,6 +308,8 @@ def owned_resources(env: Environment, cluster: str, discovery: Discovery, ec2: A
                     key = str(g["GroupName"])[len(cluster) + 1 :]
                 if key:
                     groups[g["GroupId"]] = key
+                    if (state := _tag(g, STATE_TAG)) is not None:
+                        states[g["GroupId"]] = state
         for chunk in _chunks(sorted(groups)):
             pages = ec2.get_paginator("describe_security_group_rules").paginate(
                 Filters=[{"Name": "group-id", "Values": chunk}]
@@ -315,9 +320,11 @@ def owned_resources(env: Environment, cluster: str, discovery: Discovery, ec2: A
                     if name:
                         direction = "egress" if r.get("IsEgress") else "ingress"
                         rules.append(OwnedRule(r["SecurityGroupRuleId"], name, r["GroupId"], direction))
+                        if (state := _tag(r, STATE_TAG)) is not None:
+                            states[r["SecurityGroupRuleId"]] = state
     carried = {
         n.host: tuple(g for g in n.security_groups if g in groups)
         for n in discovery.nodes
         if set(n.security_groups) & set(groups)
     }
-    return Owned(groups, tuple(sorted(rules, key=lambda r: r.rule_id)), carried)
+    return Owned(groups, tuple(sorted(rules, key=lambda r: r.rule_id)), carried, states)

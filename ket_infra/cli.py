@@ -13,17 +13,21 @@ from typing import Any
 import click
 
 from ket_infra import __version__
-from ket_infra.errors import KetInfraError
+from ket_infra.errors import Interrupted, KetInfraError
 
 EXIT_ERROR = 1
 EXIT_CHANGES = 2
 EXIT_BLOCKED = 3
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 
 
 class _Cli(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except Interrupted as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(EXIT_INTERRUPTED)
         except KetInfraError as exc:
             if ctx.params.get("debug"):
                 raise
@@ -211,8 +215,9 @@ def main() -> None:
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.Abort:
-        click.echo("error: aborted", err=True)
-        sys.exit(EXIT_ERROR)
+        # Ctrl-C outside a Terraform run (those hand it to Terraform and say what stopped)
+        click.echo("error: interrupted; run the same command again, it converges", err=True)
+        sys.exit(EXIT_INTERRUPTED)
     except click.ClickException as exc:
         hint = " (see ket-infra --help)" if isinstance(exc, click.UsageError) else ""
         click.echo(f"error: {exc.format_message()}{hint}", err=True)

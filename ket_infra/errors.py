@@ -43,3 +43,7 @@ class EnvironmentFileError(InputError):
 
 class QuotaError(KetInfraError):
     """A security group would exceed an AWS quota."""
+
+
+class Interrupted(KetInfraError):
+    """SIGINT or SIGTERM stopped a run; whatever was running was let finish its own cleanup first."""

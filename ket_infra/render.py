@@ -8,6 +8,7 @@ Templates format; they decide nothing.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -38,13 +39,35 @@ class Attachment:
     network_interface_id: str
 
 
+def work_root(env: Environment) -> Path:
+    """The work folder of ENV, anchored to its environment file, never to the current directory.
+
+    `environments/NAME.yaml` works in `.work/` beside `environments/`; a file elsewhere in `.work/`
+    beside itself. One environment file thus has one work folder, and one local state, wherever
+    ket-infra runs from.
+    """
+    folder = Path(env.path).resolve().parent
+    return (folder.parent if folder.name == "environments" else folder) / ".work"
+
+
 def work_dir(env: Environment, base: Path | None = None) -> Path:
     """Where the root module of ENV is rendered (git-ignored): one folder inside the work folder."""
-    root = base or Path.cwd() / ".work"
+    root = base or work_root(env)
     out = root / env.name
     if out.resolve().parent != root.resolve() or env.name in ("", ".", ".."):
         raise KetInfraError(f"environment name {env.name!r} is not one folder name; rename its environment file")
     return out
+
+
+def state_identity(env: Environment, work: Path) -> str:
+    """Which Terraform state owns what this environment makes: its s3 object or local file, as an AWS tag value."""
+    backend = env.terraform.backend
+    if backend.type == "s3":
+        where = f"s3://{backend.bucket}/{backend.key}"
+    else:
+        where = f"local:{(work / (backend.path or 'terraform.tfstate')).resolve()}"
+    tag = re.sub(r"[^\w .:/=+\-@]", "_", where)
+    return tag if len(tag) <= 256 else "sha256:" + hashlib.sha256(where.encode()).hexdigest()
 
 
 def _description(rule: Rule) -> str:
@@ -92,7 +115,7 @@ def tfvars(rs: RuleSet, vpc_id: str, attachments: list[Attachment]) -> dict[str,
     }
 
 
-def root_module(rs: RuleSet, env: Environment) -> str:
+def root_module(rs: RuleSet, env: Environment, state: str = "") -> str:
     import jinja2
 
     if not (MODULE / "main.tf").exists():
@@ -110,6 +133,7 @@ def root_module(rs: RuleSet, env: Environment) -> str:
     jenv.filters["hcl"] = _hcl_string
     return jenv.get_template("main.tf.j2").render(
         env_name=env.name,
+        state=state,
         cluster=rs.cluster,
         region=env.aws.region,
         account_id=env.aws.account_id,
@@ -129,7 +153,7 @@ def render(rs: RuleSet, env: Environment, vpc_id: str, attachments: list[Attachm
         shutil.rmtree(module_copy)
     shutil.copytree(MODULE, module_copy, ignore=shutil.ignore_patterns(".terraform*", "*.tfstate*", "README.md"))
     files = {
-        out_dir / MAIN: root_module(rs, env),
+        out_dir / MAIN: root_module(rs, env, state_identity(env, out_dir)),
         out_dir / TFVARS: json.dumps(tfvars(rs, vpc_id, attachments), indent=2, sort_keys=False) + "\n",
     }
     for path, text in files.items():

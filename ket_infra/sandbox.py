@@ -21,6 +21,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -44,6 +45,13 @@ SERVER_MODULE = "ket_infra.sandbox_server"
 
 class SandboxError(KetInfraError):
     """The sandbox could not be started, seeded or stopped."""
+
+
+def default_state_dir() -> Path:
+    """Where sandbox pid and log files live: one place per user, whatever the current directory,
+    so that `sandbox down --port P` finds the server `sandbox up` started anywhere."""
+    base = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
+    return Path(base) / f"ket-infra-{os.getuid()}"
 
 
 def pid_file(port: int, state_dir: Path) -> Path:
@@ -185,7 +193,7 @@ def _log_tail(path: Path, lines: int = 5) -> str:
 
 
 def _start(port: int, state_dir: Path, progress: Callable[[str], None]) -> None:
-    state_dir.mkdir(parents=True, exist_ok=True)
+    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     log = log_file(port, state_dir)
     env = dict(os.environ)
     package_root = str(Path(__file__).resolve().parent.parent)
@@ -354,7 +362,7 @@ def sandbox_up(
     plan_path: Path,
     port: int = 5000,
     env_file: Path | None = None,
-    state_dir: Path = Path(".work"),
+    state_dir: Path | None = None,
     progress: Callable[[str], None] = print,
 ) -> Path:
     """Start (or reset) the sandbox on PORT, seed it from PLAN_PATH, write its environment file; return that path."""
@@ -362,7 +370,7 @@ def sandbox_up(
     plan = load_plan(plan_path)
     vpc_net, _ = network_for(plan)  # refuse a plan that cannot be seeded before starting anything
     installer = installer_address(vpc_net, plan)
-    _ensure_server(port, Path(state_dir), progress)
+    _ensure_server(port, Path(state_dir) if state_dir is not None else default_state_dir(), progress)
     vpc_id, vpc_net, subnets, instances = seed(port, plan)
     progress(
         f"seeded VPC {vpc_id} ({vpc_net}) with {subnets} subnet{'s' * (subnets != 1)}"
@@ -388,9 +396,9 @@ def _stop_pid(pid: int) -> None:
             time.sleep(0.05)
 
 
-def sandbox_down(port: int = 5000, state_dir: Path = Path(".work")) -> bool:
+def sandbox_down(port: int = 5000, state_dir: Path | None = None) -> bool:
     """Stop the sandbox on PORT; False when none was running."""
-    pids = pid_file(port, Path(state_dir))
+    pids = pid_file(port, Path(state_dir) if state_dir is not None else default_state_dir())
     pid = _read_pid(pids)
     running = pid is not None and _is_our_server(pid, port)
     if running:

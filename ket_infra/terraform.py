@@ -16,6 +16,8 @@ import os
 import re
 import shutil
 import signal
+import subprocess
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -23,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ket_infra.environment import Environment
-from ket_infra.errors import KetInfraError
+from ket_infra.errors import Interrupted, KetInfraError
 
 MIN_VERSION = (1, 5)
 PLAN_FILE = "tfplan"
@@ -63,6 +65,8 @@ class PlanSummary:
         return out
 
 
+# Commands that change the cloud: a first Ctrl-C lets them finish (see _handing_on_signals).
+_CHANGES_THE_CLOUD = ("apply", "destroy")
 # Terraform's warning boxes (an unreadable CLI configuration, say) are not why a command failed.
 _WARNING_BOX = re.compile(r"(There are some problems with the CLI configuration:\s*)?╷[^╵]*?Warning:[^╵]*╵")
 
@@ -87,6 +91,42 @@ def _lock_holder(stderr: str) -> dict[str, str] | None:
         if m:
             info[m.group(1)] = m.group(2)
     return info
+
+
+@contextmanager
+def _handing_on_signals(proc: subprocess.Popen[bytes], what: str, hold: bool) -> Iterator[list[tuple[str, bool]]]:
+    """While PROC runs, SIGINT and SIGTERM are ket-infra's to decide on, not Terraform's.
+
+    A command that changes the cloud (HOLD) is let finish on the first Ctrl-C: an AWS call in
+    flight when Terraform stops is lost to its state, and the next plan would have to adopt what
+    it made. A second Ctrl-C, or SIGTERM (a pipeline cancelling the job), is handed to Terraform,
+    which stops gracefully and saves its state; one more makes Terraform exit at once. Yields
+    (signal name, handed on) for each signal caught. Only the main thread takes signals.
+    """
+    caught: list[tuple[str, bool]] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield caught
+        return
+
+    def take(signum: int, _frame: object) -> None:
+        name = signal.Signals(signum).name
+        held = hold and signum == signal.SIGINT and not any(n == "SIGINT" for n, _ in caught)
+        caught.append((name, not held))
+        if held:
+            os.write(
+                2,
+                f"interrupt: letting {what} finish so that the Terraform state stays whole; "
+                "press Ctrl-C again to stop it now\n".encode(),
+            )
+        elif proc.poll() is None:
+            proc.send_signal(signum)
+
+    saved = {s: signal.signal(s, take) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield caught
+    finally:
+        for s, handler in saved.items():
+            signal.signal(s, handler)
 
 
 @contextmanager
@@ -136,11 +176,42 @@ class Terraform:
         self.work.mkdir(parents=True, exist_ok=True)
         tf = PyTerraform(working_dir=str(self.work), terraform_bin_path=self.binary)
         options = {k: (IsFlagged if v is True else v) for k, v in flags.items()}
+        # python-terraform writes the command line; the process is run here, in a session of its
+        # own, so that Ctrl-C reaches ket-infra alone and is handed to Terraform exactly once:
+        # Terraform then stops what it is doing and saves its state before it exits.
+        command = tf.generate_cmd_string(cmd, *args, **options)
         with _environ(self.extra_env):
-            try:
-                rc, out, err = tf.cmd(cmd, *args, **options)
-            except OSError as exc:
-                raise TerraformError(f"cannot run {self.binary}: {exc.strerror}; {self._install_hint()}") from None
+            environ = dict(os.environ)
+        try:
+            proc = subprocess.Popen(
+                command,
+                cwd=self.work,
+                env=environ,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise TerraformError(f"cannot run {self.binary}: {exc.strerror}; {self._install_hint()}") from None
+        what = f"{self.binary} {cmd}"
+        with _handing_on_signals(proc, what, hold=cmd in _CHANGES_THE_CLOUD) as caught:
+            out_bytes, err_bytes = proc.communicate()
+        rc = proc.returncode
+        out = out_bytes.decode("utf-8", errors="replace")
+        err = err_bytes.decode("utf-8", errors="replace")
+        if caught:
+            first = caught[0][0]
+            again = f"run the same ket-infra command for environment {self.env.name} again, it converges"
+            if not any(handed for _, handed in caught):
+                raise Interrupted(
+                    f"interrupted by {first}: {what} in {self.work} was let finish (exit {rc}), so its state is "
+                    f"whole, and nothing after it ran; {again}"
+                )
+            how = f"exit {rc}" if rc is not None and rc >= 0 else f"killed by {signal.Signals(-rc).name}"
+            raise Interrupted(
+                f"interrupted by {first}: {what} in {self.work} was asked to stop, finished the calls it had "
+                f"under way and stopped ({how}); {again}"
+            )
         if rc is not None and rc < 0:
             try:
                 how = signal.Signals(-rc).name

@@ -28,6 +28,7 @@ from ket_infra.render import (
     group_address,
     render,
     rule_address,
+    state_identity,
     work_dir,
     write_imports,
 )
@@ -145,6 +146,18 @@ def orphans(owned: Owned, wanted: dict[str, Any], managed: set[str], found: Disc
     return imports, unwanted
 
 
+def refuse_foreign(owned: Owned, imports: list[Import], ours: str) -> None:
+    """Never adopt what another Terraform state owns: two states would then manage one resource."""
+    for imp in imports:
+        owner = owned.states.get(imp.id)
+        if owner is not None and owner != ours:
+            raise KetInfraError(
+                f"{imp.kind} {imp.id} ({imp.address}) belongs to the Terraform state at {owner}, not to this "
+                f"environment's at {ours}: it will not be adopted; run ket-infra with the environment file "
+                "that owns it (or destroy it from there) instead"
+            )
+
+
 def adopt_orphans(ctx: Context, tf: Terraform, found: Discovery) -> list[Import]:
     """Write import blocks for what a killed apply created but never wrote to the state (else remove them)."""
     from ket_infra import aws
@@ -156,6 +169,7 @@ def adopt_orphans(ctx: Context, tf: Terraform, found: Discovery) -> list[Import]
         managed = set(tf.state_resources())
         wanted = json.loads((ctx.work / TFVARS).read_text())
         imports, unwanted = orphans(owned, wanted, managed, found)
+        refuse_foreign(owned, imports, state_identity(ctx.env, ctx.work))
     write_imports(ctx.work, imports)
     if imports:
         names = {"group": "group", "ingress": "ingress rule", "egress": "egress rule", "attachment": "attachment"}

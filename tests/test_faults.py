@@ -83,6 +83,45 @@ def assert_converged(box: Sandbox) -> None:
 
 @needs_terraform
 @pytest.mark.e2e
+def test_ctrl_c_during_apply_leaves_the_state_whole(sandbox: Sandbox) -> None:
+    """Ctrl-C mid-apply: the apply is let finish, the state holds all it made, the next run adopts nothing."""
+    sandbox.up(CONTIV, preflight=False)
+    work = work_folder(sandbox)
+    sandbox.run("destroy")  # a clean start whatever ran before in this module
+    cmd, env = sandbox.command("apply", "--auto-approve")
+    proc = subprocess.Popen(cmd, cwd=sandbox.root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    seen: list[str] = []
+    for line in proc.stdout:
+        seen.append(line)
+        if line.startswith("terraform apply tfplan"):
+            break
+    deadline = time.monotonic() + 60
+    while not sandbox.ket_groups() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    alive = proc.poll() is None
+    proc.send_signal(signal.SIGINT)  # as a terminal's Ctrl-C reaches ket-infra
+    out, err = proc.communicate(timeout=300)
+    assert alive, f"the apply ended before the interrupt: {''.join(seen)}{out}{err}"
+    assert proc.returncode == 130, "".join(seen) + out + err
+    assert err.splitlines()[-1] == (
+        f"error: interrupted by SIGINT: terraform apply in {work} was let finish (exit 0), so its state is whole, "
+        "and nothing after it ran; run the same ket-infra command for environment sandbox again, it converges"
+    ), err
+    assert "Traceback" not in err
+    assert not terraform_pids(work), "Terraform outlived ket-infra"
+    in_state = {a for a in state_list(work) if "security_group" in a}
+    made = len(sandbox.ket_groups()) + len(tagged_rules(sandbox))
+    assert made == len(in_state), f"AWS has {made} resources, the state {len(in_state)}: {err}"
+
+    rerun = sandbox.run("apply", "--auto-approve")
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert not [ln for ln in rerun.stdout.splitlines() if ln.startswith("adopting ")], rerun.stdout
+    assert_converged(sandbox)
+
+
+@needs_terraform
+@pytest.mark.e2e
 def test_terraform_killed_during_apply_then_rerun_converges(sandbox: Sandbox) -> None:
     sandbox.up(CONTIV, preflight=False)
     work = work_folder(sandbox)

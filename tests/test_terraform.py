@@ -7,7 +7,12 @@ covered end to end in test_e2e.py.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import stat
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -532,3 +537,84 @@ def test_a_warning_box_is_not_the_error(tmp_path: Path) -> None:
         with pytest.raises(TerraformError) as info:
             Terraform(env(str(fake)), tmp_path / "work", lambda _m: None).check_version()
         assert str(info.value) == f"{fake} version failed in {tmp_path / 'work'}: {shown}"
+
+
+INTERRUPTIBLE = """#!/bin/sh
+trap 'echo "stopping gracefully" >&2; sleep 0.2; echo stopped > "$MARK.end"; exit 1' INT TERM
+touch "$MARK"
+i=0
+while [ $i -lt 40 ]; do sleep 0.05; i=$((i+1)); done
+echo finished > "$MARK.end"
+"""
+
+DRIVER = """
+import sys
+from pathlib import Path
+from ket_infra.environment import AwsConfig, Environment, TerraformConfig
+from ket_infra.errors import Interrupted
+from ket_infra.terraform import Terraform
+env = Environment(name="unit", path="unit.yaml", plan_file=Path("plan.yaml"), aws=AwsConfig("eu-west-1"),
+                  terraform=TerraformConfig(binary=sys.argv[1]))
+tf = Terraform(env, Path(sys.argv[2]), print)
+try:
+    tf.apply() if sys.argv[3] == "apply" else tf.plan()
+except Interrupted as exc:
+    print(f"error: {exc}", file=sys.stderr)
+    sys.exit(130)
+"""
+
+
+def interrupt(tmp_path: Path, command: str, signals: list[signal.Signals]) -> tuple[int, str, str]:
+    """Run COMMAND on a stand-in Terraform that takes 2 s, send SIGNALS once it runs; (exit, stderr, how it ended)."""
+    fake = executable(tmp_path, INTERRUPTIBLE)
+    mark = tmp_path / "started"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", DRIVER, str(fake), str(tmp_path / "work"), command],
+        env={**os.environ, "MARK": str(mark)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 30
+    while not mark.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert mark.exists(), proc.communicate(timeout=5)
+    for sig in signals:
+        proc.send_signal(sig)  # to ket-infra only: Terraform runs in a session of its own
+        time.sleep(0.1)
+    _out, err = proc.communicate(timeout=30)
+    return proc.returncode, err, (tmp_path / "started.end").read_text().strip()
+
+
+def test_a_first_ctrl_c_lets_an_apply_finish(tmp_path: Path) -> None:
+    """An AWS call in flight when Terraform stops is lost to the state: the first Ctrl-C waits for the apply."""
+    code, err, ended = interrupt(tmp_path, "apply", [signal.SIGINT])
+    assert (code, ended) == (130, "finished")
+    assert err.splitlines()[0] == (
+        f"interrupt: letting {tmp_path / 'bin' / 'terraform'} apply finish so that the Terraform state stays whole; "
+        "press Ctrl-C again to stop it now"
+    )
+    assert err.splitlines()[-1] == (
+        f"error: interrupted by SIGINT: {tmp_path / 'bin' / 'terraform'} apply in {tmp_path / 'work'} was let finish "
+        "(exit 0), so its state is whole, and nothing after it ran; run the same ket-infra command for environment "
+        "unit again, it converges"
+    )
+
+
+@pytest.mark.parametrize(
+    ("command", "signals"),
+    [("apply", [signal.SIGINT, signal.SIGINT]), ("apply", [signal.SIGTERM]), ("plan", [signal.SIGINT])],
+    ids=["apply, Ctrl-C twice", "apply, SIGTERM", "plan, Ctrl-C"],
+)
+def test_a_signal_handed_to_terraform_stops_it_cleanly(
+    tmp_path: Path, command: str, signals: list[signal.Signals]
+) -> None:
+    """Ctrl-C once killed ket-infra at once, Terraform with it: now Terraform is asked to stop, finishes its own
+    shutdown (it saves its state), and only then does ket-infra exit 130 saying what was interrupted."""
+    code, err, ended = interrupt(tmp_path, command, signals)
+    assert (code, ended) == (130, "stopped")
+    assert err.splitlines()[-1] == (
+        f"error: interrupted by {signals[0].name}: {tmp_path / 'bin' / 'terraform'} {command} in {tmp_path / 'work'} "
+        "was asked to stop, finished the calls it had under way and stopped (exit 1); run the same ket-infra "
+        "command for environment unit again, it converges"
+    )

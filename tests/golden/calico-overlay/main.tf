@@ -25,6 +25,7 @@ provider "aws" {
     tags = {
       "ket-infra/cluster"     = "prod-east"
       "ket-infra/environment" = "staging"
+      "ket-infra/state"       = "local:/WORK/terraform.tfstate"
     }
   }
 }
