@@ -410,10 +410,14 @@ def test_two_applies_on_one_s3_backend(sandbox: Sandbox, tmp_path: Path) -> None
             if line.startswith("terraform apply"):
                 break
         assert seen and seen[-1].startswith("terraform apply"), "".join(seen)
-        other = tmp_path / "runner-2"  # another pipeline runner: its own work folder, the same state
-        other.mkdir()
+        # another pipeline runner: its own checkout (so its own work folder), the same state
+        other = tmp_path / "runner-2"
+        (other / "environments").mkdir(parents=True)
+        theirs = yaml.safe_load(shared.read_text())
+        theirs["plan_file"] = str((shared.parent / theirs["plan_file"]).resolve())
+        (other / "environments" / "shared.yaml").write_text(yaml.safe_dump(theirs))
         start = time.monotonic()
-        second = sandbox.run("apply", "--auto-approve", env_file=shared, cwd=other)
+        second = sandbox.run("apply", "--auto-approve", env_file=other / "environments" / "shared.yaml", cwd=other)
         took = time.monotonic() - start
     finally:
         rest = first.communicate(timeout=600)[0]

@@ -118,6 +118,8 @@ def test_ctrl_c_during_apply_leaves_the_state_whole(sandbox: Sandbox) -> None:
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     assert not [ln for ln in rerun.stdout.splitlines() if ln.startswith("adopting ")], rerun.stdout
     assert_converged(sandbox)
+    assert sandbox.run("destroy").returncode == 0  # the next test starts from an empty state
+    assert sandbox.ket_groups() == []
 
 
 @needs_terraform
