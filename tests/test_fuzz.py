@@ -20,7 +20,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ket_infra.environment import load_environment
+from ket_infra.environment import Environment, load_environment
 from ket_infra.errors import EnvironmentFileError, InputError, PlanError, QuotaError
 from ket_infra.layout import layout
 from ket_infra.plan import load_plan
@@ -97,6 +97,16 @@ INTERESTING = [
     "x" * 300,
     "eu-west-1",
     "http://x",
+    # reach HCL or the file system: must be escaped or refused
+    "${timestamp()}",
+    "%{if true}X%{endif}",
+    "http://127.0.0.1:5731#${timestamp()}",
+    "..",
+    "../../etc",
+    "a/b",
+    "worker 😀",
+    'say "hi"',
+    "back\\slash",
 ]
 SCALARS = st.one_of(
     st.none(),
@@ -188,9 +198,23 @@ def run_plan(path: Path) -> None:
 
 def run_env(path: Path) -> None:
     try:
-        load_environment(path)
+        env = load_environment(path)
     except EnvironmentFileError as exc:
         check_input_error(exc, path)
+        return
+    check_rendered(env)
+
+
+def check_rendered(env: Environment) -> None:
+    """What an environment that loads renders: nothing Terraform would evaluate, a work folder inside .work."""
+    from ket_infra.render import root_module, work_dir, work_root
+
+    assert work_dir(env).parent == work_root(env)
+    plan = load_plan(EXAMPLES[0])
+    main = root_module(layout(plan), env, "local:/w/terraform.tfstate")
+    for literal in re.findall(r'"(?:[^"\\]|\\.)*"', main):
+        # every ${ and %{ of a value is written $${ / %%{: Terraform reads it as text
+        assert not re.search(r"(?<![$])[$]\{|(?<![%])%\{", literal.replace("$${", "").replace("%%{", "")), literal
 
 
 def with_file(content: bytes) -> Iterator[Path]:
@@ -361,6 +385,24 @@ def test_mutated_environments(data: st.DataObject, base: dict[str, Any]) -> None
 @given(data=st.data())
 def test_spliced_environments(data: st.DataObject) -> None:
     feed(data.draw(token_spliced(dump(BASE_ENV))), plan=False)
+
+
+@settings(SETTINGS, max_examples=200)
+@given(name=st.one_of(st.text(min_size=1, max_size=70), st.sampled_from(INTERESTING)))
+def test_environment_file_names(name: str) -> None:
+    """Any file name: refused in one line, or an environment whose work folder is one folder inside .work."""
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            path = Path(tmp) / f"{name}.yaml"
+            path.write_text(dump(BASE_ENV))
+        except (OSError, ValueError):
+            return  # a name the file system itself refuses
+        try:
+            env = load_environment(path)
+        except EnvironmentFileError as exc:
+            assert len(str(exc).splitlines()) == 1, str(exc)
+            return
+        check_rendered(env)
 
 
 # --------------------------------------------------------------------------- regressions: inputs the fuzzers found
