@@ -183,3 +183,38 @@ def test_down_stops_the_server(sandbox: Sandbox) -> None:
 
 def test_down_without_a_sandbox_is_false(tmp_path: Path) -> None:
     assert sandbox_down(free_port(), tmp_path) is False
+
+
+def test_down_finds_the_server_from_another_directory(tmp_path: Path) -> None:
+    """`sandbox up` in one folder, `sandbox down --port P` in another: the pid file is not in either."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import child_env
+
+    port = free_port()
+    one, two = tmp_path / "one", tmp_path / "two"
+    one.mkdir()
+    two.mkdir()
+    env = {**child_env(one), "XDG_RUNTIME_DIR": str(tmp_path / "run")}
+
+    def cli(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "ket_infra", "sandbox", *args],
+            cwd=cwd,
+            env={**env, **child_env(cwd, env)},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    up = cli(one, "up", str(ROUTED), "--port", str(port), "--env-file", str(one / "sandbox.yaml"))
+    assert up.returncode == 0, up.stderr
+    try:
+        down = cli(two, "down", "--port", str(port))
+        assert (down.returncode, down.stdout) == (0, "sandbox stopped\n"), down.stderr
+        assert not port_open(port)
+        assert not list(one.glob("**/*.pid")) and not list(two.glob("**/*.pid"))
+    finally:
+        sandbox_down(port, tmp_path / "run" / f"ket-infra-{os.getuid()}")
