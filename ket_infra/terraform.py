@@ -129,9 +129,16 @@ def _handing_on_signals(proc: subprocess.Popen[bytes], what: str, hold: bool) ->
             signal.signal(s, handler)
 
 
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
 @contextmanager
 def _environ(extra: dict[str, str]) -> Iterator[None]:
-    """python-terraform passes os.environ to Terraform; add EXTRA for one call."""
+    """os.environ with EXTRA added, for the environment of one Terraform process."""
     saved = {k: os.environ.get(k) for k in extra}
     os.environ.update(extra)
     try:
@@ -207,18 +214,14 @@ class Terraform:
                     f"interrupted by {first}: {what} in {self.work} was let finish (exit {rc}), so its state is "
                     f"whole, and nothing after it ran; {again}"
                 )
-            how = f"exit {rc}" if rc is not None and rc >= 0 else f"killed by {signal.Signals(-rc).name}"
+            how = f"exit {rc}" if rc is not None and rc >= 0 else f"killed by {_signal_name(-rc)}"
             raise Interrupted(
                 f"interrupted by {first}: {what} in {self.work} was asked to stop, finished the calls it had "
                 f"under way and stopped ({how}); {again}"
             )
         if rc is not None and rc < 0:
-            try:
-                how = signal.Signals(-rc).name
-            except ValueError:
-                how = f"signal {-rc}"
             raise TerraformError(
-                f"{self.binary} {cmd} was killed by {how} in {self.work}; Terraform keeps its state as it goes: "
+                f"{self.binary} {cmd} was killed by {_signal_name(-rc)} in {self.work}; Terraform keeps its state as it goes: "
                 f"run the same ket-infra command for environment {self.env.name} again, it converges"
             )
         if rc not in ok:
