@@ -93,37 +93,54 @@ def _lock_holder(stderr: str) -> dict[str, str] | None:
     return info
 
 
+class _Signals:
+    """The signals caught while one Terraform process runs, and the process to hand them to."""
+
+    def __init__(self, what: str, hold: bool) -> None:
+        self.what = what
+        self.hold = hold
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.caught: list[tuple[str, bool]] = []  # (signal name, handed on)
+        self.pending: list[int] = []  # to hand on once the process exists
+
+    def take(self, signum: int, _frame: object) -> None:
+        name = signal.Signals(signum).name
+        held = self.hold and signum == signal.SIGINT and not any(n == "SIGINT" for n, _ in self.caught)
+        self.caught.append((name, not held))
+        if held:
+            os.write(
+                2,
+                f"interrupt: letting {self.what} finish so that the Terraform state stays whole; "
+                "press Ctrl-C again to stop it now\n".encode(),
+            )
+        elif self.proc is None:
+            self.pending.append(signum)
+        elif self.proc.poll() is None:
+            self.proc.send_signal(signum)
+
+    def started(self, proc: subprocess.Popen[bytes]) -> None:
+        self.proc = proc
+        for signum in self.pending:
+            proc.send_signal(signum)
+
+
 @contextmanager
-def _handing_on_signals(proc: subprocess.Popen[bytes], what: str, hold: bool) -> Iterator[list[tuple[str, bool]]]:
-    """While PROC runs, SIGINT and SIGTERM are ket-infra's to decide on, not Terraform's.
+def _handing_on_signals(what: str, hold: bool) -> Iterator[_Signals]:
+    """While a Terraform process runs, SIGINT and SIGTERM are ket-infra's to decide on, not Terraform's.
 
     A command that changes the cloud (HOLD) is let finish on the first Ctrl-C: an AWS call in
     flight when Terraform stops is lost to its state, and the next plan would have to adopt what
     it made. A second Ctrl-C, or SIGTERM (a pipeline cancelling the job), is handed to Terraform,
-    which stops gracefully and saves its state; one more makes Terraform exit at once. Yields
-    (signal name, handed on) for each signal caught. Only the main thread takes signals.
+    which stops gracefully and saves its state; one more makes Terraform exit at once. The
+    handlers are in place before the process starts. Only the main thread takes signals.
     """
-    caught: list[tuple[str, bool]] = []
+    signals = _Signals(what, hold)
     if threading.current_thread() is not threading.main_thread():
-        yield caught
+        yield signals
         return
-
-    def take(signum: int, _frame: object) -> None:
-        name = signal.Signals(signum).name
-        held = hold and signum == signal.SIGINT and not any(n == "SIGINT" for n, _ in caught)
-        caught.append((name, not held))
-        if held:
-            os.write(
-                2,
-                f"interrupt: letting {what} finish so that the Terraform state stays whole; "
-                "press Ctrl-C again to stop it now\n".encode(),
-            )
-        elif proc.poll() is None:
-            proc.send_signal(signum)
-
-    saved = {s: signal.signal(s, take) for s in (signal.SIGINT, signal.SIGTERM)}
+    saved = {s: signal.signal(s, signals.take) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        yield caught
+        yield signals
     finally:
         for s, handler in saved.items():
             signal.signal(s, handler)
@@ -189,23 +206,25 @@ class Terraform:
         command = tf.generate_cmd_string(cmd, *args, **options)
         with _environ(self.extra_env):
             environ = dict(os.environ)
-        try:
-            proc = subprocess.Popen(
-                command,
-                cwd=self.work,
-                env=environ,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                start_new_session=True,
-            )
-        except OSError as exc:
-            raise TerraformError(f"cannot run {self.binary}: {exc.strerror}; {self._install_hint()}") from None
         what = f"{self.binary} {cmd}"
-        with _handing_on_signals(proc, what, hold=cmd in _CHANGES_THE_CLOUD) as caught:
+        with _handing_on_signals(what, hold=cmd in _CHANGES_THE_CLOUD) as signals:
+            try:
+                proc = subprocess.Popen(
+                    command,
+                    cwd=self.work,
+                    env=environ,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    start_new_session=True,
+                )
+            except OSError as exc:
+                raise TerraformError(f"cannot run {self.binary}: {exc.strerror}; {self._install_hint()}") from None
+            signals.started(proc)
             out_bytes, err_bytes = proc.communicate()
         rc = proc.returncode
         out = out_bytes.decode("utf-8", errors="replace")
         err = err_bytes.decode("utf-8", errors="replace")
+        caught = signals.caught
         if caught:
             first = caught[0][0]
             again = f"run the same ket-infra command for environment {self.env.name} again, it converges"

@@ -579,11 +579,17 @@ def interrupt(tmp_path: Path, command: str, signals: list[signal.Signals]) -> tu
     while not mark.exists() and time.monotonic() < deadline:
         time.sleep(0.02)
     assert mark.exists(), proc.communicate(timeout=5)
-    for sig in signals:
+    said = ""
+    for i, sig in enumerate(signals):
         proc.send_signal(sig)  # to ket-infra only: Terraform runs in a session of its own
-        time.sleep(0.1)
+        if i + 1 < len(signals):
+            # Signals are not queued: two sent before the first is handled arrive as one. Wait until
+            # ket-infra has taken this one (it says so when it holds a first Ctrl-C).
+            assert proc.stderr is not None
+            said = proc.stderr.readline()
+            assert said.startswith("interrupt: letting "), said
     _out, err = proc.communicate(timeout=30)
-    return proc.returncode, err, (tmp_path / "started.end").read_text().strip()
+    return proc.returncode, said + err, (tmp_path / "started.end").read_text().strip()
 
 
 def test_a_first_ctrl_c_lets_an_apply_finish(tmp_path: Path) -> None:
@@ -618,3 +624,16 @@ def test_a_signal_handed_to_terraform_stops_it_cleanly(
         "was asked to stop, finished the calls it had under way and stopped (exit 1); run the same ket-infra "
         "command for environment unit again, it converges"
     )
+
+
+def test_a_signal_before_terraform_starts_is_handed_on_once_it_runs() -> None:
+    """The handlers are in place before the process exists: nothing slips between start and handler."""
+    from ket_infra.terraform import _Signals
+
+    signals = _Signals("terraform apply", hold=True)
+    signals.take(signal.SIGINT, None)  # a first Ctrl-C: held
+    signals.take(signal.SIGTERM, None)  # handed on, but there is no process yet
+    proc = subprocess.Popen(["sleep", "30"], start_new_session=True)
+    signals.started(proc)
+    assert proc.wait(timeout=10) == -signal.SIGTERM
+    assert signals.caught == [("SIGINT", False), ("SIGTERM", True)]
