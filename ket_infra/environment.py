@@ -15,7 +15,7 @@ from pathlib import Path
 from ket_infra import yamldoc
 from ket_infra.errors import EnvironmentFileError
 from ket_infra.flows import BRICK_PORTS_DEFAULT, BRICK_PORTS_MAX, CATALOG_NAMES, Flow, protocol_name
-from ket_infra.plan import KUBELET_ROLES, ROLES
+from ket_infra.plan import KUBELET_ROLES, ROLES, spans_the_internet
 
 TOP_KEYS = {
     "plan_file",
@@ -196,7 +196,7 @@ def _extra_rule(doc: yamldoc.Doc, reserved: set[str]) -> Flow:
             name, protocol, ports, to, purpose, f"environment file {doc.path}", "environment", src=_roles(doc, "from")
         )
     cidr = _cidr(doc, "from_cidr", doc.raw("from_cidr"))
-    if protocol == "all" and ipaddress.ip_network(cidr).prefixlen < 8 and not doc.flag("allow_world", False):
+    if protocol == "all" and spans_the_internet(cidr) and not doc.flag("allow_world", False):
         doc.fail(
             "protocol",
             f"all protocols from {cidr} opens every port of these nodes to the internet",
@@ -229,7 +229,7 @@ def load_environment(env: str | Path) -> Environment:
     if not ENV_NAME.fullmatch(path.stem):
         shown = yamldoc.describe(path.stem)
         raise EnvironmentFileError(
-            str(path) if str(path).isprintable() else repr(str(path)),
+            yamldoc.shown_path(path),
             None,
             f"the environment's name {shown} (its file name without .yaml) cannot name a work folder and AWS tags",
             "rename the file to letters, digits, '_', '-' and '.' (not first), at most 63, ending in .yaml",

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from ket_infra import flows as catalog
 from ket_infra.errors import QuotaError
 from ket_infra.flows import Flow
-from ket_infra.plan import KUBELET_ROLES, Cni, Plan, group_name, role_key
+from ket_infra.plan import KUBELET_ROLES, Cni, Plan, group_name, role_key, spans_the_internet, split_host_port
 
 if TYPE_CHECKING:
     from ket_infra.environment import Environment
@@ -311,10 +311,7 @@ def _load_balancer_warning(plan: Plan, env: Environment | None) -> str | None:
     value = plan.load_balancer
     if not value:
         return None
-    host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit():
-        host = value
-    host = host.strip("[]")
+    host, _port = split_host_port(value)
     masters = [plan.node(h) for h in plan.hosts("master")]
     if any(host in (m.host, m.ip, m.internalip) for m in masters):
         return None
@@ -332,11 +329,6 @@ def _load_balancer_warning(plan: Plan, env: Environment | None) -> str | None:
         f"master.load_balancer {value} is not a master and api_cidrs does not cover {addr}: the nodes reach "
         f"kube-apiserver through it; add {addr}/32 to api_cidrs in the environment file"
     )
-
-
-def spans_the_internet(cidr: str) -> bool:
-    """A source this wide is the world, not a network someone runs (the pod CIDR check uses the same bound)."""
-    return ipaddress.ip_network(cidr).prefixlen < 8
 
 
 def _world_warnings(env: Environment | None, rules: list[Rule]) -> list[str]:

@@ -42,6 +42,19 @@ _HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-
 CALICO_MODES: tuple[str, ...] = ("overlay", "routed")
 
 
+def spans_the_internet(cidr: str) -> bool:
+    """A network this wide is the world, not one someone runs (pod CIDRs and environment CIDRs alike)."""
+    return ipaddress.ip_network(cidr, strict=False).prefixlen < 8
+
+
+def split_host_port(value: str) -> tuple[str, str | None]:
+    """ "host:port", "[v6]:port" or a bare host, split the way Go's net.SplitHostPort reads them."""
+    host, sep, port = value.rpartition(":")
+    if not sep or (host.startswith("[") != host.endswith("]")) or (":" in host and not host.startswith("[")):
+        return value, None
+    return host.strip("[]"), port
+
+
 def role_key(roles: frozenset[str] | set[str]) -> tuple[int, ...]:
     """Sort key putting role sets in KET's role order."""
     return tuple(ROLES.index(r) for r in ROLES if r in roles)
@@ -141,7 +154,7 @@ def _cidr(doc: yamldoc.Doc, name: str) -> str:
         doc.fail(name, f"{value!r} is not a valid CIDR", "use a CIDR such as 172.16.0.0/16")
     if net.version != 4:
         doc.fail(name, f"{value!r} is not an IPv4 CIDR", "KET clusters use IPv4; use a CIDR such as 172.16.0.0/16")
-    if net.prefixlen < 8:
+    if spans_the_internet(str(net)):
         # Calico routed mode opens all protocols from the pod CIDR: never the internet.
         doc.fail(
             name, f"{value!r} spans the internet, not a cluster network", "use a private range such as 172.16.0.0/16"
@@ -276,14 +289,13 @@ def _merge_nodes(path: str, listed: dict[str, list[tuple[str, str, str | None, s
     return tuple(Node(h, ip, internal, frozenset(roles)) for h, (ip, internal, _k, roles) in by_host.items())
 
 
-def _host_port(doc: yamldoc.Doc, name: str, value: str, default_port: int | None) -> tuple[str, int | None]:
-    """Split "host:port" (or "[v6]:port", or a bare host) the way Go's net.SplitHostPort reads it."""
-    host, sep, port = value.rpartition(":")
-    if not sep or (host.startswith("[") != host.endswith("]")) or (":" in host and not host.startswith("[")):
-        return value, default_port  # no port: a bare host name or address
+def _host_port(doc: yamldoc.Doc, name: str, value: str, default_port: int) -> tuple[str, int]:
+    host, port = split_host_port(value)
+    if port is None:
+        return host, default_port
     if not port.isdigit() or not 1 <= int(port) <= 65535:
         doc.fail(name, f"{value!r} has no valid port after ':'", "write host:port with a port from 1 to 65535")
-    return host.strip("[]"), int(port)
+    return host, int(port)
 
 
 def _install(root: yamldoc.Doc, cluster: yamldoc.Doc) -> Install:
@@ -301,16 +313,15 @@ def _install(root: yamldoc.Doc, cluster: yamldoc.Doc) -> Install:
     registry = None
     if server:
         host, port = _host_port(registry_doc, "server", server, 443)
-        assert port is not None
         registry = Registry(host, port)
     else:
         # KET's migration of plans older than v1.7: address and port stand for server.
         address = registry_doc.text("address")
-        port = registry_doc.integer("port")
-        if address and port:
-            if not 1 <= port <= 65535:
-                registry_doc.fail("port", f"{port} is not a port", "use the registry's port (1-65535)")
-            registry = Registry(address, port)
+        legacy_port = registry_doc.integer("port")
+        if address and legacy_port:
+            if not 1 <= legacy_port <= 65535:
+                registry_doc.fail("port", f"{legacy_port} is not a port", "use the registry's port (1-65535)")
+            registry = Registry(address, legacy_port)
     return Install(ssh_port, cluster.flag("disconnected_installation", False), packages, registry)
 
 

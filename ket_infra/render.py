@@ -54,7 +54,7 @@ def work_dir(env: Environment, base: Path | None = None) -> Path:
     """Where the root module of ENV is rendered (git-ignored): one folder inside the work folder."""
     root = base or work_root(env)
     out = root / env.name
-    if out.resolve().parent != root.resolve() or env.name in ("", ".", ".."):
+    if out.resolve().parent != root.resolve():
         raise KetInfraError(f"environment name {env.name!r} is not one folder name; rename its environment file")
     return out
 

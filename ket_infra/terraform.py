@@ -153,21 +153,6 @@ def _signal_name(number: int) -> str:
         return f"signal {number}"
 
 
-@contextmanager
-def _environ(extra: dict[str, str]) -> Iterator[None]:
-    """os.environ with EXTRA added, for the environment of one Terraform process."""
-    saved = {k: os.environ.get(k) for k in extra}
-    os.environ.update(extra)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
 def state_addresses(doc: dict[str, Any]) -> list[str]:
     """Every resource address of a `terraform show -json` state document, child modules included."""
     out: list[str] = []
@@ -204,8 +189,7 @@ class Terraform:
         # own, so that Ctrl-C reaches ket-infra alone and is handed to Terraform exactly once:
         # Terraform then stops what it is doing and saves its state before it exits.
         command = tf.generate_cmd_string(cmd, *args, **options)
-        with _environ(self.extra_env):
-            environ = dict(os.environ)
+        environ = {**os.environ, **self.extra_env}
         what = f"{self.binary} {cmd}"
         with _handing_on_signals(what, hold=cmd in _CHANGES_THE_CLOUD) as signals:
             try:

@@ -134,9 +134,14 @@ class Doc:
         return Doc(value, self.path, self.error, key)
 
 
+def shown_path(path: Path) -> str:
+    """A path as a message shows it: as it is, or quoted when it holds a newline or another control character."""
+    return str(path) if str(path).isprintable() else repr(str(path))
+
+
 def load(path: Path, error: type[InputError], what: str) -> Doc:
     """Parse PATH as a YAML mapping; any failure becomes ERROR naming the file."""
-    shown = str(path) if str(path).isprintable() else repr(str(path))
+    shown = shown_path(path)
     try:
         mode = path.stat().st_mode
         if stat.S_ISDIR(mode):

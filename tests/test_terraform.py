@@ -336,11 +336,17 @@ def test_the_work_folder_is_made_with_its_parents(tmp_path: Path) -> None:
     assert work.is_dir()
 
 
+def version_failure(binary: Path, tmp_path: Path) -> str:
+    """The one-line error `check_version` gives with BINARY standing in for Terraform."""
+    with pytest.raises(TerraformError) as info:
+        Terraform(env(str(binary)), tmp_path / "work", lambda _m: None).check_version()
+    return str(info.value)
+
+
 def test_a_binary_that_cannot_run_is_one_line(tmp_path: Path) -> None:
     broken = executable(tmp_path, b"\x7fELF not really")
-    with pytest.raises(TerraformError) as info:
-        Terraform(env(str(broken)), tmp_path / "work", lambda _m: None).check_version()
-    assert str(info.value) == (
+    message = version_failure(broken, tmp_path)
+    assert message == (
         f"cannot run {broken}: Exec format error; install Terraform >= 1.5 (or OpenTofu) or set terraform.binary "
         "in environments/unit.yaml"
     )
@@ -348,9 +354,8 @@ def test_a_binary_that_cannot_run_is_one_line(tmp_path: Path) -> None:
 
 def test_an_error_said_on_stdout_is_reported(tmp_path: Path) -> None:
     chatty = executable(tmp_path, "#!/bin/sh\necho 'Error: said on stdout'\nexit 1\n")
-    with pytest.raises(TerraformError) as info:
-        Terraform(env(str(chatty)), tmp_path / "work", lambda _m: None).check_version()
-    assert str(info.value) == f"{chatty} version failed in {tmp_path / 'work'}: Error: said on stdout"
+    message = version_failure(chatty, tmp_path)
+    assert message == f"{chatty} version failed in {tmp_path / 'work'}: Error: said on stdout"
 
 
 @needs_terraform_cli
@@ -503,9 +508,8 @@ def test_init_installs_the_aws_provider_from_the_mirror(tmp_path: Path) -> None:
 
 def test_a_silent_failure_still_says_something(tmp_path: Path) -> None:
     mute = executable(tmp_path, "#!/bin/sh\nexit 1\n")
-    with pytest.raises(TerraformError) as info:
-        Terraform(env(str(mute)), tmp_path / "work", lambda _m: None).check_version()
-    assert str(info.value) == f"{mute} version failed in {tmp_path / 'work'}: no error output"
+    message = version_failure(mute, tmp_path)
+    assert message == f"{mute} version failed in {tmp_path / 'work'}: no error output"
 
 
 WARNING_BOX = """There are some problems with the CLI configuration:
@@ -520,9 +524,8 @@ WARNING_BOX = """There are some problems with the CLI configuration:
 def test_a_killed_terraform_is_said_to_be_killed(tmp_path: Path) -> None:
     """Not the CLI-configuration warning it printed first: which signal, and that a rerun converges."""
     killed = executable(tmp_path, f"#!/bin/sh\ncat >&2 <<'EOF'\n{WARNING_BOX}EOF\nkill -KILL $$\n")
-    with pytest.raises(TerraformError) as info:
-        Terraform(env(str(killed)), tmp_path / "work", lambda _m: None).check_version()
-    assert str(info.value) == (
+    message = version_failure(killed, tmp_path)
+    assert message == (
         f"{killed} version was killed by SIGKILL in {tmp_path / 'work'}; Terraform keeps its state as it goes: "
         "run the same ket-infra command for environment unit again, it converges"
     )
@@ -534,9 +537,8 @@ def test_a_warning_box_is_not_the_error(tmp_path: Path) -> None:
         ("quiet", "something broke", "something broke"),
     ):
         fake = executable(tmp_path, f"#!/bin/sh\ncat >&2 <<'EOF'\n{WARNING_BOX}{after}\nEOF\nexit 1\n", name)
-        with pytest.raises(TerraformError) as info:
-            Terraform(env(str(fake)), tmp_path / "work", lambda _m: None).check_version()
-        assert str(info.value) == f"{fake} version failed in {tmp_path / 'work'}: {shown}"
+        message = version_failure(fake, tmp_path)
+        assert message == f"{fake} version failed in {tmp_path / 'work'}: {shown}"
 
 
 INTERRUPTIBLE = """#!/bin/sh
