@@ -64,7 +64,7 @@ lint: $(BIN)/ket-infra
 	$(BIN)/ruff check ket_infra tests bench
 	$(BIN)/ruff format --check ket_infra tests bench
 	$(BIN)/mypy ket_infra
-	@if command -v terraform >/dev/null; then terraform fmt -check -recursive terraform templates; else echo "terraform not found: skipping terraform fmt -check"; fi
+	@if command -v terraform >/dev/null; then terraform fmt -check -recursive ket_infra/modules; else echo "terraform not found: skipping terraform fmt -check"; fi
 
 fmt: $(BIN)/ket-infra
 	$(BIN)/ruff format ket_infra tests bench

@@ -1,9 +1,11 @@
 """Write the per-environment Terraform root module.
 
-The root module (templates/main.tf.j2) holds the backend, the provider and
-the call of the static module terraform/modules/ket-cni-network; the rules
-themselves go in a generated `ket-infra.auto.tfvars.json` as data.
-Templates format; they decide nothing.
+The root module (ket_infra/templates/main.tf.j2) holds the backend, the
+provider and the call of the static module ket_infra/modules/ket-cni-network;
+the rules themselves go in a generated `ket-infra.auto.tfvars.json` as data.
+Templates format; they decide nothing. Both ship inside the package and are
+read through importlib.resources, so an installed ket-infra works from any
+directory.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import os
 import re
 import shutil
 from dataclasses import dataclass
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +25,13 @@ from ket_infra.environment import Environment
 from ket_infra.errors import KetInfraError
 from ket_infra.layout import Rule, RuleSet
 
-PROJECT = Path(__file__).resolve().parent.parent
-TEMPLATES = PROJECT / "templates"
-MODULE = PROJECT / "terraform" / "modules" / "ket-cni-network"
+TEMPLATE = "main.tf.j2"
+MODULE_NAME = "ket-cni-network"
 TFVARS = "ket-infra.auto.tfvars.json"
 MAIN = "main.tf"
 IMPORTS = "imports.tf"
 MODULE_ADDRESS = "module.ket_cni_network"
+STATE_ONLY_VPC = "vpc-00000000"  # a well-formed VPC ID for a root module that creates nothing
 # Characters AWS accepts in a security-group rule description.
 _DESCRIPTION_BAD = re.compile(r"[^a-zA-Z0-9. _\-:/()#,@\[\]+=&;{}!$*]")
 
@@ -115,23 +119,44 @@ def tfvars(rs: RuleSet, vpc_id: str, attachments: list[Attachment]) -> dict[str,
     }
 
 
+def module_files() -> Traversable:
+    """The static Terraform module, as shipped in the package."""
+    return resources.files("ket_infra") / "modules" / MODULE_NAME
+
+
+def _packaged(what: Traversable) -> Traversable:
+    if not what.is_file() and not what.is_dir():
+        raise KetInfraError(
+            f"{what} is missing from the installed ket-infra package; reinstall it (pip install ket-infra)"
+        )
+    return what
+
+
+def copy_module(out_dir: Path) -> Path:
+    """Copy the static module into OUT_DIR/modules/ (the .tf files only): the folder stays self-contained."""
+    source = _packaged(module_files())
+    target = out_dir / "modules" / MODULE_NAME
+    if target.exists():
+        shutil.rmtree(target)
+    target.mkdir(parents=True)
+    for item in sorted(source.iterdir(), key=lambda t: t.name):
+        if item.is_file() and item.name.endswith(".tf"):
+            (target / item.name).write_bytes(item.read_bytes())
+    return target
+
+
 def root_module(rs: RuleSet, env: Environment, state: str = "") -> str:
     import jinja2
 
-    if not (MODULE / "main.tf").exists():
-        raise KetInfraError(
-            f"Terraform module not found at {MODULE}; run ket-infra from a full checkout of the project"
-        )
-    loader = jinja2.FileSystemLoader(str(TEMPLATES))
+    template = _packaged(resources.files("ket_infra") / "templates" / TEMPLATE)
     jenv = jinja2.Environment(
-        loader=loader,
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
     )
     jenv.filters["hcl"] = _hcl_string
-    return jenv.get_template("main.tf.j2").render(
+    return jenv.from_string(template.read_text(encoding="utf-8")).render(
         env_name=env.name,
         state=state,
         cluster=rs.cluster,
@@ -139,7 +164,7 @@ def root_module(rs: RuleSet, env: Environment, state: str = "") -> str:
         account_id=env.aws.account_id,
         endpoint_url=env.aws.endpoint_url,
         backend=env.terraform.backend,
-        module_source="./modules/ket-cni-network",
+        module_source=f"./modules/{MODULE_NAME}",
     )
 
 
@@ -148,10 +173,7 @@ def render(rs: RuleSet, env: Environment, vpc_id: str, attachments: list[Attachm
     out_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(out_dir, 0o755)
     # A copy of the static module keeps the folder self-contained and its source path stable.
-    module_copy = out_dir / "modules" / "ket-cni-network"
-    if module_copy.exists():
-        shutil.rmtree(module_copy)
-    shutil.copytree(MODULE, module_copy, ignore=shutil.ignore_patterns(".terraform*", "*.tfstate*", "README.md"))
+    copy_module(out_dir)
     files = {
         out_dir / MAIN: root_module(rs, env, state_identity(env, out_dir)),
         out_dir / TFVARS: json.dumps(tfvars(rs, vpc_id, attachments), indent=2, sort_keys=False) + "\n",
@@ -161,6 +183,19 @@ def render(rs: RuleSet, env: Environment, vpc_id: str, attachments: list[Attachm
         os.chmod(path, 0o644)
     (out_dir / IMPORTS).unlink(missing_ok=True)  # import blocks belong to one plan; workflow.plan writes them anew
     return list(files)
+
+
+def render_state_only(rs: RuleSet, env: Environment, out_dir: Path) -> list[Path]:
+    """A root module that wants nothing: enough for Terraform to read the state and plan its removal.
+
+    destroy uses it when the work folder is gone (a fresh checkout): the backend, the provider
+    and the module are what they always are; the groups, rules and attachments are empty, and
+    no node has to be found.
+    """
+    out = render(rs, env, STATE_ONLY_VPC, [], out_dir)
+    empty = {**tfvars(rs, STATE_ONLY_VPC, []), "groups": {}, "ingress_rules": {}, "egress_rules": {}}
+    (out_dir / TFVARS).write_text(json.dumps(empty, indent=2) + "\n")
+    return out
 
 
 # --- import blocks: adopt what a killed Terraform created but never wrote to its state ------------------

@@ -12,7 +12,7 @@ import pytest
 from ket_infra.environment import AwsConfig, Backend, Environment, TerraformConfig
 from ket_infra.layout import layout
 from ket_infra.plan import load_plan
-from ket_infra.render import MODULE, TFVARS, Attachment, render
+from ket_infra.render import TFVARS, Attachment, module_files, render
 from tests.conftest import EXAMPLES, ROOT
 from tests.golden import check_golden
 from tests.tf import PLUGIN_DIR, needs_terraform, needs_terraform_cli, terraform
@@ -90,7 +90,7 @@ def test_generated_files_are_not_world_writable(tmp_path: Path) -> None:
 
 @needs_terraform_cli
 def test_module_and_renders_are_terraform_fmt_clean(tmp_path: Path) -> None:
-    result = terraform("fmt", "-check", "-recursive", "-diff", str(MODULE), cwd=tmp_path)
+    result = terraform("fmt", "-check", "-recursive", "-diff", str(module_files()), cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     s3 = TerraformConfig(backend=Backend("s3", bucket="b", key="k", endpoint_url="http://127.0.0.1:5000"))
     variants = [(plan, None) for plan in PLANS] + [
