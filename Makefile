@@ -37,7 +37,7 @@ demo: $(BIN)/ket-infra
 	echo "== 6. plan again: nothing left to change"; \
 	$(BIN)/ket-infra plan --env $(DEMO_ENV) --detailed-exitcode | tail -n 1; \
 	echo "== 7. destroy"; \
-	$(BIN)/ket-infra destroy --env $(DEMO_ENV); \
+	$(BIN)/ket-infra destroy --env $(DEMO_ENV) --auto-approve; \
 	echo "== 8. sandbox down"; \
 	$(BIN)/ket-infra sandbox down --port $(DEMO_PORT); \
 	echo "demo complete"
@@ -54,8 +54,9 @@ apply: $(BIN)/ket-infra need-env
 verify: $(BIN)/ket-infra need-env
 	$(BIN)/ket-infra verify --env $(ENV)
 
+# asks for yes on a terminal; AUTO_APPROVE=1 for a pipeline
 destroy: $(BIN)/ket-infra need-env
-	$(BIN)/ket-infra destroy --env $(ENV)
+	$(BIN)/ket-infra destroy --env $(ENV) $(if $(AUTO_APPROVE),--auto-approve)
 
 test: $(BIN)/ket-infra
 	$(BIN)/pytest -q -n 2 --dist load

@@ -171,11 +171,33 @@ def _verify(ctx: Any, fmt: str) -> None:
 
 @cli.command("destroy")
 @ENV_OPTION
-def destroy_cmd(env: str) -> None:
-    """Remove the groups, rules and attachments ket-infra created for ENV."""
+@click.option("--auto-approve", is_flag=True, help="Do not ask; needed where there is no terminal (pipelines).")
+def destroy_cmd(env: str, auto_approve: bool) -> None:
+    """Remove the groups, rules and attachments ket-infra created for ENV.
+
+    Lists what it will remove (from the Terraform state) and the source/dest
+    checks it will restore, then asks for `yes` on a terminal.
+    """
     from ket_infra import workflow
 
-    workflow.destroy(workflow.context(env, click.echo, strict=False))
+    if not auto_approve and not sys.stdin.isatty():
+        raise KetInfraError(
+            f"destroy asks for confirmation and there is no terminal to ask on; to destroy from a pipeline, "
+            f"run ket-infra destroy --env {env} --auto-approve"
+        )
+
+    ctx = workflow.context(env, click.echo, strict=False)
+
+    def approve(listing: list[str]) -> bool:
+        click.echo(f"ket-infra will destroy for environment {ctx.env.name}:")
+        for line in listing:
+            click.echo(line)
+        if auto_approve:
+            return True
+        answer = click.prompt("Only 'yes' will be accepted to approve", default="", show_default=False)
+        return bool(answer.strip() == "yes")
+
+    workflow.destroy(ctx, approve)
 
 
 @cli.group()

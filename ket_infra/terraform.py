@@ -1,11 +1,16 @@
 """The one place that runs Terraform (or OpenTofu).
 
-Through python-terraform's generic `Terraform.cmd()` with explicit flags
-only: its apply/destroy/output/plan helpers and state reading are broken on
-Terraform >= 0.15 (beelit94/python-terraform issues 108, 113, 84, 70, 103).
-Always `-input=false -no-color`; plans are saved with `-out` and read back
-with `show -json`. Variable values live in the rendered tfvars file and are
-never put on a command line or in a message.
+python-terraform writes the command line with explicit flags only: its
+apply/destroy/output/plan helpers and state reading are broken on Terraform
+>= 0.15 (beelit94/python-terraform issues 108, 113, 84, 70, 103). Always
+`-input=false -no-color`. plan, apply and destroy run with Terraform's
+machine-readable UI (`-json`, one JSON message per line,
+https://developer.hashicorp.com/terraform/internals/machine-readable-ui):
+their progress is shown live on stderr and the change summary is taken from
+the plan's own messages, without a second pass over the saved plan. Plans are
+saved with `-out`; destroy is a saved destroy plan too, so that what it
+removes can be listed before it runs. Variable values live in the rendered
+tfvars file and are never put on a command line or in a message.
 """
 
 from __future__ import annotations
@@ -26,10 +31,13 @@ from typing import Any
 
 from ket_infra.environment import Environment
 from ket_infra.errors import Interrupted, KetInfraError
+from ket_infra.progress import Live
 
 MIN_VERSION = (1, 5)
 PLAN_FILE = "tfplan"
+DESTROY_PLAN = "destroy.tfplan"
 FINGERPRINT = "tfplan.fingerprint"
+INIT_STAMP = "ket-infra-init.sha256"  # in .terraform/: what the last successful init was run for
 PLUGIN_DIR_VAR = "KET_INFRA_TF_PLUGIN_DIR"
 RULE_TYPES = {
     "aws_vpc_security_group_ingress_rule": "ingress",
@@ -59,12 +67,17 @@ class PlanSummary:
         return bool(self.changes)
 
     def counts(self) -> dict[str, int]:
-        out = {"create": 0, "update": 0, "replace": 0, "delete": 0}
+        out = {"create": 0, "update": 0, "replace": 0, "delete": 0, "import": 0}
         for c in self.changes:
             out[c.action] = out.get(c.action, 0) + 1
         return out
 
 
+# An init that could not reach a provider registry, or found no provider in its mirror.
+_REGISTRY_UNREACHABLE = re.compile(
+    r"Failed to query available provider packages|could not connect to registry|Failed to install provider|"
+    r"was not found in any of the search locations"
+)
 # Commands that change the cloud: a first Ctrl-C lets them finish (see _handing_on_signals).
 _CHANGES_THE_CLOUD = ("apply", "destroy")
 # Terraform's warning boxes (an unreadable CLI configuration, say) are not why a command failed.
@@ -153,6 +166,94 @@ def _signal_name(number: int) -> str:
         return f"signal {number}"
 
 
+# planned_change actions (machine-readable UI) that change nothing in the cloud
+_NO_CHANGE = ("noop", "read", "move")
+_ACTIONS = {"remove": "forget"}  # Terraform's name for dropping a resource from the state only
+
+
+class _Watch:
+    """What one `-json` run of Terraform reports, fed one stdout line at a time (from a reader thread)."""
+
+    def __init__(self, live: Live, applying: str) -> None:
+        self.live = live
+        self.applying = applying  # the phase name once resources change: applying | destroying
+        self.planned: list[dict[str, Any]] = []  # planned_change.change, in Terraform's order
+        self.errors: list[str] = []
+        self.summary: dict[str, Any] | None = None  # the last change_summary.changes
+
+    def line(self, raw: str) -> None:
+        try:
+            msg = json.loads(raw)
+        except ValueError:
+            return
+        if not isinstance(msg, dict):
+            return
+        kind = msg.get("type")
+        if kind == "refresh_start":
+            self.live.enter("refreshing")
+        elif kind == "refresh_complete":
+            self.live.step()
+        elif kind == "planned_change" and isinstance(msg.get("change"), dict):
+            if self.applying == "planning":  # an apply of a saved plan lists its changes first, too
+                self.live.enter("planning")
+            self.planned.append(msg["change"])
+        elif kind == "change_summary" and isinstance(msg.get("changes"), dict):
+            self.summary = msg["changes"]
+        elif kind == "apply_start":
+            total = sum(1 for c in self.planned if c.get("action") not in _NO_CHANGE)
+            self.live.enter(self.applying, total or None)
+        elif kind in ("apply_complete", "apply_errored"):
+            self.live.step()
+        elif kind == "diagnostic" and msg.get("@level") == "error" and isinstance(msg.get("diagnostic"), dict):
+            diag = msg["diagnostic"]
+            self.errors.append(f"Error: {diag.get('summary', '')}\n{diag.get('detail', '')}")
+
+    def changes(self) -> list[tuple[str, str, str]]:
+        """(action, resource type, address or key) of every planned change that changes something."""
+        out = []
+        for change in self.planned:
+            action = str(change.get("action", ""))
+            resource = change.get("resource") or {}
+            if action in _NO_CHANGE or not resource:
+                continue
+            key = resource.get("resource_key")
+            out.append((_ACTIONS.get(action, action), str(resource["resource_type"]), str(key or resource["addr"])))
+        return out
+
+
+def _read_lines(pipe: Any, take: Callable[[str], None]) -> None:
+    for raw in iter(pipe.readline, b""):
+        take(raw.decode("utf-8", errors="replace"))
+
+
+def _collect(proc: subprocess.Popen[bytes], watch: _Watch | None) -> tuple[bytes, bytes]:
+    """Wait for PROC; with WATCH, hand it each stdout line as it comes and tick its progress every second."""
+    if watch is None:
+        return proc.communicate()
+    out: list[str] = []
+    err: list[bytes] = []
+
+    def take(line: str) -> None:
+        out.append(line)
+        watch.line(line)
+
+    readers = [
+        threading.Thread(target=_read_lines, args=(proc.stdout, take), daemon=True),
+        threading.Thread(target=lambda: err.append(proc.stderr.read() if proc.stderr else b""), daemon=True),
+    ]
+    for reader in readers:
+        reader.start()
+    while True:
+        try:
+            proc.wait(timeout=1.0)
+            break
+        except subprocess.TimeoutExpired:
+            watch.live.tick()
+    for reader in readers:
+        reader.join()
+    return "".join(out).encode(), b"".join(err)
+
+
 def state_addresses(doc: dict[str, Any]) -> list[str]:
     """Every resource address of a `terraform show -json` state document, child modules included."""
     out: list[str] = []
@@ -178,7 +279,16 @@ class Terraform:
         # every run; ket-infra talks to no endpoint the user did not configure.
         self.extra_env = {"TF_IN_AUTOMATION": "1", "CHECKPOINT_DISABLE": "1", **credentials_env(env)}
 
-    def _run(self, cmd: str, *args: str, ok: tuple[int, ...] = (0,), **flags: Any) -> tuple[int, str]:
+    def _run(
+        self,
+        cmd: str,
+        *args: str,
+        ok: tuple[int, ...] = (0,),
+        watch: _Watch | None = None,
+        label: str | None = None,
+        **flags: Any,
+    ) -> tuple[int, str]:
+        """Run one Terraform command; LABEL names it in messages (`destroy` for an apply of a destroy plan)."""
         from python_terraform import IsFlagged
         from python_terraform import Terraform as PyTerraform
 
@@ -190,7 +300,8 @@ class Terraform:
         # Terraform then stops what it is doing and saves its state before it exits.
         command = tf.generate_cmd_string(cmd, *args, **options)
         environ = {**os.environ, **self.extra_env}
-        what = f"{self.binary} {cmd}"
+        label = label or cmd
+        what = f"{self.binary} {label}"
         with _handing_on_signals(what, hold=cmd in _CHANGES_THE_CLOUD) as signals:
             try:
                 proc = subprocess.Popen(
@@ -204,7 +315,7 @@ class Terraform:
             except OSError as exc:
                 raise TerraformError(f"cannot run {self.binary}: {exc.strerror}; {self._install_hint()}") from None
             signals.started(proc)
-            out_bytes, err_bytes = proc.communicate()
+            out_bytes, err_bytes = _collect(proc, watch)
         rc = proc.returncode
         out = out_bytes.decode("utf-8", errors="replace")
         err = err_bytes.decode("utf-8", errors="replace")
@@ -224,15 +335,31 @@ class Terraform:
             )
         if rc is not None and rc < 0:
             raise TerraformError(
-                f"{self.binary} {cmd} was killed by {_signal_name(-rc)} in {self.work}; Terraform keeps its state as it goes: "
+                f"{what} was killed by {_signal_name(-rc)} in {self.work}; Terraform keeps its state as it goes: "
                 f"run the same ket-infra command for environment {self.env.name} again, it converges"
             )
         if rc not in ok:
+            if watch is not None and watch.errors:  # -json: the errors are diagnostics on stdout
+                err = "\n".join(watch.errors)
             locked = _lock_holder(err or "")
             if locked is not None:
                 raise TerraformError(self._locked_message(locked))
-            raise TerraformError(f"{self.binary} {cmd} failed in {self.work}: {_last_error(err or '', out or '')}")
+            raise TerraformError(self._failure(label, _last_error(err or "", out or "")))
         return rc, out or ""
+
+    def _failure(self, cmd: str, error: str) -> str:
+        if cmd == "init" and _REGISTRY_UNREACHABLE.search(error):
+            where = (
+                f"plugin_dir {self.plugin_dir()} lacks it"
+                if self.plugin_dir()
+                else "no provider mirror is set: terraform.plugin_dir is unset and so is $" + PLUGIN_DIR_VAR
+            )
+            return (
+                f"{self.binary} init in {self.work} could not get the AWS provider ({where}): {error} -- "
+                f"offline, set terraform.plugin_dir in {self.env.path} (or {PLUGIN_DIR_VAR}) to a mirror made "
+                "with `terraform providers mirror DIR` on a connected machine"
+            )
+        return f"{self.binary} {cmd} failed in {self.work}: {error}"
 
     def _locked_message(self, lock: dict[str, str]) -> str:
         who = lock.get("Who", "unknown")
@@ -269,31 +396,77 @@ class Terraform:
     def plugin_dir(self) -> str | None:
         return self.env.terraform.plugin_dir or os.environ.get(PLUGIN_DIR_VAR) or None
 
-    def init(self) -> None:
-        self.progress(f"terraform init in {self.work}")
-        self._run("init", input=False, no_color=True, plugin_dir=self.plugin_dir(), reconfigure=True)
+    def _init_inputs(self) -> str:
+        """What init depends on: the root module's files, the module copy, the mirror and the binary."""
+        digest = hashlib.sha256()
+        for path in [*sorted(self.work.glob("*.tf")), *sorted((self.work / "modules").rglob("*.tf"))]:
+            digest.update(str(path.relative_to(self.work)).encode())
+            digest.update(path.read_bytes() if path.exists() else b"<missing>")
+        digest.update(f"{self.plugin_dir()}|{shutil.which(self.binary)}".encode())
+        return digest.hexdigest()
 
-    def plan(self) -> PlanSummary:
+    def init(self) -> None:
+        """terraform init, skipped when nothing it depends on changed since the last one succeeded."""
+        stamp = self.work / ".terraform" / INIT_STAMP
+        wanted = self._init_inputs()
+        if stamp.exists() and stamp.read_text().strip() == wanted:
+            self.progress(f"terraform init: up to date in {self.work}")
+            return
+        self.progress(f"terraform init in {self.work}")
+        stamp.unlink(missing_ok=True)
+        self._run("init", input=False, no_color=True, plugin_dir=self.plugin_dir(), reconfigure=True)
+        stamp.parent.mkdir(exist_ok=True)
+        stamp.write_text(wanted + "\n")
+
+    def _watched(
+        self, cmd: str, *args: str, label: str, applying: str, ok: tuple[int, ...] = (0,), **flags: Any
+    ) -> _Watch:
+        """Run a plan or apply with the machine-readable UI, its progress live on stderr."""
+        watch = _Watch(Live(f"{self.binary} {label}"), applying)
+        watch.live.enter("starting")
+        self._run(cmd, *args, ok=ok, watch=watch, label=label, json=True, input=False, no_color=True, **flags)
+        return watch
+
+    def plan(self, purposes: dict[str, str] | None = None) -> PlanSummary:
+        """Plan and save it; the summary comes from the plan's own messages. PURPOSES: address -> purpose."""
         self.progress("terraform plan (saved to tfplan)")
-        self._run(
+        watch = self._watched(
             "plan",
-            input=False,
-            no_color=True,
+            label="plan",
+            applying="planning",
             lock_timeout="0s",
             out=PLAN_FILE,
             detailed_exitcode=True,
             ok=(0, 2),
         )
-        _, out = self._run("show", PLAN_FILE, json=True, no_color=True)
-        return summarize(out)
+        summary = summarize_changes(watch.changes(), purposes or {})
+        watch.live.finish(_counted(summary, "to add", "to change", "to remove"))
+        return summary
 
     def apply(self) -> None:
         self.progress("terraform apply tfplan")
-        self._run("apply", PLAN_FILE, input=False, no_color=True, lock_timeout="0s")
+        watch = self._watched("apply", PLAN_FILE, label="apply", applying="applying", lock_timeout="0s")
+        watch.live.finish(_counted(summarize_changes(watch.changes(), {}), "added", "changed", "removed"))
+
+    def plan_destroy(self) -> PlanSummary:
+        """Plan the removal of everything in the state, saved for destroy(); what it would remove."""
+        self.progress("terraform plan -destroy (saved to destroy.tfplan)")
+        (self.work / DESTROY_PLAN).unlink(missing_ok=True)
+        watch = self._watched(
+            "plan", label="plan -destroy", applying="planning", destroy=True, lock_timeout="0s", out=DESTROY_PLAN
+        )
+        summary = summarize_changes(watch.changes(), {})
+        watch.live.finish(_counted(summary, "to add", "to change", "to remove"))
+        return summary
 
     def destroy(self) -> None:
-        self.progress("terraform destroy")
-        self._run("destroy", input=False, no_color=True, auto_approve=True, lock_timeout="0s")
+        """Apply the saved destroy plan (plan_destroy first)."""
+        self.progress("terraform apply destroy.tfplan")
+        try:
+            watch = self._watched("apply", DESTROY_PLAN, label="destroy", applying="destroying", lock_timeout="0s")
+        finally:
+            (self.work / DESTROY_PLAN).unlink(missing_ok=True)
+        watch.live.finish(_counted(summarize_changes(watch.changes(), {}), "added", "changed", "removed"))
 
     def state_resources(self) -> list[str]:
         """The addresses in the state, from `terraform show -json` (never its human output)."""
@@ -303,11 +476,12 @@ class Terraform:
         return state_addresses(json.loads(out))
 
     # Staleness: apply refuses a plan made from other inputs than today's.
-    def fingerprint(self, inputs: list[Path]) -> str:
+    def fingerprint(self, inputs: list[tuple[str, bytes]]) -> str:
+        """One digest of what a saved plan was made from: (name, content) pairs."""
         digest = hashlib.sha256()
-        for path in inputs:
-            digest.update(str(path).encode())
-            digest.update(path.read_bytes() if path.exists() else b"<missing>")
+        for name, content in inputs:
+            digest.update(name.encode())
+            digest.update(hashlib.sha256(content).digest())
         return digest.hexdigest()
 
     def save_fingerprint(self, value: str) -> None:
@@ -324,44 +498,37 @@ class Terraform:
             (self.work / name).unlink(missing_ok=True)
 
 
-def summarize(show_json: str) -> PlanSummary:
-    """Changes from `terraform show -json tfplan`, rules first, named by rule."""
-    try:
-        doc = json.loads(show_json)
-        changes = [c for rc in doc.get("resource_changes", []) if (c := _change(rc)) is not None]
-    except ValueError:
-        raise TerraformError("terraform show -json printed no JSON; rerun with --debug") from None
-    except (AttributeError, KeyError, IndexError, TypeError):
-        raise TerraformError("terraform show -json printed no plan this version can read; rerun with --debug") from None
+def _counted(summary: PlanSummary, add: str, change: str, remove: str) -> str:
+    n = summary.counts()
+    return f"{n['create'] + n['replace']} {add}, {n['update']} {change}, {n['delete'] + n['replace']} {remove}"
+
+
+def summarize_changes(changes: list[tuple[str, str, str]], purposes: dict[str, str]) -> PlanSummary:
+    """A summary from a plan's planned_change messages: (action, resource type, key), rules first.
+
+    PURPOSES maps a resource's address to what it is for (the rendered rule and group
+    descriptions); what the messages do not name has no purpose shown.
+    """
+    out = []
+    for action, resource_type, key in changes:
+        kind = RULE_TYPES.get(resource_type) or OTHER_TYPES.get(resource_type, "other")
+        out.append(Change(action, kind, key, purposes.get(f"{resource_type}/{key}", "")))
     order = {"ingress": 0, "egress": 1, "group": 2, "attachment": 3, "other": 4}
-    return PlanSummary(tuple(sorted(changes, key=lambda c: (order[c.kind], c.name))))
-
-
-def _change(rc: dict[str, Any]) -> Change | None:
-    """One entry of show -json's resource_changes (always with type, address and change.actions)."""
-    change = rc["change"]
-    actions = change["actions"]
-    if actions in (["no-op"], ["read"]):
-        return None
-    # Terraform's actions: create, update, delete, a replace as both, or forget (out of the state only).
-    action = "replace" if "create" in actions and "delete" in actions else actions[0]
-    kind = RULE_TYPES.get(rc["type"]) or OTHER_TYPES.get(rc["type"], "other")
-    values = change.get("after") or change.get("before") or {}
-    purpose = str(values.get("description") or "") if kind in ("ingress", "egress", "group") else ""
-    return Change(action, kind, str(rc.get("index", rc["address"])), purpose)
+    return PlanSummary(tuple(sorted(out, key=lambda c: (order[c.kind], c.name))))
 
 
 def summary_lines(summary: PlanSummary) -> list[str]:
     if not summary.has_changes:
         return ["No changes: the cloud already matches the plan file."]
-    sign = {"create": "+", "update": "~", "replace": "-/+", "delete": "-", "forget": "."}
+    sign = {"create": "+", "update": "~", "replace": "-/+", "delete": "-", "forget": ".", "import": "<="}
     lines = []
     for c in summary.changes:
         what = f"{c.kind} rule" if c.kind in ("ingress", "egress") else c.kind
         tail = f": {c.purpose}" if c.purpose else ""
         lines.append(f"  {sign.get(c.action, '?'):>3} {what} {c.name}{tail}")
     n = summary.counts()
+    imports = f", {n['import']} to import" if n["import"] else ""
     lines.append(
-        f"Plan: {n['create']} to add, {n['update']} to change, {n['replace']} to replace, {n['delete']} to remove."
+        f"Plan: {n['create']} to add, {n['update']} to change, {n['replace']} to replace, {n['delete']} to remove{imports}."
     )
     return lines

@@ -27,6 +27,7 @@ from ket_infra.render import (
     attachment_import_id,
     group_address,
     render,
+    render_state_only,
     rule_address,
     state_identity,
     work_dir,
@@ -53,11 +54,43 @@ class Context:
     def tf(self) -> Terraform:
         return Terraform(self.env, self.work, self.progress)
 
-    def inputs(self) -> list[Path]:
-        """What a saved plan depends on: plan file, environment file, rendered module."""
-        files = [Path(self.plan.path), Path(self.env.path), self.work / MAIN, self.work / TFVARS, self.work / IMPORTS]
-        files += sorted((self.work / "modules").rglob("*.tf"))
-        return files
+    def inputs(self) -> list[tuple[str, bytes]]:
+        """What a saved plan depends on: what the plan and environment files say, and the rendered module.
+
+        The two YAML files count by their meaning, not their bytes: a comment or a reformat does
+        not make a saved plan stale.
+        """
+        parts = [(str(path), _meaning(path)) for path in (Path(self.plan.path), Path(self.env.path))]
+        files = [
+            self.work / MAIN,
+            self.work / TFVARS,
+            self.work / IMPORTS,
+            *sorted((self.work / "modules").rglob("*.tf")),
+        ]
+        return parts + [(str(path), path.read_bytes() if path.exists() else b"<missing>") for path in files]
+
+    def purposes(self) -> dict[str, str]:
+        """What each rendered group and rule is for, by Terraform resource type and key."""
+        wanted = json.loads((self.work / TFVARS).read_text())
+        out = {f"aws_security_group/{name}": str(g["description"]) for name, g in wanted["groups"].items()}
+        for direction in ("ingress", "egress"):
+            for name, rule in wanted[f"{direction}_rules"].items():
+                out[f"aws_vpc_security_group_{direction}_rule/{name}"] = str(rule["description"])
+        return out
+
+
+def _meaning(path: Path) -> bytes:
+    """A YAML file as canonical JSON of its data (its raw bytes when it does not parse)."""
+    import yaml
+
+    try:
+        raw = path.read_bytes()
+    except OSError:
+        return b"<missing>"
+    try:
+        return json.dumps(yaml.safe_load(raw), sort_keys=True, default=str).encode()
+    except yaml.YAMLError:
+        return raw
 
 
 def context(env_arg: str, progress: Progress = print, base: Path | None = None, strict: bool = True) -> Context:
@@ -192,7 +225,7 @@ def plan(ctx: Context) -> PlanSummary:
     found = discover_and_render(ctx)
     tf.init()
     adopt_orphans(ctx, tf, found)
-    summary = tf.plan()
+    summary = tf.plan(ctx.purposes())
     tf.save_fingerprint(tf.fingerprint(ctx.inputs()))
     for line in summary_lines(summary):
         ctx.progress(line)
@@ -228,15 +261,18 @@ def apply(ctx: Context, auto_approve: bool) -> None:
     ctx.progress(f"applied: environment {ctx.env.name} is ready for kismatic install apply")
 
 
+def _host_setting_targets(ctx: Context, found: Discovery) -> list[Any]:
+    groups = {h.group for h in ctx.rules.host_settings}
+    return [n for n in found.nodes if ctx.plan.node(n.host).group in groups]
+
+
 def host_settings(ctx: Context, restore: bool) -> None:
     """Set (or, on destroy, restore) the EC2 source/dest check where the rules say so."""
     if not ctx.rules.host_settings:
         return
     from ket_infra import aws
 
-    groups = {h.group for h in ctx.rules.host_settings}
-    found = ctx.found or aws.discover(ctx.plan, ctx.env)
-    targets = [n for n in found.nodes if ctx.plan.node(n.host).group in groups]
+    targets = _host_setting_targets(ctx, ctx.found or aws.discover(ctx.plan, ctx.env))
     value = True if restore else ctx.rules.host_settings[0].source_dest_check
     ctx.progress(f"source/dest check {'on' if value else 'off'} for {len(targets)} node(s)")
     changed = aws.set_source_dest_check(ctx.env, targets, value, ctx.progress)
@@ -244,14 +280,51 @@ def host_settings(ctx: Context, restore: bool) -> None:
         ctx.progress("  already set")
 
 
-def destroy(ctx: Context) -> None:
+Approve = Callable[[list[str]], bool]
+
+
+def destroy(ctx: Context, approve: Approve) -> None:
+    """Plan the removal of what the state holds, list it, and remove it once APPROVE says yes.
+
+    What to remove comes from the Terraform state, not from discovery: with an s3 backend a
+    fresh checkout (no work folder) destroys what an earlier run made, even when the cluster's
+    instances are gone. When APPROVE declines, nothing changes and the run fails.
+    """
+    from ket_infra import aws
+
     tf = ctx.tf
     tf.check_version()
     if not (ctx.work / MAIN).exists():
-        discover_and_render(ctx)
+        render_state_only(ctx.rules, ctx.env, ctx.work)
+        ctx.progress(f"rendered {ctx.work} to read the Terraform state (no nodes needed)")
     tf.init()
     tf.forget_plan()
     (ctx.work / IMPORTS).unlink(missing_ok=True)  # import blocks are for plan/apply; destroy acts on the state
+    summary = tf.plan_destroy()
+    restore: list[str] = []
+    lost = ""
+    if ctx.rules.host_settings:
+        try:
+            ctx.found = aws.discover(ctx.plan, ctx.env)
+            restore = [n.host for n in _host_setting_targets(ctx, ctx.found)]
+        except KetInfraError as exc:
+            lost = f"  source/dest check: cannot be restored, the nodes were not found ({exc})"
+    if not summary.has_changes and not restore:
+        ctx.progress(f"nothing to destroy: the Terraform state of environment {ctx.env.name} holds nothing")
+        return
+    listing = summary_lines(summary)[:-1] if summary.has_changes else []
+    if restore:
+        listing.append(f"  ~ source/dest check back on for {len(restore)} node(s): {', '.join(sorted(restore))}")
+    if lost:
+        listing.append(lost)
+    n = summary.counts()
+    listing.append(
+        f"Destroy: {n['delete']} to remove" + (f", {len(restore)} host setting(s) to restore" if restore else "")
+    )
+    if not approve(listing):
+        raise KetInfraError(
+            f"destroy cancelled (the answer was not yes): nothing of environment {ctx.env.name} was changed"
+        )
     tf.destroy()
     try:
         host_settings(ctx, restore=True)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -110,6 +111,24 @@ def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
     return lines[-1]
 
 
+def on_terminal(sandbox: Sandbox, *args: str, answer: str) -> tuple[int, str]:
+    """Run ket-infra with a terminal as its stdin, ANSWER typed ahead; (exit code, stdout and stderr)."""
+    import pty
+
+    cmd, env = sandbox.command(*args)
+    main, side = pty.openpty()
+    proc = subprocess.Popen(
+        cmd, cwd=sandbox.root, env=env, stdin=side, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    os.close(side)
+    try:
+        os.write(main, f"{answer}\n".encode())  # the terminal holds it until the question reads it
+        out, _ = proc.communicate(timeout=600)
+    finally:
+        os.close(main)
+    return proc.returncode, out
+
+
 def test_plan_apply_replan_destroy(sandbox: Sandbox) -> None:
     sandbox.up(EXAMPLES / "calico-overlay.yaml", preflight=False)
     first = sandbox.run("plan", "--detailed-exitcode")
@@ -118,6 +137,11 @@ def test_plan_apply_replan_destroy(sandbox: Sandbox) -> None:
 
     applied = sandbox.run("apply")
     assert applied.returncode == 0, applied.stdout + applied.stderr
+    # Terraform's progress, live on stderr: the phase with its total, then what was done and how long it took
+    progress = [ln for ln in applied.stderr.splitlines() if ln.startswith("terraform apply: ")]
+    assert progress[0] == "terraform apply: starting"
+    assert re.fullmatch(r"terraform apply: applying \d+ resource change\(s\)", progress[1]), progress
+    assert re.fullmatch(r"terraform apply: \d+ added, 0 changed, 0 removed in \d+ s", progress[-1]), progress
 
     groups = {g["GroupId"]: g for g in sandbox.ket_groups()}
     assert {g["GroupName"] for g in groups.values()} == {
@@ -227,8 +251,21 @@ def test_plan_apply_replan_destroy(sandbox: Sandbox) -> None:
     assert second.returncode == 0, second.stdout + second.stderr
     assert "No changes" in second.stdout
 
-    destroyed = sandbox.run("destroy")
-    assert destroyed.returncode == 0, destroyed.stdout + destroyed.stderr
+    # destroy lists what it removes and asks; without a terminal it needs --auto-approve
+    refused = one_line_error(sandbox.run("destroy"))
+    assert refused.endswith("run ket-infra destroy --env " + str(sandbox.env_file) + " --auto-approve"), refused
+    code, said = on_terminal(sandbox, "destroy", answer="no")
+    assert code == 1, said
+    assert "ket-infra will destroy for environment sandbox:" in said
+    assert "    - ingress rule worker-in-proto4-from-master" in said
+    assert re.search(r"Destroy: \d+ to remove\r?\n", said), said
+    assert said.rstrip().endswith(
+        "error: destroy cancelled (the answer was not yes): nothing of environment sandbox was changed"
+    )
+    assert len(sandbox.ket_groups()) == 5
+    code, said = on_terminal(sandbox, "destroy", answer="yes")
+    assert code == 0, said
+    assert "destroyed: ket-infra's groups and rules for environment sandbox are gone" in said
     assert sandbox.ket_groups() == []
     rules = sandbox.client().describe_security_group_rules()["SecurityGroupRules"]
     assert not [r for r in rules if any(t["Key"] == TAG for t in r.get("Tags", []))]
@@ -255,7 +292,7 @@ def test_routed_mode_turns_source_dest_check_off(sandbox: Sandbox) -> None:
     assert [
         (h["node"], h["source_dest_check"], h["status"]) for h in doc["host_settings"] if h["status"] == "blocked"
     ] == [("node02", True, "blocked")]
-    assert sandbox.run("destroy").returncode == 0
+    assert sandbox.run("destroy", "--auto-approve").returncode == 0
     for inst in instances:
         attr = ec2.describe_instance_attribute(InstanceId=inst["InstanceId"], Attribute="sourceDestCheck")
         assert attr["SourceDestCheck"]["Value"] is True
@@ -427,5 +464,16 @@ def test_two_applies_on_one_s3_backend(sandbox: Sandbox, tmp_path: Path) -> None
     assert took < 60
     names = sorted(g["GroupName"] for g in sandbox.ket_groups())
     assert names == ["analytics-etcd", "analytics-master", "analytics-storage", "analytics-worker"]
-    assert sandbox.run("destroy", env_file=shared).returncode == 0
+    # the cluster is gone and so is the checkout: a fresh one destroys what the s3 state holds,
+    # with no node left to find
+    ec2 = sandbox.client()
+    ids = [i["InstanceId"] for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]]
+    ec2.terminate_instances(InstanceIds=ids)
+    fresh = tmp_path / "runner-3"
+    (fresh / "environments").mkdir(parents=True)
+    (fresh / "environments" / "shared.yaml").write_text(yaml.safe_dump(theirs))
+    gone = sandbox.run("destroy", "--auto-approve", env_file=fresh / "environments" / "shared.yaml", cwd=fresh)
+    assert gone.returncode == 0, gone.stdout + gone.stderr
+    assert f"rendered {fresh / '.work' / 'shared'} to read the Terraform state (no nodes needed)" in gone.stdout
+    assert "destroyed: ket-infra's groups and rules for environment shared are gone" in gone.stdout
     assert sandbox.ket_groups() == []

@@ -87,7 +87,7 @@ def test_ctrl_c_during_apply_leaves_the_state_whole(sandbox: Sandbox) -> None:
     """Ctrl-C mid-apply: the apply is let finish, the state holds all it made, the next run adopts nothing."""
     sandbox.up(CONTIV, preflight=False)
     work = work_folder(sandbox)
-    sandbox.run("destroy")  # a clean start whatever ran before in this module
+    sandbox.run("destroy", "--auto-approve")  # a clean start whatever ran before in this module
     cmd, env = sandbox.command("apply", "--auto-approve")
     proc = subprocess.Popen(cmd, cwd=sandbox.root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert proc.stdout is not None
@@ -118,7 +118,7 @@ def test_ctrl_c_during_apply_leaves_the_state_whole(sandbox: Sandbox) -> None:
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     assert not [ln for ln in rerun.stdout.splitlines() if ln.startswith("adopting ")], rerun.stdout
     assert_converged(sandbox)
-    assert sandbox.run("destroy").returncode == 0  # the next test starts from an empty state
+    assert sandbox.run("destroy", "--auto-approve").returncode == 0  # the next test starts from an empty state
     assert sandbox.ket_groups() == []
 
 
@@ -201,7 +201,7 @@ def test_destroy_after_resources_were_removed_by_hand(sandbox: Sandbox) -> None:
     assert keep, eni  # the VPC's default group stays: an interface needs one
     ec2.modify_network_interface_attribute(NetworkInterfaceId=eni["NetworkInterfaceId"], Groups=keep)
 
-    destroyed = sandbox.run("destroy")
+    destroyed = sandbox.run("destroy", "--auto-approve")
     assert destroyed.returncode == 0, destroyed.stdout + destroyed.stderr
     assert sandbox.ket_groups() == []
     assert tagged_rules(sandbox) == []

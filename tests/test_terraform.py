@@ -6,18 +6,22 @@ covered end to end in test_e2e.py.
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import re
 import signal
 import stat
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from ket_infra.environment import AwsConfig, Environment, TerraformConfig
+from ket_infra.progress import Live
 from ket_infra.terraform import (
     PLAN_FILE,
     Change,
@@ -26,7 +30,8 @@ from ket_infra.terraform import (
     TerraformError,
     _last_error,
     _lock_holder,
-    summarize,
+    _Watch,
+    summarize_changes,
     summary_lines,
 )
 from tests.tf import needs_terraform_cli
@@ -71,7 +76,7 @@ def test_init_plan_apply_state_destroy(tmp_path: Path) -> None:
     summary = tf.plan()
     assert (tmp_path / "work" / PLAN_FILE).exists()
     assert [(c.action, c.kind, c.name) for c in summary.changes] == [("create", "other", "a"), ("create", "other", "b")]
-    assert summary.counts() == {"create": 2, "update": 0, "replace": 0, "delete": 0}
+    assert summary.counts() == {"create": 2, "update": 0, "replace": 0, "delete": 0, "import": 0}
     tf.apply()
     assert sorted(tf.state_resources()) == ['terraform_data.rule["a"]', 'terraform_data.rule["b"]']
 
@@ -81,8 +86,13 @@ def test_init_plan_apply_state_destroy(tmp_path: Path) -> None:
     assert summary_lines(again)[-1] == "Plan: 1 to add, 0 to change, 0 to replace, 1 to remove."
     tf.apply()
     assert not tf.plan().has_changes
+    tf.init()  # nothing init depends on changed
+    going = tf.plan_destroy()
+    assert [(c.action, c.name) for c in going.changes] == [("delete", "b"), ("delete", "c")]
+    assert sorted(tf.state_resources()) == ['terraform_data.rule["b"]', 'terraform_data.rule["c"]']  # only planned
     tf.destroy()
     assert tf.state_resources() == []
+    assert not (tmp_path / "work" / "destroy.tfplan").exists()
     assert tf.lines == [  # type: ignore[attr-defined]
         f"terraform init in {tmp_path / 'work'}",
         "terraform plan (saved to tfplan)",
@@ -90,8 +100,79 @@ def test_init_plan_apply_state_destroy(tmp_path: Path) -> None:
         "terraform plan (saved to tfplan)",
         "terraform apply tfplan",
         "terraform plan (saved to tfplan)",
-        "terraform destroy",
+        f"terraform init: up to date in {tmp_path / 'work'}",
+        "terraform plan -destroy (saved to destroy.tfplan)",
+        "terraform apply destroy.tfplan",
     ]
+
+
+@needs_terraform_cli
+def test_init_runs_again_when_the_root_module_or_the_mirror_changes(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    tf = module(work, ["a"])
+    tf.init()
+    tf.init()
+    (work / "main.tf").write_text(MODULE + "\n# changed\n")
+    tf.init()
+    tf.env = replace(tf.env, terraform=replace(tf.env.terraform, plugin_dir=str(tmp_path)))
+    tf.init()
+    assert [ln.split(" in ")[0].split(":")[0] for ln in tf.lines] == ["terraform init"] * 4  # type: ignore[attr-defined]
+    assert tf.lines[1].startswith("terraform init: up to date")  # type: ignore[attr-defined]
+    assert [ln.startswith("terraform init in") for ln in tf.lines] == [True, False, True, True]  # type: ignore[attr-defined]
+
+
+@needs_terraform_cli
+def test_an_init_without_its_provider_names_plugin_dir(tmp_path: Path) -> None:
+    """Offline with a mirror that lacks the provider (or no mirror at all): one line naming the fix."""
+    work = tmp_path / "work"
+    tf = module(work, ["a"])
+    (work / "main.tf").write_text(
+        MODULE + '\nterraform {\n  required_providers {\n    aws = { source = "hashicorp/aws" }\n  }\n}\n'
+    )
+    empty = tmp_path / "mirror"
+    empty.mkdir()
+    tf.env = replace(tf.env, terraform=replace(tf.env.terraform, plugin_dir=str(empty)))
+    with pytest.raises(TerraformError) as info:
+        tf.init()
+    message = str(info.value)
+    assert message.startswith(
+        f"terraform init in {work} could not get the AWS provider (plugin_dir {empty} lacks it): "
+    )
+    assert message.endswith(
+        "offline, set terraform.plugin_dir in environments/unit.yaml (or KET_INFRA_TF_PLUGIN_DIR) to a mirror made "
+        "with `terraform providers mirror DIR` on a connected machine"
+    )
+    assert "\n" not in message
+    assert not (work / ".terraform" / "ket-infra-init.sha256").exists()  # a failed init is not remembered
+
+
+@needs_terraform_cli
+def test_progress_is_shown_live_on_stderr(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    tf = module(tmp_path / "work", ["a", "b", "c"])
+    tf.init()
+    capfd.readouterr()
+    tf.plan()
+    tf.apply()
+    out, err = capfd.readouterr()
+    assert out == ""
+    lines = err.splitlines()
+    assert lines[:2] == ["terraform plan: starting", "terraform plan: planning"]
+    assert re.fullmatch(r"terraform plan: 3 to add, 0 to change, 0 to remove in \d+ s", lines[2]), lines
+    assert lines[3:5] == ["terraform apply: starting", "terraform apply: applying 3 resource change(s)"]
+    assert re.fullmatch(r"terraform apply: 3 added, 0 changed, 0 removed in \d+ s", lines[-1]), lines
+
+
+@needs_terraform_cli
+def test_a_failing_plan_reports_terraforms_diagnostic_on_one_line(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    tf = module(work, ["a"])
+    tf.init()
+    (work / "names.auto.tfvars.json").write_text(json.dumps({"names": "not a list"}))
+    with pytest.raises(TerraformError) as info:
+        tf.plan()
+    message = str(info.value)
+    assert message.startswith(f"terraform plan failed in {work}: Error: Invalid value for input variable ")
+    assert "\n" not in message and "{" not in message
 
 
 @needs_terraform_cli
@@ -228,69 +309,79 @@ def test_last_error_keeps_the_error_on_one_line() -> None:
     assert len(_last_error("Error: " + "x " * 1000, "")) == 600
 
 
-def rc(kind: str, index: str | None, actions: list[str], **change: object) -> dict[str, object]:
-    """One resource_changes entry as `terraform show -json` writes it."""
-    address = f"module.m.{kind}.this" + (f'["{index}"]' if index is not None else "")
-    entry: dict[str, object] = {"address": address, "type": kind, "change": {"actions": actions, **change}}
-    if index is not None:
-        entry["index"] = index
-    return entry
+def planned(resource_type: str, key: str | None, action: str) -> str:
+    """One planned_change message of Terraform's machine-readable UI."""
+    addr = f"module.m.{resource_type}.this" + (f'["{key}"]' if key is not None else "")
+    resource = {"addr": addr, "resource_type": resource_type, "resource_key": key}
+    return json.dumps({"type": "planned_change", "change": {"resource": resource, "action": action}})
 
 
-def test_summarize_reads_show_json() -> None:
-    doc = {
-        "resource_changes": [
-            rc("aws_network_interface_sg_attachment", "a1", ["create"]),
-            rc("aws_security_group", "b", ["update"], after={"description": "g"}),
-            rc("aws_vpc_security_group_egress_rule", "e1", ["delete"], before={"description": "out"}),
-            rc("aws_vpc_security_group_ingress_rule", "i2", ["delete", "create"], after={"description": "in"}),
-            rc("aws_vpc_security_group_ingress_rule", "i3", ["create"], after={"description": None}),
-            rc("aws_vpc_security_group_ingress_rule", "i1", ["no-op"]),
-            rc("terraform_data", None, ["read"]),
-            rc("terraform_data", None, ["create"], after={"description": "hidden"}),
-        ]
+def test_the_summary_comes_from_the_plans_own_messages() -> None:
+    watch = _Watch(Live("terraform plan", stream=io.StringIO(), tty=False), "planning")
+    for line in [
+        '{"type": "version", "terraform": "1.11.4"}',
+        "not json at all",
+        "[1, 2]",
+        planned("aws_network_interface_sg_attachment", "a1", "create"),
+        planned("aws_security_group", "b", "update"),
+        planned("aws_vpc_security_group_egress_rule", "e1", "delete"),
+        planned("aws_vpc_security_group_ingress_rule", "i2", "replace"),
+        planned("aws_vpc_security_group_ingress_rule", "i3", "create"),
+        planned("aws_vpc_security_group_ingress_rule", "i1", "noop"),
+        planned("aws_vpc_security_group_ingress_rule", "i4", "import"),
+        planned("terraform_data", None, "read"),
+        planned("terraform_data", None, "remove"),
+        '{"type": "change_summary", "changes": {"add": 3, "change": 1, "import": 1, "remove": 2}}',
+    ]:
+        watch.line(line)
+    assert watch.summary == {"add": 3, "change": 1, "import": 1, "remove": 2}
+    purposes = {
+        "aws_vpc_security_group_ingress_rule/i2": "in",
+        "aws_vpc_security_group_egress_rule/e1": "out",
+        "aws_security_group/b": "g",
+        "aws_security_group/i2": "not this one: another resource type",
     }
-    summary = summarize(json.dumps(doc))
+    summary = summarize_changes(watch.changes(), purposes)
     assert summary.changes == (
         Change("replace", "ingress", "i2", "in"),
         Change("create", "ingress", "i3", ""),
+        Change("import", "ingress", "i4", ""),
         Change("delete", "egress", "e1", "out"),
         Change("update", "group", "b", "g"),
         Change("create", "attachment", "a1", ""),
-        Change("create", "other", "module.m.terraform_data.this", ""),
+        Change("forget", "other", "module.m.terraform_data.this", ""),
     )
     assert summary_lines(summary) == [
         "  -/+ ingress rule i2: in",
         "    + ingress rule i3",
+        "   <= ingress rule i4",
         "    - egress rule e1: out",
         "    ~ group b: g",
         "    + attachment a1",
-        "    + other module.m.terraform_data.this",
-        "Plan: 3 to add, 1 to change, 1 to replace, 1 to remove.",
+        "    . other module.m.terraform_data.this",
+        "Plan: 2 to add, 1 to change, 1 to replace, 1 to remove, 1 to import.",
     ]
     assert summary_lines(PlanSummary()) == ["No changes: the cloud already matches the plan file."]
-    with pytest.raises(TerraformError) as info:
-        summarize("Error: not json")
-    assert str(info.value) == "terraform show -json printed no JSON; rerun with --debug"
 
 
-def test_summarize_refuses_a_plan_it_cannot_read() -> None:
-    for doc in ({"resource_changes": [{"type": "x"}]}, {"resource_changes": [{"change": {"actions": []}}]}, []):
-        with pytest.raises(TerraformError) as info:
-            summarize(json.dumps(doc))
-        assert str(info.value) == "terraform show -json printed no plan this version can read; rerun with --debug"
+def test_errors_are_taken_from_json_diagnostics() -> None:
+    watch = _Watch(Live("terraform plan", stream=io.StringIO(), tty=False), "planning")
+    watch.line(json.dumps({"type": "diagnostic", "@level": "warning", "diagnostic": {"summary": "w", "detail": ""}}))
+    watch.line(
+        json.dumps({"type": "diagnostic", "@level": "error", "diagnostic": {"summary": "Bad", "detail": "x\ny"}})
+    )
+    assert watch.errors == ["Error: Bad\nx\ny"]
+    assert _last_error("\n".join(watch.errors), "") == "Error: Bad x y"
 
 
 def test_fingerprint_follows_content_and_forget_plan_removes_it(tmp_path: Path) -> None:
     tf = Terraform(env(), tmp_path, lambda _m: None)
-    a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
-    a.write_text("one")
-    first = tf.fingerprint([a, b])
-    assert first == tf.fingerprint([a, b])
-    b.write_text("")
-    assert tf.fingerprint([a, b]) != first  # a file that appears counts
-    a.write_text("two")
-    second = tf.fingerprint([a, b])
+    first = tf.fingerprint([("a", b"one"), ("b", b"<missing>")])
+    assert first == tf.fingerprint([("a", b"one"), ("b", b"<missing>")])
+    assert tf.fingerprint([("a", b"one"), ("b", b"")]) != first  # a file that appears counts
+    assert tf.fingerprint([("b", b"one"), ("a", b"<missing>")]) != first  # names count
+    second = tf.fingerprint([("a", b"two"), ("b", b"")])
+    assert second != first
     assert tf.saved_fingerprint() is None
     tf.save_fingerprint(second)
     assert tf.saved_fingerprint() is None  # no saved plan beside it
@@ -415,7 +506,7 @@ def test_a_held_lock_is_reported_with_its_holder(tmp_path: Path) -> None:
         while not (work / ".terraform.tfstate.lock.info").exists() and time.monotonic() < deadline:
             time.sleep(0.1)
         assert (work / ".terraform.tfstate.lock.info").exists(), "the holder never took the lock"
-        for step in (tf.plan, tf.destroy):
+        for step in (tf.plan, tf.plan_destroy):
             with pytest.raises(TerraformError) as info:
                 step()
             message = str(info.value)
@@ -429,31 +520,33 @@ def test_a_held_lock_is_reported_with_its_holder(tmp_path: Path) -> None:
 
 def test_fingerprint_names_each_file(tmp_path: Path) -> None:
     tf = Terraform(env(), tmp_path, lambda _m: None)
-    a, b = tmp_path / "a", tmp_path / "b"
-    a.write_text("same")
-    b.write_text("same")
-    assert tf.fingerprint([a]) != tf.fingerprint([b])  # same bytes, another file
+    assert tf.fingerprint([("a", b"same")]) != tf.fingerprint([("b", b"same")])  # same bytes, another file
     tf.forget_plan()  # nothing to forget: fine
     assert tf.saved_fingerprint() is None
 
 
 def test_summarize_tolerates_what_it_does_not_know() -> None:
-    assert summarize("{}") == PlanSummary()
-    doc = {"resource_changes": [rc("x", "f", ["forget"]), rc("x", "g", ["frobnicate"])]}
-    summary = summarize(json.dumps(doc))
+    assert summarize_changes([], {}) == PlanSummary()
+    summary = summarize_changes([("forget", "x", "f"), ("frobnicate", "x", "g")], {})
     assert [(c.action, c.kind, c.name) for c in summary.changes] == [
         ("forget", "other", "f"),
         ("frobnicate", "other", "g"),
     ]
-    assert summary.counts() == {"create": 0, "update": 0, "replace": 0, "delete": 0, "forget": 1, "frobnicate": 1}
+    assert summary.counts() == {
+        "create": 0,
+        "update": 0,
+        "replace": 0,
+        "delete": 0,
+        "import": 0,
+        "forget": 1,
+        "frobnicate": 1,
+    }
     assert summary_lines(summary)[:2] == ["    . other f", "    ? other g"]
 
 
 def test_plugin_dir_from_the_environment_file_else_the_variable(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from dataclasses import replace
-
     monkeypatch.delenv("KET_INFRA_TF_PLUGIN_DIR", raising=False)
     plain = env()
     assert Terraform(plain, tmp_path).plugin_dir() is None
@@ -481,6 +574,7 @@ def test_apply_and_destroy_errors_are_plain_text(tmp_path: Path) -> None:
         tf.apply()
     assert str(info.value).startswith(f"terraform apply failed in {work}: Error: local-exec provisioner error")
     assert "\x1b[" not in str(info.value)
+    tf.plan_destroy()
     with pytest.raises(TerraformError) as info:
         tf.destroy()
     assert str(info.value).startswith(f"terraform destroy failed in {work}: Error: local-exec provisioner error")
@@ -588,7 +682,10 @@ def interrupt(tmp_path: Path, command: str, signals: list[signal.Signals]) -> tu
             # Signals are not queued: two sent before the first is handled arrive as one. Wait until
             # ket-infra has taken this one (it says so when it holds a first Ctrl-C).
             assert proc.stderr is not None
-            said = proc.stderr.readline()
+            said = ""
+            while not said.startswith("interrupt: "):  # past the progress lines
+                said = proc.stderr.readline()
+                assert said, "ket-infra ended without saying it took the signal"
             assert said.startswith("interrupt: letting "), said
     _out, err = proc.communicate(timeout=30)
     return proc.returncode, said + err, (tmp_path / "started.end").read_text().strip()
@@ -598,7 +695,7 @@ def test_a_first_ctrl_c_lets_an_apply_finish(tmp_path: Path) -> None:
     """An AWS call in flight when Terraform stops is lost to the state: the first Ctrl-C waits for the apply."""
     code, err, ended = interrupt(tmp_path, "apply", [signal.SIGINT])
     assert (code, ended) == (130, "finished")
-    assert err.splitlines()[0] == (
+    assert next(ln for ln in err.splitlines() if ln.startswith("interrupt: ")) == (
         f"interrupt: letting {tmp_path / 'bin' / 'terraform'} apply finish so that the Terraform state stays whole; "
         "press Ctrl-C again to stop it now"
     )

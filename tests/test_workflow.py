@@ -72,12 +72,17 @@ def test_plan_apply_replan_destroy_in_process(box: Box) -> None:
     summary = workflow.plan(ctx)
     wanted = json.loads((work / "ket-infra.auto.tfvars.json").read_text())
     n_rules = len(wanted["ingress_rules"]) + len(wanted["egress_rules"])
-    assert summary.counts() == {"create": n_rules + 2, "update": 0, "replace": 0, "delete": 0}  # + group + attachment
+    assert summary.counts() == {"create": n_rules + 2, "update": 0, "replace": 0, "delete": 0, "import": 0}
     assert box.lines[0] == "checking AWS account and finding 1 node(s) in eu-west-1"
     assert box.lines[1].startswith(f"rendered {work} (VPC vpc-") and box.lines[1].endswith(
         f"1 groups, {n_rules} rules)"
     )
     assert box.lines[-1] == f"Plan: {n_rules + 2} to add, 0 to change, 0 to replace, 0 to remove."
+    # each rule with its purpose, taken from the rendered rules (the plan's own messages name only the resource)
+    shown = [ln for ln in box.lines if ln.startswith("    + ingress rule ")]
+    assert len(shown) == len(wanted["ingress_rules"])
+    for name, rule in wanted["ingress_rules"].items():
+        assert f"    + ingress rule {name}: {rule['description']}" in shown
     assert (work / "tfplan").exists() and (work / "tfplan.fingerprint").exists()
 
     # a stale plan is refused before Terraform runs
@@ -85,7 +90,11 @@ def test_plan_apply_replan_destroy_in_process(box: Box) -> None:
     env_file.write_text(env_doc + "installer_cidr: 10.0.1.200/32\n")
     with pytest.raises(KetInfraError, match="the saved plan for environment solo is stale"):
         workflow.apply(box.context(env_file), auto_approve=False)
-    env_file.write_text(env_doc)
+    # a comment or a reformat changes the bytes, not what the files say: the saved plan stays good
+    plan_file = box.root / "solo.yaml"
+    plan_doc = plan_file.read_text()
+    env_file.write_text("# reviewed\n" + yaml.safe_dump(yaml.safe_load(env_doc), indent=4))
+    plan_file.write_text(plan_doc + "# a comment\n")
 
     ctx = box.context(env_file)
     workflow.apply(ctx, auto_approve=False)
@@ -116,8 +125,21 @@ def test_plan_apply_replan_destroy_in_process(box: Box) -> None:
     # destroy from a folder that lost its rendered module (a fresh checkout with the state kept)
     (work / "main.tf").unlink()
     ctx = box.context(env_file)
-    workflow.destroy(ctx)
-    assert box.lines[0] == "checking AWS account and finding 1 node(s) in eu-west-1"
+    listed: list[str] = []
+    with pytest.raises(KetInfraError) as info:
+        workflow.destroy(ctx, lambda listing: listed.extend(listing) or False)
+    assert str(info.value) == "destroy cancelled (the answer was not yes): nothing of environment solo was changed"
+    assert box.lines[0] == f"rendered {work} to read the Terraform state (no nodes needed)"
+    assert len(ctx.tf.state_resources()) == n_rules + 2  # declined: all still there
+    assert listed[-2:] == [
+        "  ~ source/dest check back on for 1 node(s): solo01",
+        f"Destroy: {n_rules + 2} to remove, 1 host setting(s) to restore",
+    ]
+    assert [ln for ln in listed if ln.startswith("    - group ")] and "    - attachment solo01" in listed
+    assert sum(1 for ln in listed if ln.startswith("    - ingress rule ")) == len(wanted["ingress_rules"])
+
+    ctx = box.context(env_file)
+    workflow.destroy(ctx, lambda _listing: True)
     assert box.lines[-1] == "destroyed: ket-infra's groups and rules for environment solo are gone"
     assert "source/dest check on for 1 node(s)" in box.lines
     assert ctx.tf.state_resources() == []

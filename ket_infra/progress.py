@@ -1,0 +1,120 @@
+"""Live progress of a long Terraform run, on stderr.
+
+A bar redrawn in place when stderr is a terminal; otherwise plain lines: one when a phase
+starts, one at least every 10 s while Terraform works ("still applying: 40/222 done, 20 s"),
+one at the end. Colour only on a terminal and only when NO_COLOR is unset
+(https://no-color.org). The caller feeds it what Terraform's machine-readable UI reports.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import TextIO
+
+INTERVAL = 10.0  # seconds between plain lines while nothing else is said
+BAR_WIDTH = 24
+REDRAW = 0.1  # seconds between redraws of the bar
+
+
+def wants_colour(stream: TextIO) -> bool:
+    return stream.isatty() and not os.environ.get("NO_COLOR")
+
+
+class Live:
+    """The progress of one Terraform command: its phase, resources done of total, elapsed time."""
+
+    def __init__(
+        self,
+        what: str,
+        stream: TextIO | None = None,
+        interval: float = INTERVAL,
+        clock: Callable[[], float] = time.monotonic,
+        tty: bool | None = None,
+    ) -> None:
+        self.what = what  # e.g. "terraform apply"
+        self.stream = stream if stream is not None else sys.stderr
+        self.interval = interval
+        self.clock = clock
+        self.tty = self.stream.isatty() if tty is None else tty
+        self.colour = self.tty and not os.environ.get("NO_COLOR")
+        self.started = clock()
+        self.phase = ""
+        self.done = 0
+        self.total: int | None = None
+        self._said = self.started  # when the last plain line was written
+        self._drawn = 0.0
+        self._width = 0  # length of the bar line on screen
+        self._lock = threading.Lock()
+
+    # --- what Terraform reports ------------------------------------------------------------------
+
+    def enter(self, phase: str, total: int | None = None) -> None:
+        """A new phase (refreshing, planning, applying, destroying), with its total when known."""
+        with self._lock:
+            if phase == self.phase and total == self.total:
+                return
+            self.phase, self.total, self.done = phase, total, 0
+            if self.tty:
+                self._draw(force=True)
+            else:
+                self._line(f"{self.what}: {phase}" + (f" {total} resource change(s)" if total else ""))
+
+    def step(self, n: int = 1) -> None:
+        with self._lock:
+            self.done += n
+            if self.tty:
+                self._draw()
+
+    def tick(self) -> None:
+        """Called about once a second: a plain line when INTERVAL has passed in silence, or a redraw."""
+        with self._lock:
+            if self.tty:
+                self._draw()
+            elif self.clock() - self._said >= self.interval:
+                self._line(f"still {self.phase or 'working'}: {self._count()}{self._elapsed()}")
+
+    def finish(self, message: str) -> None:
+        with self._lock:
+            if self.tty and self._width:
+                self.stream.write("\r" + " " * self._width + "\r")
+                self._width = 0
+            self._line(f"{self.what}: {message} in {self._elapsed()}")
+
+    # --- output ----------------------------------------------------------------------------------
+
+    def _elapsed(self) -> str:
+        return f"{self.clock() - self.started:.0f} s"
+
+    def _count(self) -> str:
+        if self.total:
+            return f"{self.done}/{self.total} done, "
+        return f"{self.done} done, " if self.done else ""
+
+    def _line(self, text: str) -> None:
+        self.stream.write(text + "\n")
+        self.stream.flush()
+        self._said = self.clock()
+
+    def _draw(self, force: bool = False) -> None:
+        now = self.clock()
+        if not force and now - self._drawn < REDRAW:
+            return
+        self._drawn = now
+        if self.total:
+            filled = min(BAR_WIDTH, BAR_WIDTH * self.done // self.total)
+            full, empty = "#" * filled, "-" * (BAR_WIDTH - filled)
+            if self.colour:
+                full = f"\x1b[32m{full}\x1b[0m"
+            bar = f"[{full}{empty}] {self.done}/{self.total} "
+        else:
+            bar = f"{self.done} " if self.done else ""
+        text = f"{self.what}: {bar}{self.phase}, {self._elapsed()}"
+        visible = len(text) - (9 if self.colour and self.total else 0)
+        pad = " " * max(0, self._width - visible)
+        self.stream.write(f"\r{text}{pad}")
+        self.stream.flush()
+        self._width = visible

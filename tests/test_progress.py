@@ -1,0 +1,97 @@
+"""Live progress: plain lines at least every 10 s off a terminal, a bar on one, colour only where wanted."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from ket_infra.progress import Live
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def plain() -> tuple[Live, io.StringIO, Clock]:
+    out, clock = io.StringIO(), Clock()
+    return Live("terraform apply", stream=out, clock=clock, tty=False), out, clock
+
+
+def test_plain_lines_name_the_phase_and_say_something_every_ten_seconds() -> None:
+    live, out, clock = plain()
+    live.enter("starting")
+    live.enter("applying", 222)
+    for second in range(1, 26):
+        clock.now += 1
+        live.step(2)
+        live.tick()
+        if second == 9:
+            assert out.getvalue().count("\n") == 2  # nothing yet: ten seconds have not passed
+    live.finish("222 added, 0 changed, 0 removed")
+    assert out.getvalue().splitlines() == [
+        "terraform apply: starting",
+        "terraform apply: applying 222 resource change(s)",
+        "still applying: 20/222 done, 10 s",
+        "still applying: 40/222 done, 20 s",
+        "terraform apply: 222 added, 0 changed, 0 removed in 25 s",
+    ]
+
+
+def test_a_line_said_resets_the_ten_seconds_and_a_phase_restarts_the_count() -> None:
+    live, out, clock = plain()
+    live.enter("refreshing")
+    clock.now += 6
+    live.step(3)
+    live.enter("planning")  # a new phase is a line of its own
+    clock.now += 6
+    live.tick()  # 6 s since the last line: quiet
+    clock.now += 4
+    live.tick()
+    live.enter("planning")  # the same phase again: no line
+    assert out.getvalue().splitlines() == [
+        "terraform apply: refreshing",
+        "terraform apply: planning",
+        "still planning: 16 s",
+    ]
+    assert live.done == 0
+
+
+def test_a_terminal_gets_a_bar_redrawn_in_place(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    out, clock = io.StringIO(), Clock()
+    live = Live("terraform apply", stream=out, clock=clock, tty=True)
+    live.enter("applying", 4)
+    clock.now += 1
+    live.step(2)
+    clock.now += 1
+    live.finish("4 added, 0 changed, 0 removed")
+    text = out.getvalue()
+    assert "\n" not in text.rsplit("\r", 1)[0]  # the bar is redrawn on one line, never scrolled
+    assert "\x1b[32m" + "#" * 12 + "\x1b[0m" + "-" * 12 + "] 2/4 applying, 1 s" in text
+    assert text.endswith("\rterraform apply: 4 added, 0 changed, 0 removed in 2 s\n")
+
+
+def test_no_colour_with_no_color_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NO_COLOR", "1")
+    out, clock = io.StringIO(), Clock()
+    live = Live("terraform apply", stream=out, clock=clock, tty=True)
+    live.enter("applying", 4)
+    clock.now += 1
+    live.step(4)
+    assert "\x1b" not in out.getvalue()
+    assert "[" + "#" * 24 + "] 4/4 applying, 1 s" in out.getvalue()
+
+
+def test_not_a_terminal_means_no_bar_and_no_colour(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    out = io.StringIO()  # isatty() is False
+    live = Live("terraform plan", stream=out)
+    live.enter("planning")
+    live.step(5)
+    live.finish("done")
+    assert "\r" not in out.getvalue() and "\x1b" not in out.getvalue() and "#" not in out.getvalue()
