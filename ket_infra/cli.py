@@ -29,7 +29,7 @@ class _Cli(click.Group):
             click.echo(f"error: {exc}", err=True)
             ctx.exit(EXIT_INTERRUPTED)
         except KetInfraError as exc:
-            if ctx.params.get("debug"):
+            if ctx.params.get("debug") or ctx.meta.get("debug"):
                 raise
             click.echo(f"error: {exc}", err=True)
             ctx.exit(EXIT_ERROR)
@@ -46,9 +46,27 @@ def cli(debug: bool) -> None:
     """
 
 
+def complete_env(_ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[Any]:
+    """Shell completion of --env: the environment names in ./environments/, else file paths."""
+    from pathlib import Path
+
+    from click.shell_completion import CompletionItem
+
+    if "/" in incomplete or incomplete.startswith("."):
+        return [CompletionItem(incomplete, type="file")]
+    names = sorted(p.stem for p in Path("environments").glob("*.y*ml") if p.suffix in (".yaml", ".yml"))
+    return [CompletionItem(n) for n in names if n.startswith(incomplete)]
+
+
 @cli.command()
 @click.argument("plan_file", type=click.Path(dir_okay=False))
-@click.option("--env", "env", metavar="ENV", help="Environment name (environments/ENV.yaml) or file path.")
+@click.option(
+    "--env",
+    "env",
+    metavar="ENV",
+    shell_complete=complete_env,
+    help="Environment name (environments/ENV.yaml) or file path.",
+)
 @click.option(
     "--format",
     "fmt",
@@ -75,7 +93,12 @@ def rules(plan_file: str, env: str | None, fmt: str) -> None:
 
 
 ENV_OPTION = click.option(
-    "--env", "env", required=True, metavar="ENV", help="Environment name (environments/ENV.yaml) or file path."
+    "--env",
+    "env",
+    required=True,
+    metavar="ENV",
+    shell_complete=complete_env,
+    help="Environment name (environments/ENV.yaml) or file path.",
 )
 
 
@@ -122,6 +145,7 @@ def plan_cmd(env: str, detailed_exitcode: bool, fmt: str) -> None:
                 {"action": c.action, "kind": c.kind, "name": c.name, "purpose": c.purpose} for c in summary.changes
             ],
             "counts": summary.counts(),
+            "imports": [{"address": i.address, "id": i.id, "kind": i.kind} for i in ctx.imports],
             "warnings": list(ctx.rules.warnings),
         }
         click.echo(json.dumps(doc, indent=2))
@@ -145,7 +169,14 @@ def apply_cmd(env: str, auto_approve: bool, then_verify: bool) -> None:
 
 @cli.command("verify")
 @ENV_OPTION
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json", "junit"]),
+    default="text",
+    show_default=True,
+    help="junit: JUnit XML for CI test reports, a test case per checked class of node pairs.",
+)
 def verify_cmd(env: str, fmt: str) -> None:
     """Live check: every required flow open between every pair of nodes.
 
@@ -158,11 +189,13 @@ def verify_cmd(env: str, fmt: str) -> None:
 def _verify(ctx: Any, fmt: str) -> None:
     import json
 
-    from ket_infra.verify import text_report, verify
+    from ket_infra.verify import junit_report, text_report, verify
 
     report = verify(ctx.plan, ctx.env, ctx.rules)
     if fmt == "json":
         click.echo(json.dumps({**report.as_json(), "warnings": list(ctx.rules.warnings)}, indent=2))
+    elif fmt == "junit":
+        click.echo(junit_report(report, ctx.env.name, ctx.rules.cluster, ctx.rules.warnings), nl=False)
     else:
         click.echo(text_report(report, ctx.env.name, ctx.rules.cluster), nl=False)
     if not report.ok:
@@ -178,12 +211,14 @@ def destroy_cmd(env: str, auto_approve: bool) -> None:
     Lists what it will remove (from the Terraform state) and the source/dest
     checks it will restore, then asks for `yes` on a terminal.
     """
+    import shlex
+
     from ket_infra import workflow
 
     if not auto_approve and not sys.stdin.isatty():
         raise KetInfraError(
             f"destroy asks for confirmation and there is no terminal to ask on; to destroy from a pipeline, "
-            f"run ket-infra destroy --env {env} --auto-approve"
+            f"run ket-infra destroy --env {shlex.quote(env)} --auto-approve"
         )
 
     ctx = workflow.context(env, click.echo, strict=False)
@@ -228,8 +263,28 @@ def sandbox_down(port: int) -> None:
     click.echo("sandbox stopped" if down(port=port) else f"no sandbox was running on port {port}")
 
 
+def _remember_debug(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
+    if value:
+        ctx.meta["debug"] = True  # meta is shared by the whole command line's contexts
+    return value
+
+
+# --debug is taken after the subcommand too (`ket-infra plan --env x --debug`).
+for _command in [*cli.commands.values(), *sandbox.commands.values()]:
+    _command.params.append(
+        click.Option(
+            ["--debug"],
+            is_flag=True,
+            expose_value=False,
+            callback=_remember_debug,
+            help="Show tracebacks for errors.",
+        )
+    )
+
+
 def main() -> None:
-    """Run the CLI; usage errors and unwritable files are one line and exit 1 too."""
+    """Run the CLI; usage errors and unwritable files are one line and exit 1 too (a traceback with --debug)."""
+    debug = "--debug" in sys.argv[1:]
     try:
         code = cli.main(prog_name="ket-infra", standalone_mode=False)
         if isinstance(code, int) and code:
@@ -245,6 +300,8 @@ def main() -> None:
         click.echo(f"error: {exc.format_message()}{hint}", err=True)
         sys.exit(EXIT_ERROR)
     except OSError as exc:
+        if debug:
+            raise
         where = f"{exc.filename}: " if exc.filename else ""
         click.echo(f"error: {where}{exc.strerror or exc}; check the path, permissions and free space", err=True)
         sys.exit(EXIT_ERROR)

@@ -80,6 +80,14 @@ class Environment:
     gluster_brick_ports: int = BRICK_PORTS_DEFAULT
     extra_flows: tuple[Flow, ...] = ()
     preflight: bool = True
+    given: str = ""  # --env as the user gave it, for hints that repeat the command
+
+    @property
+    def arg(self) -> str:
+        """What to pass as --env in a hint: what the user gave (quoted for a shell when it needs it)."""
+        import shlex
+
+        return shlex.quote(self.given or self.name)
 
 
 def env_path(env: str) -> Path:
@@ -281,4 +289,5 @@ def load_environment(env: str | Path) -> Environment:
         gluster_brick_ports=_brick_ports(root),
         extra_flows=tuple(extra),
         preflight=root.flag("preflight", True),
+        given=str(env),
     )

@@ -369,7 +369,7 @@ class Terraform:
             f"the Terraform state of environment {self.env.name} is locked by {who} since {since} "
             f"(operation {lock.get('Operation', 'unknown')}): another run is still going, or one was killed. "
             f"If none is running, unlock it with: {self.binary} -chdir={self.work} force-unlock -force {lock_id} "
-            f"-- then run ket-infra plan --env {self.env.name} again"
+            f"-- then run ket-infra plan --env {self.env.arg} again"
         )
 
     def _install_hint(self) -> str:

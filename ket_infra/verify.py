@@ -98,8 +98,8 @@ class Check:
             "pairs": self.pairs,
         }
         if self.status == "blocked":
-            out["source_nodes"] = [n.host for n in self.source.nodes] or [self.source.name]
-            out["target_nodes"] = [n.host for n in self.target.nodes] or [self.target.name]
+            out["source_nodes"] = sorted(n.host for n in self.source.nodes) or [self.source.name]
+            out["target_nodes"] = sorted(n.host for n in self.target.nodes) or [self.target.name]
         return out
 
 
@@ -611,7 +611,9 @@ def text_report(report: Report, env_name: str, cluster: str) -> str:
         for (rule, src_label, dst_label), (c, srcs, dsts) in merged.items():
             ports = (c.from_port, c.to_port) if c.from_port is not None and c.to_port is not None else None
             what = _describe(Traffic(c.protocol, ports))
-            lines.append(f"  {rule}: {what} from {src_label} ({_names(srcs)}) to {dst_label} ({_names(dsts)})")
+            lines.append(
+                f"  {rule}: {what} from {src_label} ({_names(sorted(srcs))}) to {dst_label} ({_names(sorted(dsts))})"
+            )
     bad_hosts = [h for h in report.host_settings if h.status == "blocked"]
     if report.host_settings:
         lines.append("")
@@ -629,6 +631,62 @@ def text_report(report: Report, env_name: str, cluster: str) -> str:
         "OK: every required flow is open" if report.ok else "FAILED: fix the causes above, then run verify again"
     )
     return "\n".join(lines) + "\n"
+
+
+def _check_title(c: Check) -> str:
+    ports = (c.from_port, c.to_port) if c.from_port is not None and c.to_port is not None else None
+    return f"{c.rule}: {_describe(Traffic(c.protocol, ports))} from {c.source.label} to {c.target.label}"
+
+
+def junit_report(report: Report, env_name: str, cluster: str, warnings: Iterable[str] = ()) -> str:
+    """JUnit XML for CI systems (GitLab, Jenkins, GitHub): one test case per checked class of node
+    pairs and per host setting, a failure with its cause for each blocked one."""
+    from xml.etree import ElementTree as ET
+
+    failures = sum(1 for c in report.checks if c.status == "blocked") + sum(
+        1 for h in report.host_settings if h.status == "blocked"
+    )
+    tests = len(report.checks) + len(report.host_settings)
+    counts = {"tests": str(tests), "failures": str(failures), "errors": "0", "skipped": "0"}
+    root = ET.Element("testsuites", {"name": "ket-infra verify", **counts})
+    suite = ET.SubElement(root, "testsuite", {"name": f"verify {env_name} (cluster {cluster})", **counts})
+    props = ET.SubElement(suite, "properties")
+    for name, value in (("nodes", report.nodes), ("aws_api_calls", report.api_calls)):
+        ET.SubElement(props, "property", name=name, value=str(value))
+    for c in report.checks:
+        sources = sorted(n.host for n in c.source.nodes) or [c.source.name]
+        targets = sorted(n.host for n in c.target.nodes) or [c.target.name]
+        case = ET.SubElement(
+            suite,
+            "testcase",
+            classname=f"ket-infra.{env_name}.{c.rule}",
+            name=f"{_check_title(c)} ({c.source.name} -> {c._target_node()}, {c.pairs} node pairs)",
+        )
+        if c.status == "blocked":
+            failure = ET.SubElement(case, "failure", type="blocked", message=c.reason)
+            failure.text = f"{c.reason}\nsource nodes: {', '.join(sources)}\ntarget nodes: {', '.join(targets)}"
+    for h in report.host_settings:
+        case = ET.SubElement(
+            suite,
+            "testcase",
+            classname=f"ket-infra.{env_name}.host-settings",
+            name=f"source/dest check {'on' if h.expected else 'off'} on {h.node.host} ({h.node.instance_id})",
+        )
+        if h.status == "blocked":
+            ET.SubElement(
+                case,
+                "failure",
+                type="blocked",
+                message=(
+                    f"source/dest check is {'on' if h.node.source_dest_check else 'off'}, must be "
+                    f"{'on' if h.expected else 'off'} (Calico routed mode); run ket-infra apply to set it"
+                ),
+            )
+    listed = list(warnings)
+    if listed:
+        ET.SubElement(suite, "system-out").text = "\n".join(f"warning: {w}" for w in listed)
+    ET.indent(root)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
 
 
 def _names(hosts: list[str], limit: int = 5) -> str:

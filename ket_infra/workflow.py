@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -49,6 +49,7 @@ class Context:
     work: Path
     progress: Progress
     found: Discovery | None = None  # the nodes as this run discovered them, once it has
+    imports: list[Import] = field(default_factory=list)  # orphans this run's plan adopts
 
     @property
     def tf(self) -> Terraform:
@@ -224,7 +225,7 @@ def plan(ctx: Context) -> PlanSummary:
     tf.forget_plan()
     found = discover_and_render(ctx)
     tf.init()
-    adopt_orphans(ctx, tf, found)
+    ctx.imports = adopt_orphans(ctx, tf, found)
     summary = tf.plan(ctx.purposes())
     tf.save_fingerprint(tf.fingerprint(ctx.inputs()))
     for line in summary_lines(summary):
@@ -240,20 +241,21 @@ def apply(ctx: Context, auto_approve: bool) -> None:
         saved = tf.saved_fingerprint()
         if saved is None:
             raise KetInfraError(
-                f"no saved plan for environment {ctx.env.name} in {ctx.work}; run ket-infra plan --env {ctx.env.name} "
+                f"no saved plan for environment {ctx.env.name} in {ctx.work}; run ket-infra plan --env {ctx.env.arg} "
                 "first (or apply --auto-approve)"
             )
         if saved != tf.fingerprint(ctx.inputs()):
             raise KetInfraError(
                 f"the saved plan for environment {ctx.env.name} is stale: the plan file, the environment file or the "
-                f"rendered module changed since it was made; run ket-infra plan --env {ctx.env.name} again"
+                f"rendered module changed since it was made; run ket-infra plan --env {ctx.env.arg} again"
             )
         tf.check_version()
+        tf.init()  # a saved plan carried to another job comes without .terraform/; skipped when in place
     try:
         tf.apply()
     except TerraformError as exc:
         raise TerraformError(
-            f"{exc} -- the apply may have made part of its changes; run ket-infra plan --env {ctx.env.name} "
+            f"{exc} -- the apply may have made part of its changes; run ket-infra plan --env {ctx.env.arg} "
             "to see what is left, then apply again (a rerun converges)"
         ) from None
     tf.forget_plan()

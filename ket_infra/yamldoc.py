@@ -6,6 +6,7 @@ bad input the same way: `FILE: KEY.PATH: what is wrong; how to fix it`.
 
 from __future__ import annotations
 
+import difflib
 import re
 import stat
 from collections.abc import Mapping
@@ -70,11 +71,9 @@ class Doc:
     def reject_unknown(self, allowed: set[str]) -> None:
         for k in self.data:
             if not isinstance(k, str) or k not in allowed:
-                self.fail(
-                    safe_key(k),
-                    "unknown key",
-                    f"remove it (allowed here: {', '.join(sorted(allowed))})",
-                )
+                near = difflib.get_close_matches(k, sorted(allowed), n=1) if isinstance(k, str) else []
+                fix = f"did you mean {near[0]}? else remove it" if near else "remove it"
+                self.fail(safe_key(k), "unknown key", f"{fix} (allowed here: {', '.join(sorted(allowed))})")
 
     def text(self, name: str, default: str | None = None, required: bool = False) -> str | None:
         value = self.data.get(name)

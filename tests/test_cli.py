@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -183,6 +184,23 @@ def test_a_file_system_error_is_one_line(tmp_path: Path) -> None:
         f"error: {tmp_path / '.work' / 'lab'}: Not a directory; check the path, permissions and free space"
     )
     assert "Traceback" not in result.stderr
+    # --debug, before or after the subcommand, shows where it came from
+    for args in (["--debug", "plan", "--env", str(env_file)], ["plan", "--env", str(env_file), "--debug"]):
+        debugged = run_with(args, tmp_path, clean_environ())
+        assert debugged.returncode == 1 and "Traceback" in debugged.stderr, debugged.stderr
+        assert "NotADirectoryError" in debugged.stderr.splitlines()[-1]
+
+
+def test_debug_after_the_subcommand_shows_the_traceback(tmp_path: Path) -> None:
+    missing = str(tmp_path / "missing.yaml")
+    plain = run("rules", missing)
+    assert plain.stderr == f"error: {missing}: KET plan file not found; check the path\n"
+    late = run("rules", missing, "--debug")
+    assert late.returncode == 1 and "Traceback" in late.stderr
+    assert (
+        late.stderr.splitlines()[-1]
+        == f"ket_infra.errors.PlanError: {missing}: KET plan file not found; check the path"
+    )
 
 
 def test_verify_without_aws_credentials_says_so(tmp_path: Path) -> None:
@@ -327,3 +345,23 @@ def test_a_device_or_fifo_is_refused_at_once(tmp_path: Path, where: str, special
     what = "KET plan file" if where == "plan" else "environment file"
     assert result.returncode == 1
     assert result.stderr == f"error: {path}: is not a regular file; give the path of the {what} (YAML)\n"
+
+
+def test_shell_completion_offers_the_environment_names(tmp_path: Path) -> None:
+    (tmp_path / "environments").mkdir()
+    for name in ("staging.yaml", "prod.yml", "sandbox.yaml", "notes.txt"):
+        (tmp_path / "environments" / name).write_text("")
+
+    def complete(words: str) -> list[str]:
+        env = child_env(tmp_path, {**os.environ, "_KET_INFRA_COMPLETE": "bash_complete", "COMP_WORDS": words})
+        env["COMP_CWORD"] = str(len(words.split(" ")) - 1)
+        done = subprocess.run(
+            [sys.executable, "-m", "ket_infra"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout.split()
+
+    assert complete("ket-infra plan --env ") == ["plain,prod", "plain,sandbox", "plain,staging"]
+    assert complete("ket-infra verify --env s") == ["plain,sandbox", "plain,staging"]
+    assert complete("ket-infra apply --env ./envs") == ["file,./envs"]
+    assert "plain,destroy" in complete("ket-infra ")

@@ -332,7 +332,14 @@ def test_stale_plan_is_refused_and_secrets_stay_out(sandbox: Sandbox) -> None:
     assert doc["warnings"] == expected["warnings"] and doc["warnings"]
     assert all(f"warning: {w}" in planned.stderr for w in doc["warnings"])
     n_rules, n_groups, n_nodes = len(expected["rules"]), len(expected["groups"]), len(tfvars["attachments"])
-    assert doc["counts"] == {"create": n_rules + n_groups + n_nodes, "update": 0, "replace": 0, "delete": 0}
+    assert doc["counts"] == {
+        "create": n_rules + n_groups + n_nodes,
+        "update": 0,
+        "replace": 0,
+        "delete": 0,
+        "import": 0,
+    }
+    assert doc["imports"] == []
     assert [c["kind"] for c in doc["changes"]] == ["ingress"] * len(tfvars["ingress_rules"]) + ["egress"] * len(
         tfvars["egress_rules"]
     ) + ["group"] * n_groups + ["attachment"] * n_nodes
@@ -368,7 +375,7 @@ def test_stale_plan_is_refused_and_secrets_stay_out(sandbox: Sandbox) -> None:
     data["installer_cidr"] = "10.1.1.6/32"
     sandbox.env_file.write_text(yaml.safe_dump(data))
     line = one_line_error(sandbox.run("apply"))
-    assert "is stale" in line and "run ket-infra plan --env sandbox again" in line
+    assert "is stale" in line and f"run ket-infra plan --env {sandbox.env_file} again" in line  # --env as given
     assert sandbox.ket_groups() == []
     no_plan = sandbox.env_with("fresh")
     assert "no saved plan" in one_line_error(sandbox.run("apply", env_file=no_plan))
@@ -397,7 +404,9 @@ def test_refusals(sandbox: Sandbox, tmp_path: Path) -> None:
     line = one_line_error(
         sandbox.run("plan", env_file=sandbox.env_with("noprov", **{"terraform.plugin_dir": str(empty)}))
     )
-    assert "terraform init failed" in line and "hashicorp/aws" in line
+    assert f"terraform init in {sandbox.root / '.work' / 'noprov'} could not get the AWS provider" in line
+    assert f"(plugin_dir {empty} lacks it)" in line and "hashicorp/aws" in line
+    assert "set terraform.plugin_dir in " in line and "(or KET_INFRA_TF_PLUGIN_DIR)" in line
 
     data = base_plan({"provider": "contiv"})
     data["worker"] = {"expected_count": 2, "nodes": [node("worker01", "10.2.1.31"), node("ghost01", "10.2.1.99")]}

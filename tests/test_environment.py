@@ -171,3 +171,26 @@ def test_all_from_the_world_is_kept_when_the_rule_says_allow_world(tmp_path: Pat
     world = rule(protocol="all", ports=None, **{"from": None}, from_cidr="0.0.0.0/0", allow_world=True)
     env = load_environment(write_env(tmp_path, {**MINIMAL, "extra_rules": [world]}))
     assert env.extra_flows[0].protocol == "all" and env.extra_flows[0].src_cidr == "0.0.0.0/0"
+
+
+@pytest.mark.parametrize(
+    ("change", "key", "suggestion"),
+    [
+        ({"planfile": "x"}, "planfile", "did you mean plan_file? else remove it"),
+        ({"egress_cidr": ["10.0.0.0/8"]}, "egress_cidr", "did you mean egress_cidrs? else remove it"),
+        (
+            {"aws": {"region": "eu-west-1", "acount_id": "1"}},
+            "aws.acount_id",
+            "did you mean account_id? else remove it",
+        ),
+        ({"terraform": {"plugin-dir": "/m"}}, "terraform.plugin-dir", "did you mean plugin_dir? else remove it"),
+        ({"zzz": 1}, "zzz", "remove it (allowed here: "),
+    ],
+)
+def test_an_unknown_key_gets_the_nearest_known_one(
+    tmp_path: Path, change: dict[str, Any], key: str, suggestion: str
+) -> None:
+    path = write_env(tmp_path, {**MINIMAL, **change})
+    with pytest.raises(EnvironmentFileError) as info:
+        load_environment(path)
+    assert str(info.value).startswith(f"{path}: {key}: unknown key; {suggestion}"), str(info.value)

@@ -34,3 +34,22 @@ def test_each_promise_in_the_readme_names_a_test_that_exists() -> None:
     for path, name in named:
         source = (ROOT / path).read_text()
         assert not name or re.search(rf"^def {name}\(", source, re.M), f"{path}::{name} is no test"
+
+
+def test_the_readme_points_only_at_what_the_repository_holds() -> None:
+    """Every file or folder the README names by path exists here; no document outside it is cited."""
+    import re
+
+    from tests.conftest import ROOT
+
+    text = (ROOT / "README.md").read_text()
+    for target in re.findall(r"\]\(([^)#]+)\)", text):
+        assert target.startswith("https://") or (ROOT / target).exists(), target
+    named = set(re.findall(r"`((?:examples|environments|tests|bench|ket_infra)/[\w./-]*)`", text))
+    assert len(named) >= 10
+    for path in named:
+        if re.search(r"[A-Z]{3,}", path):  # a placeholder such as environments/ENV.yaml
+            continue
+        assert (ROOT / path).exists() or list(ROOT.glob(path)), path
+    for outside in ("DESIGN.md", "PORTS.md", "STYLE.md"):
+        assert outside not in text

@@ -1,5 +1,6 @@
 """The wheel on its own: built from the sources, installed (not editable) in a throwaway venv,
-and run from a directory outside the repository, through the whole sandbox flow.
+and run from a directory outside the repository, through the whole sandbox flow: the commands
+of the pipeline examples in examples/ci/, then destroy.
 
 The throwaway venv borrows the test environment's installed dependencies through a .pth
 line (a plain path: the editable install's own .pth hook is not run), so the test needs no
@@ -8,6 +9,7 @@ network; ket_infra itself is imported from the wheel, which the test checks.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -15,10 +17,12 @@ import sys
 import sysconfig
 import zipfile
 from pathlib import Path
+from xml.etree import ElementTree
 
 import pytest
 import yaml
 
+from tests.ci_examples import GITHUB, GITLAB, shell_lines
 from tests.conftest import EXAMPLES, ROOT, free_port
 from tests.tf import PLUGIN_DIR, needs_terraform
 
@@ -102,12 +106,24 @@ def test_installed_wheel_runs_the_sandbox_flow_outside_the_repository(installed:
         data = yaml.safe_load(env_file.read_text())
         data["preflight"] = False  # half the rules: a shorter run, the same code paths
         env_file.write_text(yaml.safe_dump(data))
-        assert "calico" in ket("rules", "plan.yaml").stdout
-        planned = ket("plan", "--env", "pkg", "--detailed-exitcode", code=2)
-        assert "to add" in planned.stdout
-        assert (work / ".work" / "pkg" / "modules" / "ket-cni-network" / "main.tf").is_file()
-        ket("apply", "--env", "pkg")
-        assert "0 blocked" in ket("verify", "--env", "pkg").stdout
+        # the pipeline examples' network stage, line by line as the CI systems run them: the GitHub
+        # workflow's steps (changes applied), then GitLab's jobs (nothing left to change)
+        variables = {**env, "KET_ENV": "pkg", "KET_PLAN": "plan.yaml", "GITHUB_STEP_SUMMARY": str(work / "summary.md")}
+        for path in (GITHUB, GITLAB):
+            for line in shell_lines(path):
+                done = run(["bash", "-e", "-o", "pipefail", "-c", line], cwd=work, env=variables)
+                assert done.returncode == 0, f"{path.name}: {line}: {done.stdout}\n{done.stderr}"
+            rules = (work / "rules.md").read_text()
+            assert "| IP-in-IP (4) | - | group master | Calico IP-in-IP tunnel |" in rules
+            planned = json.loads((work / "plan.json").read_text())
+            if path == GITHUB:
+                assert planned["counts"]["create"] > 0
+                assert (work / ".work" / "pkg" / "modules" / "ket-cni-network" / "main.tf").is_file()
+                assert rules in (work / "summary.md").read_text()
+            else:
+                assert planned["changes"] == []
+            report = ElementTree.parse(work / "verify.xml").getroot()
+            assert report.get("failures") == "0" and int(report.get("tests", "0")) > 0
         ket("destroy", "--env", "pkg", "--auto-approve")
     finally:
         ket("sandbox", "down", "--port", str(port))

@@ -14,7 +14,7 @@ from ket_infra.environment import AwsConfig, Environment
 from ket_infra.layout import RuleSet, layout
 from ket_infra.plan import Plan, load_plan
 from ket_infra.sandbox import image_id, network_for
-from ket_infra.verify import Report, text_report, verify
+from ket_infra.verify import Report, junit_report, text_report, verify
 from tests.conftest import EXAMPLES
 
 REGION = "eu-west-1"
@@ -742,3 +742,80 @@ def test_a_disconnected_install_reaches_its_registry(aws: None, tmp_path: Path) 
     assert report.ok and {c.rule for c in report.checks if c.target.cidr} == {"registry"}
     cloud.revoke("worker", "egress", lambda r: r.get("CidrIpv4") == "10.0.9.20/32")
     assert blocked(verify(plan, env, rules)) == {("registry", "worker", "registry")}
+
+
+def test_junit_has_a_case_per_checked_class_and_a_failure_per_blocked_one(aws: None) -> None:
+    from xml.etree import ElementTree as ET
+
+    cloud, plan, env, rules = build(EXAMPLES / "calico-overlay.yaml")
+    worker = cloud.groups["worker"]
+    cloud.revoke(
+        "master",
+        "ingress",
+        lambda r: r["IpProtocol"] == "4" and r.get("ReferencedGroupInfo", {}).get("GroupId") == worker,
+    )
+    report = verify(plan, env, rules)
+    root = ET.fromstring(junit_report(report, "lab", plan.cluster, ["mind the gap"]))
+    (suite,) = root.findall("testsuite")
+    cases = suite.findall("testcase")
+    assert len(cases) == len(report.checks) == int(suite.get("tests", ""))
+    failed = [c for c in cases if c.find("failure") is not None]
+    bad = [c for c in report.checks if c.status == "blocked"]
+    assert bad and len(failed) == len(bad) == int(root.get("failures", "")) == int(suite.get("failures", ""))
+    for case, check in zip(failed, bad, strict=True):
+        failure = case.find("failure")
+        assert failure is not None and failure.get("message") == check.reason
+        assert case.get("classname") == "ket-infra.lab.calico-ipip"
+        assert case.get("name", "").startswith("calico-ipip: IP-in-IP (4) from worker to master (worker0")
+        assert "source nodes: worker0" in (failure.text or "") and "target nodes: master0" in (failure.text or "")
+    assert suite.findtext("system-out") == "warning: mind the gap"
+    props = {p.get("name"): p.get("value") for p in suite.iter("property")}
+    assert props == {"nodes": str(report.nodes), "aws_api_calls": str(report.api_calls)}
+
+
+def test_junit_reports_a_wrong_host_setting(aws: None) -> None:
+    from xml.etree import ElementTree as ET
+
+    cloud, plan, env, rules = build(EXAMPLES / "calico-routed.yaml")
+    cloud.ec2.modify_instance_attribute(InstanceId=cloud.instances["node02"], SourceDestCheck={"Value": True})
+    report = verify(plan, env, rules)
+    root = ET.fromstring(junit_report(report, "lab", plan.cluster))
+    hosts = [c for c in root.iter("testcase") if c.get("classname") == "ket-infra.lab.host-settings"]
+    assert len(hosts) == len(report.host_settings) > 1
+    (failed,) = [c for c in hosts if c.find("failure") is not None]
+    assert failed.get("name") == f"source/dest check off on node02 ({cloud.instances['node02']})"
+    message = failed.find("failure").get("message", "")  # type: ignore[union-attr]
+    assert message == "source/dest check is on, must be off (Calico routed mode); run ket-infra apply to set it"
+    assert root.get("failures") == "1"
+
+
+def test_junit_of_a_clean_cluster_has_no_failure(aws: None) -> None:
+    from xml.etree import ElementTree as ET
+
+    _cloud, plan, env, rules = build(EXAMPLES / "calico-overlay.yaml")
+    root = ET.fromstring(junit_report(verify(plan, env, rules), "lab", plan.cluster))
+    assert root.get("failures") == "0" and int(root.get("tests", "0")) > 0
+    assert not list(root.iter("failure")) and root.find("testsuite/system-out") is None
+
+
+def test_node_lists_are_sorted_whatever_the_plan_order(aws: None, tmp_path: Path) -> None:
+    import yaml
+
+    data = yaml.safe_load((EXAMPLES / "calico-overlay.yaml").read_text())
+    data["worker"]["nodes"].reverse()
+    shuffled = tmp_path / "plan.yaml"
+    shuffled.write_text(yaml.safe_dump(data))
+    cloud, plan, env, rules = build(shuffled)
+    assert next(n.host for n in plan.nodes if "worker" in n.roles) == "worker03"
+    worker = cloud.groups["worker"]
+    cloud.revoke(
+        "master",
+        "ingress",
+        lambda r: r["IpProtocol"] == "4" and r.get("ReferencedGroupInfo", {}).get("GroupId") == worker,
+    )
+    report = verify(plan, env, rules)
+    text = text_report(report, "lab", plan.cluster)
+    assert "calico-ipip: IP-in-IP (4) from worker (worker01, worker02, worker03) to master (master01, master02)" in text
+    for check in report.as_json()["checks"]:
+        if check["status"] == "blocked":
+            assert check["source_nodes"] == sorted(check["source_nodes"])

@@ -66,7 +66,8 @@ def test_plan_apply_replan_destroy_in_process(box: Box) -> None:
     with pytest.raises(KetInfraError) as info:
         workflow.apply(ctx, auto_approve=False)
     assert str(info.value) == (
-        f"no saved plan for environment solo in {work}; run ket-infra plan --env solo first (or apply --auto-approve)"
+        f"no saved plan for environment solo in {work}; run ket-infra plan --env {env_file} first "
+        "(or apply --auto-approve)"
     )
 
     summary = workflow.plan(ctx)
@@ -119,6 +120,7 @@ def test_plan_apply_replan_destroy_in_process(box: Box) -> None:
     assert f"see {work / 'imports.tf'}" in adopting[0]
     assert f"import {{\n  to = {lost}\n" in (work / "imports.tf").read_text()
     assert adopted.counts()["create"] == 0
+    assert [(i.address, i.kind) for i in ctx.imports] == [(lost, "ingress")]
     workflow.apply(ctx, auto_approve=False)
     assert lost in ctx.tf.state_resources()
 
