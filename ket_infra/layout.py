@@ -236,7 +236,7 @@ def _merge(atoms: list[_Atom]) -> list[Rule]:
 
 def _warnings(plan: Plan, env: Environment | None, groups: tuple[Group, ...]) -> list[str]:
     cni = plan.cni
-    out: list[str] = []
+    out: list[str] = list(plan.typos)
     if cni.disabled:
         out.append("add_ons.cni.disable is true: no CNI is installed, so no CNI flows are opened")
     elif cni.provider == "calico" and cni.mode == "routed":

@@ -17,12 +17,14 @@ same defaults, for plan files of KET v1.0 to v1.12:
 
 Node addresses must be IPv4: security-group rules here are IPv4 CIDRs.
 
-Unknown keys are ignored, as KET ignores them. The Weave password is read
+Unknown keys are ignored, as KET ignores them; one a slip away from a key KET
+reads (`internal_ip` for `internalip`) is a warning. The Weave password is read
 only to know that encryption is on; it is never kept.
 """
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import re
 from dataclasses import dataclass
@@ -129,6 +131,7 @@ class Plan:
     members: tuple[tuple[str, tuple[str, ...]], ...]
     load_balancer: str | None
     install: Install = Install(22, False, True, None)
+    typos: tuple[str, ...] = ()  # keys KET does not know that look like one it does (warnings)
 
     def hosts(self, role: str) -> tuple[str, ...]:
         return dict(self.members).get(role, ())
@@ -325,6 +328,62 @@ def _install(root: yamldoc.Doc, cluster: yamldoc.Doc) -> Install:
     return Install(ssh_port, cluster.flag("disconnected_installation", False), packages, registry)
 
 
+# The keys of a KET v1.12 plan in the sections ket-infra reads (apprenda/kismatic
+# pkg/install/plan_types.go at v1.12.0: a field without a yaml tag is its name in lower case).
+_GROUP_KEYS = ("expected_count", "nodes")
+PLAN_KEYS: dict[str, tuple[str, ...]] = {
+    "": ("cluster", "docker", "docker_registry", "additional_files", "add_ons", "features", "nfs", *ROLES),
+    "cluster": (
+        "name", "version", "admin_password", "disable_package_installation", "allow_package_installation",
+        "disconnected_installation", "networking", "certificates", "ssh", "kube_apiserver",
+        "kube_controller_manager", "kube_scheduler", "kube_proxy", "kubelet", "cloud_provider",
+    ),
+    "cluster.networking": (
+        "type", "pod_cidr_block", "service_cidr_block", "update_hosts_files", "http_proxy", "https_proxy", "no_proxy",
+    ),
+    "cluster.ssh": ("user", "ssh_key", "ssh_port"),
+    "docker_registry": ("server", "address", "port", "CA", "username", "password"),
+    "add_ons": ("cni", "dns", "heapster", "metrics_server", "dashboard", "package_manager", "rescheduler"),
+    "add_ons.cni": ("disable", "provider", "options"),
+    "add_ons.cni.options": ("portmap", "calico", "weave"),
+    "add_ons.cni.options.calico": ("mode", "log_level", "workload_mtu", "felix_input_mtu", "ip_autodetection_method"),
+    "add_ons.cni.options.weave": ("password",),
+    "master": ("load_balancer", "load_balanced_fqdn", "load_balanced_short_name", *_GROUP_KEYS),
+    **{role: _GROUP_KEYS for role in ROLES if role != "master"},
+}  # fmt: skip
+NODE_KEYS = ("host", "ip", "internalip", "labels", "taints", "kubelet")
+
+
+def _typos(data: object) -> tuple[str, ...]:
+    """Keys KET would ignore that are one slip from a key it reads: their values are not used, so say so."""
+    out: list[str] = []
+
+    def check(where: str, section: object, known: tuple[str, ...]) -> None:
+        if not isinstance(section, dict):
+            return
+        for key in section:
+            if isinstance(key, str) and key not in known:
+                near = difflib.get_close_matches(key, known, n=1, cutoff=0.75)
+                if near:
+                    path = f"{where}.{key}" if where else key
+                    out.append(
+                        f"plan key {path} is not one KET knows, so KET and ket-infra ignore its value; "
+                        f"did you mean {near[0]}?"
+                    )
+
+    for where, known in PLAN_KEYS.items():
+        section: object = data
+        for part in where.split(".") if where else ():
+            section = section.get(part) if isinstance(section, dict) else None
+        check(where, section, known)
+    for role in ROLES:
+        group = data.get(role) if isinstance(data, dict) else None
+        nodes = group.get("nodes") if isinstance(group, dict) else None
+        for i, entry in enumerate(nodes if isinstance(nodes, list) else []):
+            check(f"{role}.nodes[{i}]", entry, NODE_KEYS)
+    return tuple(out)
+
+
 def load_plan(path: str | Path) -> Plan:
     """Load and validate the KET plan file at PATH; raises PlanError."""
     root = yamldoc.load(Path(path), PlanError, "KET plan file")
@@ -359,4 +418,4 @@ def load_plan(path: str | Path) -> Plan:
     master = root.mapping("master")
     load_balancer = master.text("load_balancer") or master.text("load_balanced_fqdn")
     install = _install(root, cluster)
-    return Plan(root.path, name, pod_cidr, service_cidr, cni, nodes, members, load_balancer, install)
+    return Plan(root.path, name, pod_cidr, service_cidr, cni, nodes, members, load_balancer, install, _typos(root.data))

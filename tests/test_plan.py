@@ -498,3 +498,28 @@ def test_a_huge_value_is_cut_in_the_message(plan_file) -> None:
         load_plan(plan_file(data))
     message = str(info.value)
     assert len(message) < 400 and "'ccc" in message and "... cannot name security groups" in message
+
+
+def test_a_key_one_slip_from_a_known_one_is_a_warning(plan_file) -> None:
+    from ket_infra.layout import layout
+
+    data = base_plan({"provider": "weave", "options": {"weave": {"pasword": "s3cret"}}})
+    data["master"]["load_balancr"] = "10.0.1.100:6443"
+    data["worker"]["nodes"][0]["internal_ip"] = "10.0.1.99"
+    data["cluster"]["some_future_key"] = True  # unknown and like nothing KET reads: KET ignores it, so do we
+    plan = load_plan(plan_file(data))
+    assert plan.typos == (
+        "plan key add_ons.cni.options.weave.pasword is not one KET knows, so KET and ket-infra ignore its value; "
+        "did you mean password?",
+        "plan key master.load_balancr is not one KET knows, so KET and ket-infra ignore its value; "
+        "did you mean load_balancer?",
+        "plan key worker.nodes[0].internal_ip is not one KET knows, so KET and ket-infra ignore its value; "
+        "did you mean internalip?",
+    )
+    assert plan.cni.encrypted is False  # the misspelt password is not read: Weave would run unencrypted
+    assert set(plan.typos) <= set(layout(plan).warnings)
+
+
+def test_the_examples_have_no_slips() -> None:
+    for path in sorted(EXAMPLES.glob("*.yaml")):
+        assert load_plan(path).typos == (), path
