@@ -99,9 +99,13 @@ def test_plan_apply_replan_destroy_in_process(box: Box) -> None:
 
     ctx = box.context(env_file)
     workflow.apply(ctx, auto_approve=False)
-    assert box.lines[:2] == ["terraform apply tfplan", "source/dest check off for 1 node(s)"]
-    assert re.fullmatch(r"  solo01 \(i-[0-9a-f]+\): source/dest check off", box.lines[2]), box.lines
-    assert box.lines[3:] == ["applied: environment solo is ready for kismatic install apply"]
+    assert box.lines[:3] == [
+        f"terraform init: up to date in {work}",
+        "terraform apply tfplan",
+        "source/dest check off for 1 node(s)",
+    ]
+    assert re.fullmatch(r"  solo01 \(i-[0-9a-f]+\): source/dest check off", box.lines[3]), box.lines
+    assert box.lines[4:] == ["applied: environment solo is ready for kismatic install apply"]
     assert not (work / "tfplan").exists()
 
     ctx = box.context(env_file)
