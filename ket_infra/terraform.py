@@ -121,11 +121,12 @@ class _Signals:
         held = self.hold and signum == signal.SIGINT and not any(n == "SIGINT" for n, _ in self.caught)
         self.caught.append((name, not held))
         if held:
-            os.write(
-                2,
-                f"interrupt: letting {self.what} finish so that the Terraform state stays whole; "
-                "press Ctrl-C again to stop it now\n".encode(),
+            below_bar = "\n" if os.isatty(2) else ""  # on a terminal, below the progress bar, not on it
+            said = (
+                f"{below_bar}interrupt: letting {self.what} finish so that the Terraform state stays whole; "
+                "press Ctrl-C again to stop it now\n"
             )
+            os.write(2, said.encode())
         elif self.proc is None:
             self.pending.append(signum)
         elif self.proc.poll() is None:
@@ -179,7 +180,6 @@ class _Watch:
         self.applying = applying  # the phase name once resources change: applying | destroying
         self.planned: list[dict[str, Any]] = []  # planned_change.change, in Terraform's order
         self.errors: list[str] = []
-        self.summary: dict[str, Any] | None = None  # the last change_summary.changes
 
     def line(self, raw: str) -> None:
         try:
@@ -197,8 +197,6 @@ class _Watch:
             if self.applying == "planning":  # an apply of a saved plan lists its changes first, too
                 self.live.enter("planning")
             self.planned.append(msg["change"])
-        elif kind == "change_summary" and isinstance(msg.get("changes"), dict):
-            self.summary = msg["changes"]
         elif kind == "apply_start":
             total = sum(1 for c in self.planned if c.get("action") not in _NO_CHANGE)
             self.live.enter(self.applying, total or None)
