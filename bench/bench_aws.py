@@ -6,7 +6,7 @@ the ratios hold on a shared machine.
 
 - plan: `ket-infra plan` end to end (discover, render, init when needed,
   plan, summary) next to a bare `terraform plan` in the same rendered folder,
-  both warm, alternating, medians of three; the ratio is ket-infra's own
+  both warm, alternating, medians of five; the ratio is ket-infra's own
   overhead. The first `ket-infra plan` (render and init) is recorded apart.
 - verify: after `ket-infra apply`, wall time of `verify` in-process and the
   number of AWS API calls it made (counted in the boto3 client).
@@ -88,7 +88,7 @@ def setup(work: Path, nodes: int, port: int) -> tuple[Path, dict[str, str]]:
     return env_file, env
 
 
-def bench_plan(work: Path, nodes: int, port: int, rounds: int = 3) -> dict[str, Any]:
+def bench_plan(work: Path, nodes: int, port: int, rounds: int = 5) -> dict[str, Any]:
     """ket-infra plan next to a bare terraform plan of the same folder, both warm, alternating.
 
     The first ket-infra plan renders the folder and runs init (timed apart, as `first`); then

@@ -1,15 +1,17 @@
-"""The AWS edge (boto3 only): find the plan's nodes, guard the account,
+"""The AWS edge (boto3's botocore only): find the plan's nodes, guard the account,
 set the EC2 source/destination check.
 
 Nodes are matched to running instances by private IP (`internalip`, else
 `ip`), with a handful of paginated describe calls whatever the node count.
-boto3 is imported lazily so that offline commands start fast.
+botocore is imported lazily so that offline commands start fast.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -74,19 +76,32 @@ class Counter:
         return sum(self.calls.values())
 
 
+@functools.cache
+def _models() -> Any:
+    """One botocore data loader per process: each client's service model is read and parsed once."""
+    from botocore.loaders import create_loader
+
+    return create_loader()
+
+
 def client(env: Environment, service: str, counter: Counter | None = None) -> Any:
-    """A boto3 client for ENV: its region, endpoint, and standard retries (throttling backs off)."""
-    import boto3
+    """A botocore client (what boto3 hands out) for ENV: its region, endpoint, and standard retries
+    (throttling backs off). Made by botocore directly: boto3's resource layer is not needed."""
+    import botocore.session
     from botocore.config import Config
 
     creds = credentials_env(env)
-    session = boto3.session.Session(
+    core = botocore.session.Session()  # credentials are resolved anew for every client
+    core.register_component("data_loader", _models())
+    config = Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=5, read_timeout=30)
+    c = core.create_client(
+        service,
+        region_name=env.aws.region,
+        endpoint_url=env.aws.endpoint_url,
         aws_access_key_id=creds.get("AWS_ACCESS_KEY_ID"),
         aws_secret_access_key=creds.get("AWS_SECRET_ACCESS_KEY"),
-        region_name=env.aws.region,
+        config=config,
     )
-    config = Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=5, read_timeout=30)
-    c = session.client(service, endpoint_url=env.aws.endpoint_url, config=config)
     if counter is not None:
         c.meta.events.register("before-call.*.*", counter)
     return c
@@ -143,17 +158,27 @@ def discover(plan: Plan, env: Environment, ec2: Any | None = None) -> Discovery:
     ec2 = ec2 or client(env, "ec2")
     wanted = {n.address: n for n in plan.nodes}
     found: dict[str, NodeInterface] = {}
+
+    def instances(chunk: list[str]) -> list[dict[str, Any]]:
+        filters = [
+            {"Name": "private-ip-address", "Values": chunk},
+            {"Name": "instance-state-name", "Values": ["running", "pending", "stopped"]},
+        ]
+        pages = ec2.get_paginator("describe_instances").paginate(Filters=filters)
+        return [inst for page in pages for reservation in page["Reservations"] for inst in reservation["Instances"]]
+
     with aws_errors(env, "finding the plan's nodes in EC2"):
-        pages = ec2.get_paginator("describe_instances")
-        for chunk in _chunks(sorted(wanted)):
-            filters = [
-                {"Name": "private-ip-address", "Values": chunk},
-                {"Name": "instance-state-name", "Values": ["running", "pending", "stopped"]},
-            ]
-            for page in pages.paginate(Filters=filters):
-                for reservation in page["Reservations"]:
-                    for inst in reservation["Instances"]:
-                        _match(inst, wanted, found)
+        # A large plan's filter chunks are asked for at once (a botocore client may be shared by
+        # threads); their answers are matched in order, so the result does not depend on timing.
+        chunks = list(_chunks(sorted(wanted)))
+        if len(chunks) == 1:
+            answers = [instances(chunks[0])]
+        else:
+            with ThreadPoolExecutor(max_workers=min(len(chunks), 4)) as pool:
+                answers = list(pool.map(instances, chunks))
+        for answer in answers:
+            for inst in answer:
+                _match(inst, wanted, found)
     missing = [n for n in plan.nodes if n.address not in found]
     if missing:
         names = ", ".join(f"{n.host} ({n.address})" for n in missing)

@@ -241,14 +241,14 @@ def _collect(proc: subprocess.Popen[bytes], watch: _Watch | None) -> tuple[bytes
     ]
     for reader in readers:
         reader.start()
-    while True:
-        try:
-            proc.wait(timeout=1.0)
-            break
-        except subprocess.TimeoutExpired:
+    # Terraform's output ends when it does: wait on the reader (woken by the last line), not on a
+    # polling wait of the process, and tick the progress every second meanwhile.
+    while readers[0].is_alive():
+        readers[0].join(timeout=1.0)
+        if readers[0].is_alive():
             watch.live.tick()
-    for reader in readers:
-        reader.join()
+    proc.wait()
+    readers[1].join()
     return "".join(out).encode(), b"".join(err)
 
 

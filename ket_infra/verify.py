@@ -112,6 +112,13 @@ class HostCheck:
     def status(self) -> str:
         return "allowed" if self.node.source_dest_check == self.expected else "blocked"
 
+    @property
+    def problem(self) -> str:
+        return (
+            f"source/dest check is {'on' if self.node.source_dest_check else 'off'}, must be "
+            f"{'on' if self.expected else 'off'} (Calico routed mode); run ket-infra apply to set it"
+        )
+
     def as_json(self) -> dict[str, Any]:
         return {
             "node": self.node.host,
@@ -619,11 +626,7 @@ def text_report(report: Report, env_name: str, cluster: str) -> str:
         lines.append("")
         if bad_hosts:
             for h in bad_hosts:
-                lines.append(
-                    f"BLOCKED: {h.node.host} ({h.node.instance_id}): source/dest check is "
-                    f"{'on' if h.node.source_dest_check else 'off'}, must be {'on' if h.expected else 'off'} "
-                    "(Calico routed mode); run ket-infra apply to set it"
-                )
+                lines.append(f"BLOCKED: {h.node.host} ({h.node.instance_id}): {h.problem}")
         else:
             lines.append(f"host settings: source/dest check as required on {len(report.host_settings)} node(s)")
     lines.append("")
@@ -643,45 +646,33 @@ def junit_report(report: Report, env_name: str, cluster: str, warnings: Iterable
     pairs and per host setting, a failure with its cause for each blocked one."""
     from xml.etree import ElementTree as ET
 
-    failures = sum(1 for c in report.checks if c.status == "blocked") + sum(
-        1 for h in report.host_settings if h.status == "blocked"
-    )
-    tests = len(report.checks) + len(report.host_settings)
-    counts = {"tests": str(tests), "failures": str(failures), "errors": "0", "skipped": "0"}
-    root = ET.Element("testsuites", {"name": "ket-infra verify", **counts})
-    suite = ET.SubElement(root, "testsuite", {"name": f"verify {env_name} (cluster {cluster})", **counts})
-    props = ET.SubElement(suite, "properties")
-    for name, value in (("nodes", report.nodes), ("aws_api_calls", report.api_calls)):
-        ET.SubElement(props, "property", name=name, value=str(value))
+    cases: list[tuple[str, str, str | None, str]] = []  # classname, name, failure message (None: passed), detail
     for c in report.checks:
         sources = sorted(n.host for n in c.source.nodes) or [c.source.name]
         targets = sorted(n.host for n in c.target.nodes) or [c.target.name]
-        case = ET.SubElement(
-            suite,
-            "testcase",
-            classname=f"ket-infra.{env_name}.{c.rule}",
-            name=f"{_check_title(c)} ({c.source.name} -> {c._target_node()}, {c.pairs} node pairs)",
-        )
-        if c.status == "blocked":
-            failure = ET.SubElement(case, "failure", type="blocked", message=c.reason)
-            failure.text = f"{c.reason}\nsource nodes: {', '.join(sources)}\ntarget nodes: {', '.join(targets)}"
-    for h in report.host_settings:
-        case = ET.SubElement(
-            suite,
-            "testcase",
-            classname=f"ket-infra.{env_name}.host-settings",
-            name=f"source/dest check {'on' if h.expected else 'off'} on {h.node.host} ({h.node.instance_id})",
-        )
-        if h.status == "blocked":
-            ET.SubElement(
-                case,
-                "failure",
-                type="blocked",
-                message=(
-                    f"source/dest check is {'on' if h.node.source_dest_check else 'off'}, must be "
-                    f"{'on' if h.expected else 'off'} (Calico routed mode); run ket-infra apply to set it"
-                ),
+        cases.append(
+            (
+                f"ket-infra.{env_name}.{c.rule}",
+                f"{_check_title(c)} ({c.source.name} -> {c._target_node()}, {c.pairs} node pairs)",
+                c.reason if c.status == "blocked" else None,
+                f"{c.reason}\nsource nodes: {', '.join(sources)}\ntarget nodes: {', '.join(targets)}",
             )
+        )
+    for h in report.host_settings:
+        name = f"source/dest check {'on' if h.expected else 'off'} on {h.node.host} ({h.node.instance_id})"
+        problem = h.problem if h.status == "blocked" else None
+        cases.append((f"ket-infra.{env_name}.host-settings", name, problem, problem or ""))
+    failures = sum(1 for case in cases if case[2] is not None)
+    counts = {"tests": str(len(cases)), "failures": str(failures), "errors": "0", "skipped": "0"}
+    root = ET.Element("testsuites", {"name": "ket-infra verify", **counts})
+    suite = ET.SubElement(root, "testsuite", {"name": f"verify {env_name} (cluster {cluster})", **counts})
+    props = ET.SubElement(suite, "properties")
+    for key, value in (("nodes", report.nodes), ("aws_api_calls", report.api_calls)):
+        ET.SubElement(props, "property", name=key, value=str(value))
+    for classname, name, message, detail in cases:
+        case = ET.SubElement(suite, "testcase", classname=classname, name=name)
+        if message is not None:
+            ET.SubElement(case, "failure", type="blocked", message=message).text = detail
     listed = list(warnings)
     if listed:
         ET.SubElement(suite, "system-out").text = "\n".join(f"warning: {w}" for w in listed)

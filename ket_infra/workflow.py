@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ket_infra import yamldoc
 from ket_infra.environment import Environment, load_environment
 from ket_infra.errors import EnvironmentFileError, KetInfraError
 from ket_infra.layout import RuleSet, layout
@@ -89,7 +91,7 @@ def _meaning(path: Path) -> bytes:
     except OSError:
         return b"<missing>"
     try:
-        return json.dumps(yaml.safe_load(raw), sort_keys=True, default=str).encode()
+        return json.dumps(yaml.load(raw, Loader=yamldoc.LOADER), sort_keys=True, default=str).encode()
     except yaml.YAMLError:
         return raw
 
@@ -118,8 +120,12 @@ def discover_and_render(ctx: Context) -> Discovery:
     from ket_infra import aws
 
     ctx.progress(f"checking AWS account and finding {len(ctx.plan.nodes)} node(s) in {ctx.env.aws.region}")
-    aws.check_account(ctx.env)
-    found = aws.discover(ctx.plan, ctx.env)
+    # Both only read: the nodes are looked up while the account is checked, and a wrong account
+    # is still what is reported first.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        finding = pool.submit(aws.discover, ctx.plan, ctx.env)
+        aws.check_account(ctx.env)
+        found = finding.result()
     own = {f"{ctx.rules.cluster}-{g.name}" for g in ctx.rules.groups}
     aws.check_interfaces(found, own, ctx.plan)
     if ctx.rules.host_settings:

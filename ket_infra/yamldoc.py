@@ -19,7 +19,7 @@ from ket_infra.errors import InputError
 
 _MAX_BYTES = 16 * 1024 * 1024  # a plan file is a few KiB; refuse to parse a runaway file
 # libyaml's loader is ~10x faster on large plans; same safe constructors.
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when there, else the pure-Python one
 
 
 def is_huge(value: Any) -> bool:
@@ -167,7 +167,7 @@ def load(path: Path, error: type[InputError], what: str) -> Doc:
         lineno = raw[: exc.start].count(b"\n") + 1
         raise error(shown, None, f"line {lineno}: not valid UTF-8", "save the file as UTF-8 text") from None
     try:
-        data = yaml.load(text, Loader=_LOADER)  # a safe loader (no arbitrary objects)
+        data = yaml.load(text, Loader=LOADER)  # a safe loader (no arbitrary objects)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"line {mark.line + 1}: " if mark is not None else ""

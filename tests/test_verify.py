@@ -115,6 +115,15 @@ class Cloud:
         )["SecurityGroups"][0]
         self.ec2.revoke_security_group_egress(GroupId=default["GroupId"], IpPermissions=default["IpPermissionsEgress"])
 
+    def revoke_ipip_from_workers(self) -> None:
+        """Someone removes IP-in-IP from the workers into the masters by hand."""
+        worker = self.groups["worker"]
+        self.revoke(
+            "master",
+            "ingress",
+            lambda r: r["IpProtocol"] == "4" and r.get("ReferencedGroupInfo", {}).get("GroupId") == worker,
+        )
+
     def revoke(self, group: str, direction: str, match: Any) -> None:
         rules = self.ec2.describe_security_group_rules(Filters=[{"Name": "group-id", "Values": [self.groups[group]]}])[
             "SecurityGroupRules"
@@ -201,12 +210,7 @@ def test_before_apply_everything_is_blocked(aws: None) -> None:
 
 def test_ipip_revoked_from_one_group(aws: None) -> None:
     cloud, plan, env, rules = build(EXAMPLES / "calico-overlay.yaml")
-    worker = cloud.groups["worker"]
-    cloud.revoke(
-        "master",
-        "ingress",
-        lambda r: r["IpProtocol"] == "4" and r.get("ReferencedGroupInfo", {}).get("GroupId") == worker,
-    )
+    cloud.revoke_ipip_from_workers()
     report = verify(plan, env, rules)
     assert blocked(report) == {("calico-ipip", "worker", "master")}
     reason = next(c.reason for c in report.checks if c.status == "blocked")
@@ -314,12 +318,7 @@ def test_text_report_when_all_is_open(aws: None) -> None:
 
 def test_hand_made_rule_elsewhere_is_honoured(aws: None) -> None:
     cloud, plan, env, rules = build(EXAMPLES / "calico-overlay.yaml")
-    worker = cloud.groups["worker"]
-    cloud.revoke(
-        "master",
-        "ingress",
-        lambda r: r["IpProtocol"] == "4" and r.get("ReferencedGroupInfo", {}).get("GroupId") == worker,
-    )
+    cloud.revoke_ipip_from_workers()
     assert blocked(verify(plan, env, rules)) == {("calico-ipip", "worker", "master")}
     # someone's own group on the masters opens IP-in-IP from the whole worker subnet
     own = cloud.ec2.create_security_group(GroupName="ops-tunnels", Description="ops", VpcId=cloud.vpc)["GroupId"]
@@ -340,12 +339,7 @@ def test_hand_made_rule_elsewhere_is_honoured(aws: None) -> None:
 
 def test_node_specific_hand_rule_splits_the_class(aws: None) -> None:
     cloud, plan, env, rules = build(EXAMPLES / "calico-overlay.yaml")
-    worker = cloud.groups["worker"]
-    cloud.revoke(
-        "master",
-        "ingress",
-        lambda r: r["IpProtocol"] == "4" and r.get("ReferencedGroupInfo", {}).get("GroupId") == worker,
-    )
+    cloud.revoke_ipip_from_workers()
     cloud.ec2.authorize_security_group_ingress(
         GroupId=cloud.groups["master"],
         IpPermissions=[{"IpProtocol": "4", "FromPort": -1, "ToPort": -1, "IpRanges": [{"CidrIp": "10.0.2.32/32"}]}],
@@ -748,12 +742,7 @@ def test_junit_has_a_case_per_checked_class_and_a_failure_per_blocked_one(aws: N
     from xml.etree import ElementTree as ET
 
     cloud, plan, env, rules = build(EXAMPLES / "calico-overlay.yaml")
-    worker = cloud.groups["worker"]
-    cloud.revoke(
-        "master",
-        "ingress",
-        lambda r: r["IpProtocol"] == "4" and r.get("ReferencedGroupInfo", {}).get("GroupId") == worker,
-    )
+    cloud.revoke_ipip_from_workers()
     report = verify(plan, env, rules)
     root = ET.fromstring(junit_report(report, "lab", plan.cluster, ["mind the gap"]))
     (suite,) = root.findall("testsuite")
@@ -807,12 +796,7 @@ def test_node_lists_are_sorted_whatever_the_plan_order(aws: None, tmp_path: Path
     shuffled.write_text(yaml.safe_dump(data))
     cloud, plan, env, rules = build(shuffled)
     assert next(n.host for n in plan.nodes if "worker" in n.roles) == "worker03"
-    worker = cloud.groups["worker"]
-    cloud.revoke(
-        "master",
-        "ingress",
-        lambda r: r["IpProtocol"] == "4" and r.get("ReferencedGroupInfo", {}).get("GroupId") == worker,
-    )
+    cloud.revoke_ipip_from_workers()
     report = verify(plan, env, rules)
     text = text_report(report, "lab", plan.cluster)
     assert "calico-ipip: IP-in-IP (4) from worker (worker01, worker02, worker03) to master (master01, master02)" in text
