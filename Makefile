@@ -77,7 +77,8 @@ bench: $(BIN)/ket-infra
 	$(BIN)/python bench/report.py
 
 # Known breakages first (each must be caught), then mutation testing of the core modules (hours on
-# two cores; MODULES=plan,flows checks some at a time); writes bench/mutants.json and the README line.
+# two cores; resumes where an interrupted run stopped; MODULES=workflow runs only the slow pass);
+# writes bench/mutants.json and the README line.
 MODULES ?= plan,flows,layout,verify,aws,workflow,terraform
 mutants: $(BIN)/ket-infra
 	$(BIN)/python bench/breakages.py

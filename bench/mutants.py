@@ -10,10 +10,17 @@ against it.
 
 Two passes, because mutmut picks the tests to run per mutated function and a
 survivor runs every test that reaches its function: the core pass (every module
-but workflow) leaves out the tests marked `slow` (real Terraform runs that only
-the workflow needs); the workflow pass runs in a copy of the tree with them.
+but workflow, as pyproject.toml's only_mutate lists them) leaves out the tests
+marked `slow` (real Terraform runs that only the workflow needs); the workflow
+pass runs in a copy of the tree (.mutants-slow-pass/, kept between runs) whose
+only_mutate names the workflow alone, with those tests.
 
-Not part of `make test`: it takes tens of minutes on two cores.
+A run resumes: mutmut keeps each mutant's result in mutants/ and checks only
+the mutants it has no result for (new ones, and those of functions that
+changed). Interrupt it at any time; the next `make mutants` goes on from there.
+(Naming mutants on mutmut's command line would check them all again.)
+
+Not part of `make test`: it takes hours on two cores.
 """
 
 from __future__ import annotations
@@ -25,7 +32,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -33,7 +39,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 MODULES = ("plan", "flows", "layout", "verify", "aws", "workflow", "terraform")
 SLOW_PASS = ("workflow",)  # modules whose mutants need the `slow` tests
-COPY_IGNORE = shutil.ignore_patterns(".venv", ".git", "mutants", ".work", ".hypothesis", "__pycache__", "*.egg-info")
+SLOW_COPY = ROOT / ".mutants-slow-pass"
+COPY_IGNORE = shutil.ignore_patterns(
+    ".venv", ".git", "mutants", ".mutants-slow-pass", ".work", ".hypothesis", "__pycache__", "*.egg-info"
+)
 TARGET = 85.0
 README_START = "<!-- mutants:start -->"
 README_END = "<!-- mutants:end -->"
@@ -46,13 +55,23 @@ def status(exit_code: int | None) -> str:
 
 
 def mutmut(cwd: Path, modules: tuple[str, ...], max_children: int, skip_slow: bool) -> None:
-    names = [f"ket_infra.{m}.*" for m in modules]
+    """Check, in CWD, the mutants of its only_mutate that have no result yet."""
     env = {**os.environ, "NO_COLOR": "1", "KET_INFRA_SKIP_SLOW": "1" if skip_slow else "0"}
-    cmd = [sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children), *names]
+    cmd = [sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children)]
     print(f"mutmut over {', '.join(modules)} in {cwd}", flush=True)
     run = subprocess.run(cmd, cwd=cwd, env=env)
     if run.returncode != 0:
         raise SystemExit(f"error: mutmut run exited {run.returncode} in {cwd}")
+
+
+def only_workflow(pyproject: Path) -> None:
+    """The slow pass's copy mutates the workflow alone (its pyproject.toml's only_mutate)."""
+    text = pyproject.read_text()
+    listed = re.search(r"only_mutate = \[.*?\]", text, flags=re.S)
+    if listed is None:
+        raise SystemExit(f"error: {pyproject} has no [tool.mutmut] only_mutate list")
+    mutate = ", ".join(f'"ket_infra/{m}.py"' for m in SLOW_PASS)
+    pyproject.write_text(text[: listed.start()] + f"only_mutate = [{mutate}]" + text[listed.end() :])
 
 
 def scores(where: dict[str, Path]) -> dict[str, dict[str, object]]:
@@ -114,14 +133,15 @@ def main() -> int:
     parser.add_argument(
         "--modules",
         default=",".join(MODULES),
-        help="comma-separated modules to check this time (results of earlier runs are kept); default: all",
+        help="which passes to run: any core module runs the core pass (all of them), workflow the slow pass; "
+        "results of earlier runs are kept and only what has none is checked; default: both",
     )
     args = parser.parse_args()
     os.chdir(ROOT)
     seconds = 0.0
     previous = json.loads(args.out.read_text()).get("modules", {}) if args.out.exists() else {}
     wanted = [m.strip() for m in args.modules.split(",") if m.strip()]
-    copy = Path(tempfile.gettempdir()) / "ket-infra-mutants-slow-pass"
+    copy = SLOW_COPY
     where = {m: (copy if m in SLOW_PASS else ROOT) for m in MODULES}
     if not args.report_only:
         started = time.monotonic()
@@ -135,6 +155,7 @@ def main() -> int:
         if slow:
             # the copy keeps its mutants/ between runs, so mutmut can reuse what did not change
             shutil.copytree(ROOT, copy, ignore=COPY_IGNORE, dirs_exist_ok=True)
+            only_workflow(copy / "pyproject.toml")
             mutmut(copy, slow, args.max_children, skip_slow=False)
         seconds = time.monotonic() - started
     modules = scores(where)

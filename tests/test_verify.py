@@ -189,8 +189,8 @@ def test_clean_state_verifies(aws: None) -> None:
     assert report.ok, [c.reason for c in report.checks if c.status == "blocked"]
     assert report.checks and all(c.status == "allowed" for c in report.checks)
     assert sum(c.pairs for c in report.checks) > len(report.checks)
-    assert counter.total <= 4, counter.calls
-    assert set(counter.calls) <= {"DescribeInstances", "DescribeSecurityGroups", "DescribeNetworkAcls"}
+    assert counter.calls == {"DescribeInstances": 1, "DescribeSecurityGroups": 1, "DescribeNetworkAcls": 1}
+    assert report.api_calls == counter.total == 3  # the node lookup is counted too
 
 
 def test_before_apply_everything_is_blocked(aws: None) -> None:
@@ -756,7 +756,16 @@ def test_junit_has_a_case_per_checked_class_and_a_failure_per_blocked_one(aws: N
         assert failure is not None and failure.get("message") == check.reason
         assert case.get("classname") == "ket-infra.lab.calico-ipip"
         assert case.get("name", "").startswith("calico-ipip: IP-in-IP (4) from worker to master (worker0")
-        assert "source nodes: worker0" in (failure.text or "") and "target nodes: master0" in (failure.text or "")
+        shown = check.as_json()
+        assert failure.text == (
+            f"{check.reason}\nsource nodes: {', '.join(shown['source_nodes'])}\n"
+            f"target nodes: {', '.join(shown['target_nodes'])}"
+        )
+        assert set(shown["source_nodes"]) <= {"worker01", "worker02", "worker03"}
+    # a class of two workers is named whole, in order
+    assert sum(1 for f in root.iter("failure") if "source nodes: worker02, worker03\n" in (f.text or "")) == 2
+    bgp = [c for c in cases if c.get("classname") == "ket-infra.lab.calico-bgp"]
+    assert bgp and all(c.get("name", "").startswith("calico-bgp: tcp 179 from ") for c in bgp)
     assert suite.findtext("system-out") == "warning: mind the gap"
     props = {p.get("name"): p.get("value") for p in suite.iter("property")}
     assert props == {"nodes": str(report.nodes), "aws_api_calls": str(report.api_calls)}
@@ -803,3 +812,97 @@ def test_node_lists_are_sorted_whatever_the_plan_order(aws: None, tmp_path: Path
     for check in report.as_json()["checks"]:
         if check["status"] == "blocked":
             assert check["source_nodes"] == sorted(check["source_nodes"])
+
+
+def test_permissions_are_read_field_by_field() -> None:
+    """What describe_security_groups says, as verify judges it: ports only where they mean ports."""
+    from ket_infra.verify import Permission, _net, _permissions
+
+    described = [
+        {
+            "IpProtocol": "tcp",
+            "FromPort": 100,
+            "ToPort": 178,
+            "UserIdGroupPairs": [{"GroupId": "sg-peer"}, {"UserId": "123456789012"}],
+            "IpRanges": [{"CidrIp": "10.0.0.0/8"}, {"Description": "no CIDR"}],
+        },
+        {"IpProtocol": "udp", "FromPort": 8472, "ToPort": 8472, "IpRanges": [{"CidrIp": "10.1.0.0/16"}]},
+        {"IpProtocol": "icmp", "FromPort": 8, "ToPort": 0, "UserIdGroupPairs": [{"GroupId": "sg-peer"}]},
+        {"IpProtocol": "4", "FromPort": -1, "ToPort": -1, "UserIdGroupPairs": [{"GroupId": "sg-peer"}]},
+        {"IpProtocol": "-1", "FromPort": 5, "ToPort": 6},
+        {"FromPort": 1, "ToPort": 2},  # no protocol named: all traffic
+    ]
+    assert _permissions("sg-own", described) == [
+        Permission("sg-own", "tcp", 100, 178, frozenset({"sg-peer"}), (_net("10.0.0.0/8"),)),
+        Permission("sg-own", "udp", 8472, 8472, frozenset(), (_net("10.1.0.0/16"),)),
+        Permission("sg-own", "icmp", 8, 0, frozenset({"sg-peer"}), ()),
+        Permission("sg-own", "4", None, None, frozenset({"sg-peer"}), ()),
+        Permission("sg-own", "-1", None, None, frozenset(), ()),
+        Permission("sg-own", "-1", None, None, frozenset(), ()),
+    ]
+
+
+def test_a_few_names_then_how_many_more() -> None:
+    from ket_infra.verify import _names
+
+    five = ["a", "b", "c", "d", "e"]
+    assert _names(five) == "a, b, c, d, e"
+    assert _names([*five, "f"]) == "a, b, c, d, e and 1 more"
+    assert _names(["a", "b", "c"], limit=2) == "a, b and 1 more"
+
+
+def test_a_check_names_a_pair_of_two_different_nodes() -> None:
+    from ket_infra.aws import NodeInterface
+    from ket_infra.verify import Check, Endpoint
+
+    def nodes(*hosts: str) -> tuple[NodeInterface, ...]:
+        return tuple(
+            NodeInterface(h, f"10.0.0.{i}", f"i-{h}", f"eni-{h}", "subnet-1", "vpc-1", (), True)
+            for i, h in enumerate(hosts, 1)
+        )
+
+    workers = Endpoint("worker", nodes("worker01", "worker02"))
+    masters = Endpoint("master", nodes("master01", "master02"))
+    lone = Endpoint("worker", nodes("worker01"))
+    within = Check("x", "tcp", 1, 1, workers, workers).as_json()
+    assert (within["source_node"], within["target_node"]) == ("worker01", "worker02")  # not a node to itself
+    across = Check("x", "tcp", 1, 1, workers, masters).as_json()
+    assert (across["source_node"], across["target_node"]) == ("worker01", "master01")
+    alone = Check("x", "tcp", 1, 1, lone, lone).as_json()
+    assert (alone["source_node"], alone["target_node"]) == ("worker01", "worker01")
+
+
+def test_acl_entries_judged_one_by_one() -> None:
+    from ket_infra.verify import AclEntry, Traffic, _acl_verdict, _net
+
+    anywhere, peer = _net("0.0.0.0/0"), _net("10.0.1.5/32")
+
+    def entry(number: int, protocol: str, allow: bool = True, **kw: object) -> AclEntry:
+        return AclEntry(number, False, protocol, allow, anywhere, kw.get("ports"), kw.get("icmp"))  # type: ignore[arg-type]
+
+    echo = Traffic("icmp", (8, 0))
+    assert _acl_verdict([entry(100, "icmp", icmp=(-1, -1))], False, echo, peer) is True  # any type, any code
+    assert _acl_verdict([entry(100, "icmp", icmp=(8, -1))], False, echo, peer) is True
+    assert _acl_verdict([entry(100, "icmp", icmp=(0, -1))], False, echo, peer) is None  # echo reply only
+    bgp = Traffic("tcp", (179, 179))
+    # an all-protocol entry opens every port, whatever port range it carries
+    assert _acl_verdict([entry(100, "-1", ports=(5, 6))], False, bgp, peer) is True
+    assert _acl_verdict([entry(100, "tcp", ports=(5, 6))], False, bgp, peer) is None
+    # all traffic: an allow of one protocol neither decides nor stops the search
+    everything = Traffic("all", None)
+    assert _acl_verdict([entry(90, "tcp", ports=(1, 2)), entry(100, "-1")], False, everything, peer) is True
+    deny = entry(80, "udp", allow=False, ports=(1, 2))
+    assert _acl_verdict([deny, entry(100, "-1")], False, everything, peer) == deny
+
+
+def test_a_node_with_several_roles_is_named_by_the_role_the_flow_needs(aws: None) -> None:
+    cloud, plan, env, rules = build(EXAMPLES / "calico-routed.yaml")  # etcd stacked on the masters
+    masters = cloud.groups["etcd-master"]
+    cloud.revoke(
+        "worker",
+        "ingress",
+        lambda r: r["IpProtocol"] == "tcp" and r.get("ReferencedGroupInfo", {}).get("GroupId") == masters,
+    )
+    bad = blocked(verify(plan, env, rules))
+    assert bad and {source for _rule, source, _target in bad} == {"master"}, bad
+    assert {target for _rule, _source, target in bad} == {"worker"}
