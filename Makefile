@@ -82,7 +82,7 @@ bench: $(BIN)/ket-infra
 MODULES ?= plan,flows,layout,verify,aws,workflow,terraform
 mutants: $(BIN)/ket-infra
 	$(BIN)/python bench/breakages.py
-	$(BIN)/python bench/mutants.py --modules $(MODULES)
+	$(BIN)/python bench/mutants.py --modules $(MODULES) $(ARGS)
 
 clean:
 	rm -rf $(VENV) mutants .work .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -64,6 +64,19 @@ def mutmut(cwd: Path, modules: tuple[str, ...], max_children: int, skip_slow: bo
         raise SystemExit(f"error: mutmut run exited {run.returncode} in {cwd}")
 
 
+def forget_survivors(meta: Path) -> None:
+    """Mark META's survivors unchecked: the next run checks them again."""
+    if not meta.exists():
+        return
+    doc = json.loads(meta.read_text())
+    codes = doc["exit_code_by_key"]
+    again = [k for k, code in codes.items() if code is not None and status(code) != "killed"]
+    for k in again:
+        codes[k] = None
+    meta.write_text(json.dumps(doc))
+    print(f"{meta.name}: {len(again)} survivor(s) to check again", flush=True)
+
+
 def only_workflow(pyproject: Path) -> None:
     """The slow pass's copy mutates the workflow alone (its pyproject.toml's only_mutate)."""
     text = pyproject.read_text()
@@ -131,6 +144,11 @@ def main() -> int:
     parser.add_argument("--report-only", action="store_true", help="read the last run's results; do not run mutmut")
     parser.add_argument("--max-children", type=int, default=os.cpu_count() or 2)
     parser.add_argument(
+        "--recheck-survivors",
+        action="store_true",
+        help="forget the survivors' results first, so that new tests get their chance at them",
+    )
+    parser.add_argument(
         "--modules",
         default=",".join(MODULES),
         help="which passes to run: any core module runs the core pass (all of them), workflow the slow pass; "
@@ -148,6 +166,9 @@ def main() -> int:
         unknown = sorted(set(wanted) - set(MODULES))
         if unknown:
             raise SystemExit(f"error: --modules: {', '.join(unknown)} not among {', '.join(MODULES)}")
+        if args.recheck_survivors:
+            for m in wanted:
+                forget_survivors(where[m] / "mutants" / "ket_infra" / f"{m}.py.meta")
         core = tuple(m for m in wanted if m not in SLOW_PASS)
         slow = tuple(m for m in wanted if m in SLOW_PASS)
         if core:
