@@ -492,7 +492,8 @@ class Terraform:
         return path.read_text().strip()
 
     def forget_plan(self) -> None:
-        for name in (PLAN_FILE, FINGERPRINT):
+        """Remove the saved plans (apply's and destroy's) and the fingerprint."""
+        for name in (PLAN_FILE, FINGERPRINT, DESTROY_PLAN):
             (self.work / name).unlink(missing_ok=True)
 
 

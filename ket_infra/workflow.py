@@ -318,6 +318,7 @@ def destroy(ctx: Context, approve: Approve) -> None:
         except KetInfraError as exc:
             lost = f"  source/dest check: cannot be restored, the nodes were not found ({exc})"
     if not summary.has_changes and not restore:
+        tf.forget_plan()
         ctx.progress(f"nothing to destroy: the Terraform state of environment {ctx.env.name} holds nothing")
         return
     listing = summary_lines(summary)[:-1] if summary.has_changes else []
@@ -330,6 +331,7 @@ def destroy(ctx: Context, approve: Approve) -> None:
         f"Destroy: {n['delete']} to remove" + (f", {len(restore)} host setting(s) to restore" if restore else "")
     )
     if not approve(listing):
+        tf.forget_plan()  # a destroy plan nobody approved is not left lying around
         raise KetInfraError(
             f"destroy cancelled (the answer was not yes): nothing of environment {ctx.env.name} was changed"
         )

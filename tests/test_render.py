@@ -115,3 +115,17 @@ def test_rendered_examples_validate(plan: Path, tmp_path: Path) -> None:
     result = terraform("validate", "-no-color", cwd=out)
     assert result.returncode == 0, result.stdout + result.stderr
     shutil.rmtree(out / ".terraform", ignore_errors=True)
+
+
+def test_a_missing_piece_of_the_package_says_to_reinstall() -> None:
+    from importlib import resources
+
+    from ket_infra.errors import KetInfraError
+    from ket_infra.render import _packaged
+
+    with pytest.raises(KetInfraError) as info:
+        _packaged(resources.files("ket_infra") / "templates" / "gone.tf.j2")
+    assert str(info.value).endswith(
+        "gone.tf.j2 is missing from the installed ket-infra package; reinstall it (pip install ket-infra)"
+    )
+    assert _packaged(resources.files("ket_infra") / "templates" / "main.tf.j2").is_file()

@@ -137,6 +137,7 @@ def test_plan_apply_replan_destroy_in_process(box: Box) -> None:
     assert str(info.value) == "destroy cancelled (the answer was not yes): nothing of environment solo was changed"
     assert box.lines[0] == f"rendered {work} to read the Terraform state (no nodes needed)"
     assert len(ctx.tf.state_resources()) == n_rules + 2  # declined: all still there
+    assert not (work / "destroy.tfplan").exists()
     assert listed[-2:] == [
         "  ~ source/dest check back on for 1 node(s): solo01",
         f"Destroy: {n_rules + 2} to remove, 1 host setting(s) to restore",
