@@ -34,6 +34,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,8 +55,25 @@ def status(exit_code: int | None) -> str:
     return str(status_by_exit_code[exit_code])
 
 
+def fresh_stats(cwd: Path) -> None:
+    """mutmut maps each function to the tests that reach it once, and does not map functions added
+    later (their mutants would count as untested): when the code or the tests changed since the map
+    was made, drop it, so that mutmut makes it anew."""
+    stats = cwd / "mutants" / "mutmut-stats.json"
+    if not stats.exists():
+        return
+    made = stats.stat().st_mtime
+    sources = [*(cwd / "ket_infra").rglob("*.py"), *(cwd / "tests").rglob("*.py")]
+    if any(p.stat().st_mtime > made for p in sources):
+        stats.unlink()
+        print(f"{stats}: the code or the tests changed since it was made; mutmut maps the tests again", flush=True)
+        for meta in (cwd / "mutants").rglob("*.py.meta"):  # "no tests" was said by the old map
+            forget(meta, lambda code: status(code) == "no tests")
+
+
 def mutmut(cwd: Path, modules: tuple[str, ...], max_children: int, skip_slow: bool) -> None:
     """Check, in CWD, the mutants of its only_mutate that have no result yet."""
+    fresh_stats(cwd)
     env = {**os.environ, "NO_COLOR": "1", "KET_INFRA_SKIP_SLOW": "1" if skip_slow else "0"}
     cmd = [sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children)]
     print(f"mutmut over {', '.join(modules)} in {cwd}", flush=True)
@@ -64,17 +82,18 @@ def mutmut(cwd: Path, modules: tuple[str, ...], max_children: int, skip_slow: bo
         raise SystemExit(f"error: mutmut run exited {run.returncode} in {cwd}")
 
 
-def forget_survivors(meta: Path) -> None:
-    """Mark META's survivors unchecked: the next run checks them again."""
+def forget(meta: Path, which: Callable[[int], bool]) -> None:
+    """Mark the mutants of META whose result WHICH picks unchecked: the next run checks them again."""
     if not meta.exists():
         return
     doc = json.loads(meta.read_text())
     codes = doc["exit_code_by_key"]
-    again = [k for k, code in codes.items() if code is not None and status(code) != "killed"]
+    again = [k for k, code in codes.items() if code is not None and which(code)]
     for k in again:
         codes[k] = None
     meta.write_text(json.dumps(doc))
-    print(f"{meta.name}: {len(again)} survivor(s) to check again", flush=True)
+    if again:
+        print(f"{meta.name}: {len(again)} mutant(s) to check again", flush=True)
 
 
 def only_workflow(pyproject: Path) -> None:
@@ -168,7 +187,7 @@ def main() -> int:
             raise SystemExit(f"error: --modules: {', '.join(unknown)} not among {', '.join(MODULES)}")
         if args.recheck_survivors:
             for m in wanted:
-                forget_survivors(where[m] / "mutants" / "ket_infra" / f"{m}.py.meta")
+                forget(where[m] / "mutants" / "ket_infra" / f"{m}.py.meta", lambda code: status(code) != "killed")
         core = tuple(m for m in wanted if m not in SLOW_PASS)
         slow = tuple(m for m in wanted if m in SLOW_PASS)
         if core:
