@@ -69,7 +69,7 @@ def module(work: Path, names: list[str]) -> Terraform:
 
 
 @needs_terraform_cli
-def test_init_plan_apply_state_destroy(tmp_path: Path) -> None:
+def test_init_plan_apply_state_destroy(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     tf = module(tmp_path / "work", ["a", "b"])
     assert tf.check_version().startswith("1.")
     tf.init()
@@ -90,9 +90,15 @@ def test_init_plan_apply_state_destroy(tmp_path: Path) -> None:
     going = tf.plan_destroy()
     assert [(c.action, c.name) for c in going.changes] == [("delete", "b"), ("delete", "c")]
     assert sorted(tf.state_resources()) == ['terraform_data.rule["b"]', 'terraform_data.rule["c"]']  # only planned
+    capfd.readouterr()
     tf.destroy()
+    said = capfd.readouterr().err.splitlines()
+    assert said[:2] == ["terraform destroy: starting", "terraform destroy: destroying 2 resource change(s)"]
+    assert re.fullmatch(r"terraform destroy: 0 added, 0 changed, 2 removed in \d+ s", said[-1]), said
     assert tf.state_resources() == []
     assert not (tmp_path / "work" / "destroy.tfplan").exists()
+    with pytest.raises(TerraformError, match="destroy.tfplan"):  # a destroy plan is applied once
+        tf.destroy()
     assert tf.lines == [  # type: ignore[attr-defined]
         f"terraform init in {tmp_path / 'work'}",
         "terraform plan (saved to tfplan)",
@@ -103,6 +109,7 @@ def test_init_plan_apply_state_destroy(tmp_path: Path) -> None:
         f"terraform init: up to date in {tmp_path / 'work'}",
         "terraform plan -destroy (saved to destroy.tfplan)",
         "terraform apply destroy.tfplan",
+        "terraform apply destroy.tfplan",  # the second time, with no plan left to apply
     ]
 
 
@@ -735,3 +742,36 @@ def test_a_signal_before_terraform_starts_is_handed_on_once_it_runs() -> None:
     signals.started(proc)
     assert proc.wait(timeout=10) == -signal.SIGTERM
     assert signals.caught == [("SIGINT", False), ("SIGTERM", True)]
+
+
+def test_progress_follows_terraforms_messages() -> None:
+    out = io.StringIO()
+    watch = _Watch(Live("terraform apply", stream=out, tty=False), "applying")
+    for _ in range(2):
+        watch.line(json.dumps({"type": "refresh_start"}))
+        watch.line(json.dumps({"type": "refresh_complete"}))
+    assert (watch.live.phase, watch.live.done) == ("refreshing", 2)
+    for action in ("create", "noop", "delete"):
+        watch.line(planned("aws_security_group", action, action))
+    assert watch.live.phase == "refreshing"  # an apply lists its changes without planning again
+    watch.line(json.dumps({"type": "apply_start"}))
+    assert (watch.live.phase, watch.live.total, watch.live.done) == ("applying", 2, 0)  # the no-op is no work
+    watch.line(json.dumps({"type": "apply_complete"}))
+    watch.line(json.dumps({"type": "apply_errored"}))
+    assert watch.live.done == 2
+    assert out.getvalue().splitlines() == [
+        "terraform apply: refreshing",
+        "terraform apply: applying 2 resource change(s)",
+    ]
+    watch.line(json.dumps({"type": "diagnostic", "@level": "error", "diagnostic": {"summary": "Only a summary"}}))
+    watch.line(json.dumps({"type": "diagnostic", "@level": "error", "diagnostic": {"detail": "only a detail"}}))
+    assert watch.errors == ["Error: Only a summary\n", "Error: \nonly a detail"]
+
+
+def test_an_error_without_a_diagnostic_is_taken_from_stderr(tmp_path: Path) -> None:
+    """A Terraform that dies before it can speak JSON (a crash, a broken plugin) still says why."""
+    crash = executable(tmp_path, "#!/bin/sh\necho 'not json' \necho 'Error: the provider crashed' >&2\nexit 1\n")
+    tf = Terraform(env(str(crash)), tmp_path / "work", lambda _m: None)
+    with pytest.raises(TerraformError) as info:
+        tf.plan()
+    assert str(info.value) == f"{crash} plan failed in {tmp_path / 'work'}: Error: the provider crashed"
