@@ -97,7 +97,7 @@ def test_init_plan_apply_state_destroy(tmp_path: Path, capfd: pytest.CaptureFixt
     assert re.fullmatch(r"terraform destroy: 0 added, 0 changed, 2 removed in \d+ s", said[-1]), said
     assert tf.state_resources() == []
     assert not (tmp_path / "work" / "destroy.tfplan").exists()
-    with pytest.raises(TerraformError, match="destroy.tfplan"):  # a destroy plan is applied once
+    with pytest.raises(TerraformError, match=r"destroy\.tfplan"):  # a destroy plan is applied once
         tf.destroy()
     assert tf.lines == [  # type: ignore[attr-defined]
         f"terraform init in {tmp_path / 'work'}",
