@@ -171,11 +171,8 @@ def discover(plan: Plan, env: Environment, ec2: Any | None = None) -> Discovery:
         # A large plan's filter chunks are asked for at once (a botocore client may be shared by
         # threads); their answers are matched in order, so the result does not depend on timing.
         chunks = list(_chunks(sorted(wanted)))
-        if len(chunks) == 1:
-            answers = [instances(chunks[0])]
-        else:
-            with ThreadPoolExecutor(max_workers=min(len(chunks), 4)) as pool:
-                answers = list(pool.map(instances, chunks))
+        with ThreadPoolExecutor(max_workers=max(1, min(len(chunks), 4))) as pool:
+            answers = list(pool.map(instances, chunks))
         for answer in answers:
             for inst in answer:
                 _match(inst, wanted, found)

@@ -170,19 +170,7 @@ def root_module(rs: RuleSet, env: Environment, state: str = "") -> str:
 
 def render(rs: RuleSet, env: Environment, vpc_id: str, attachments: list[Attachment], out_dir: Path) -> list[Path]:
     """Write main.tf and the tfvars JSON into OUT_DIR; return the files written."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    os.chmod(out_dir, 0o755)
-    # A copy of the static module keeps the folder self-contained and its source path stable.
-    copy_module(out_dir)
-    files = {
-        out_dir / MAIN: root_module(rs, env, state_identity(env, out_dir)),
-        out_dir / TFVARS: json.dumps(tfvars(rs, vpc_id, attachments), indent=2, sort_keys=False) + "\n",
-    }
-    for path, text in files.items():
-        path.write_text(text)
-        os.chmod(path, 0o644)
-    (out_dir / IMPORTS).unlink(missing_ok=True)  # import blocks belong to one plan; workflow.plan writes them anew
-    return list(files)
+    return _write(rs, env, tfvars(rs, vpc_id, attachments), out_dir)
 
 
 def render_state_only(rs: RuleSet, env: Environment, out_dir: Path) -> list[Path]:
@@ -192,10 +180,24 @@ def render_state_only(rs: RuleSet, env: Environment, out_dir: Path) -> list[Path
     and the module are what they always are; the groups, rules and attachments are empty, and
     no node has to be found.
     """
-    out = render(rs, env, STATE_ONLY_VPC, [], out_dir)
     empty = {**tfvars(rs, STATE_ONLY_VPC, []), "groups": {}, "ingress_rules": {}, "egress_rules": {}}
-    (out_dir / TFVARS).write_text(json.dumps(empty, indent=2) + "\n")
-    return out
+    return _write(rs, env, empty, out_dir)
+
+
+def _write(rs: RuleSet, env: Environment, wanted: dict[str, Any], out_dir: Path) -> list[Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(out_dir, 0o755)
+    # A copy of the static module keeps the folder self-contained and its source path stable.
+    copy_module(out_dir)
+    files = {
+        out_dir / MAIN: root_module(rs, env, state_identity(env, out_dir)),
+        out_dir / TFVARS: json.dumps(wanted, indent=2, sort_keys=False) + "\n",
+    }
+    for path, text in files.items():
+        path.write_text(text)
+        os.chmod(path, 0o644)
+    (out_dir / IMPORTS).unlink(missing_ok=True)  # import blocks belong to one plan; workflow.plan writes them anew
+    return list(files)
 
 
 # --- import blocks: adopt what a killed Terraform created but never wrote to its state ------------------

@@ -417,54 +417,68 @@ class Terraform:
         stamp.write_text(wanted + "\n")
 
     def _watched(
-        self, cmd: str, *args: str, label: str, applying: str, ok: tuple[int, ...] = (0,), **flags: Any
-    ) -> _Watch:
-        """Run a plan or apply with the machine-readable UI, its progress live on stderr."""
+        self,
+        cmd: str,
+        *args: str,
+        label: str,
+        applying: str,
+        purposes: dict[str, str] | None = None,
+        ok: tuple[int, ...] = (0,),
+        **flags: Any,
+    ) -> PlanSummary:
+        """Run a plan or an apply with the machine-readable UI, its progress live on stderr; what it changes.
+
+        PURPOSES maps a resource (type/key) to what it is for, for the summary's lines.
+        """
         watch = _Watch(Live(f"{self.binary} {label}"), applying)
         watch.live.enter("starting")
-        self._run(cmd, *args, ok=ok, watch=watch, label=label, json=True, input=False, no_color=True, **flags)
-        return watch
+        self._run(
+            cmd,
+            *args,
+            ok=ok,
+            watch=watch,
+            label=label,
+            json=True,
+            input=False,
+            no_color=True,
+            lock_timeout="0s",
+            **flags,
+        )
+        summary = summarize_changes(watch.changes(), purposes or {})
+        words = ("to add", "to change", "to remove") if applying == "planning" else ("added", "changed", "removed")
+        watch.live.finish(_counted(summary, *words))
+        return summary
 
     def plan(self, purposes: dict[str, str] | None = None) -> PlanSummary:
-        """Plan and save it; the summary comes from the plan's own messages. PURPOSES: address -> purpose."""
+        """Plan and save it; the summary comes from the plan's own messages."""
         self.progress("terraform plan (saved to tfplan)")
-        watch = self._watched(
+        return self._watched(
             "plan",
             label="plan",
             applying="planning",
-            lock_timeout="0s",
+            purposes=purposes,
             out=PLAN_FILE,
             detailed_exitcode=True,
             ok=(0, 2),
         )
-        summary = summarize_changes(watch.changes(), purposes or {})
-        watch.live.finish(_counted(summary, "to add", "to change", "to remove"))
-        return summary
 
     def apply(self) -> None:
         self.progress("terraform apply tfplan")
-        watch = self._watched("apply", PLAN_FILE, label="apply", applying="applying", lock_timeout="0s")
-        watch.live.finish(_counted(summarize_changes(watch.changes(), {}), "added", "changed", "removed"))
+        self._watched("apply", PLAN_FILE, label="apply", applying="applying")
 
     def plan_destroy(self) -> PlanSummary:
         """Plan the removal of everything in the state, saved for destroy(); what it would remove."""
         self.progress("terraform plan -destroy (saved to destroy.tfplan)")
         (self.work / DESTROY_PLAN).unlink(missing_ok=True)
-        watch = self._watched(
-            "plan", label="plan -destroy", applying="planning", destroy=True, lock_timeout="0s", out=DESTROY_PLAN
-        )
-        summary = summarize_changes(watch.changes(), {})
-        watch.live.finish(_counted(summary, "to add", "to change", "to remove"))
-        return summary
+        return self._watched("plan", label="plan -destroy", applying="planning", destroy=True, out=DESTROY_PLAN)
 
     def destroy(self) -> None:
         """Apply the saved destroy plan (plan_destroy first)."""
         self.progress("terraform apply destroy.tfplan")
         try:
-            watch = self._watched("apply", DESTROY_PLAN, label="destroy", applying="destroying", lock_timeout="0s")
+            self._watched("apply", DESTROY_PLAN, label="destroy", applying="destroying")
         finally:
             (self.work / DESTROY_PLAN).unlink(missing_ok=True)
-        watch.live.finish(_counted(summarize_changes(watch.changes(), {}), "added", "changed", "removed"))
 
     def state_resources(self) -> list[str]:
         """The addresses in the state, from `terraform show -json` (never its human output)."""

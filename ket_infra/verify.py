@@ -65,6 +65,11 @@ class Endpoint:
     def name(self) -> str:
         return self.rep.host if self.rep is not None else str(self.cidr)
 
+    @property
+    def hosts(self) -> list[str]:
+        """The nodes of the class, sorted; an outside CIDR names itself."""
+        return sorted(n.host for n in self.nodes) or [self.name]
+
 
 @dataclass
 class Check:
@@ -77,6 +82,12 @@ class Check:
     status: str = "allowed"
     reason: str = ""
     pairs: int = 0
+
+    @property
+    def what(self) -> str:
+        """The traffic checked, as people read it: "tcp 179", "IP-in-IP (4)"."""
+        ports = (self.from_port, self.to_port) if self.from_port is not None and self.to_port is not None else None
+        return _describe(Traffic(self.protocol, ports))
 
     def _target_node(self) -> str:
         # Within one class, name a pair of two different nodes.
@@ -98,8 +109,8 @@ class Check:
             "pairs": self.pairs,
         }
         if self.status == "blocked":
-            out["source_nodes"] = sorted(n.host for n in self.source.nodes) or [self.source.name]
-            out["target_nodes"] = sorted(n.host for n in self.target.nodes) or [self.target.name]
+            out["source_nodes"] = self.source.hosts
+            out["target_nodes"] = self.target.hosts
         return out
 
 
@@ -613,13 +624,11 @@ def text_report(report: Report, env_name: str, cluster: str) -> str:
         for c in checks:
             key = (c.rule, c.source.label, c.target.label)
             _first, srcs, dsts = merged.setdefault(key, (c, [], []))
-            srcs.extend(n for n in ([x.host for x in c.source.nodes] or [c.source.name]) if n not in srcs)
-            dsts.extend(n for n in ([x.host for x in c.target.nodes] or [c.target.name]) if n not in dsts)
+            srcs.extend(n for n in c.source.hosts if n not in srcs)
+            dsts.extend(n for n in c.target.hosts if n not in dsts)
         for (rule, src_label, dst_label), (c, srcs, dsts) in merged.items():
-            ports = (c.from_port, c.to_port) if c.from_port is not None and c.to_port is not None else None
-            what = _describe(Traffic(c.protocol, ports))
             lines.append(
-                f"  {rule}: {what} from {src_label} ({_names(sorted(srcs))}) to {dst_label} ({_names(sorted(dsts))})"
+                f"  {rule}: {c.what} from {src_label} ({_names(sorted(srcs))}) to {dst_label} ({_names(sorted(dsts))})"
             )
     bad_hosts = [h for h in report.host_settings if h.status == "blocked"]
     if report.host_settings:
@@ -636,11 +645,6 @@ def text_report(report: Report, env_name: str, cluster: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _check_title(c: Check) -> str:
-    ports = (c.from_port, c.to_port) if c.from_port is not None and c.to_port is not None else None
-    return f"{c.rule}: {_describe(Traffic(c.protocol, ports))} from {c.source.label} to {c.target.label}"
-
-
 def junit_report(report: Report, env_name: str, cluster: str, warnings: Iterable[str] = ()) -> str:
     """JUnit XML for CI systems (GitLab, Jenkins, GitHub): one test case per checked class of node
     pairs and per host setting, a failure with its cause for each blocked one."""
@@ -648,14 +652,13 @@ def junit_report(report: Report, env_name: str, cluster: str, warnings: Iterable
 
     cases: list[tuple[str, str, str | None, str]] = []  # classname, name, failure message (None: passed), detail
     for c in report.checks:
-        sources = sorted(n.host for n in c.source.nodes) or [c.source.name]
-        targets = sorted(n.host for n in c.target.nodes) or [c.target.name]
+        title = f"{c.rule}: {c.what} from {c.source.label} to {c.target.label}"
         cases.append(
             (
                 f"ket-infra.{env_name}.{c.rule}",
-                f"{_check_title(c)} ({c.source.name} -> {c._target_node()}, {c.pairs} node pairs)",
+                f"{title} ({c.source.name} -> {c._target_node()}, {c.pairs} node pairs)",
                 c.reason if c.status == "blocked" else None,
-                f"{c.reason}\nsource nodes: {', '.join(sources)}\ntarget nodes: {', '.join(targets)}",
+                f"{c.reason}\nsource nodes: {', '.join(c.source.hosts)}\ntarget nodes: {', '.join(c.target.hosts)}",
             )
         )
     for h in report.host_settings:

@@ -310,13 +310,13 @@ def destroy(ctx: Context, approve: Approve) -> None:
     (ctx.work / IMPORTS).unlink(missing_ok=True)  # import blocks are for plan/apply; destroy acts on the state
     summary = tf.plan_destroy()
     restore: list[str] = []
-    lost = ""
+    lost: KetInfraError | None = None  # the nodes whose check would be restored are gone
     if ctx.rules.host_settings:
         try:
             ctx.found = aws.discover(ctx.plan, ctx.env)
             restore = [n.host for n in _host_setting_targets(ctx, ctx.found)]
         except KetInfraError as exc:
-            lost = f"  source/dest check: cannot be restored, the nodes were not found ({exc})"
+            lost = exc
     if not summary.has_changes and not restore:
         tf.forget_plan()
         ctx.progress(f"nothing to destroy: the Terraform state of environment {ctx.env.name} holds nothing")
@@ -325,7 +325,7 @@ def destroy(ctx: Context, approve: Approve) -> None:
     if restore:
         listing.append(f"  ~ source/dest check back on for {len(restore)} node(s): {', '.join(sorted(restore))}")
     if lost:
-        listing.append(lost)
+        listing.append(f"  source/dest check: cannot be restored, the nodes were not found ({lost})")
     n = summary.counts()
     listing.append(
         f"Destroy: {n['delete']} to remove" + (f", {len(restore)} host setting(s) to restore" if restore else "")
@@ -336,8 +336,12 @@ def destroy(ctx: Context, approve: Approve) -> None:
             f"destroy cancelled (the answer was not yes): nothing of environment {ctx.env.name} was changed"
         )
     tf.destroy()
-    try:
-        host_settings(ctx, restore=True)
-    except KetInfraError as exc:
-        ctx.progress(f"note: could not restore the source/dest check: {exc}")
+    failed = lost  # nodes found missing above are not asked of AWS again
+    if failed is None:
+        try:
+            host_settings(ctx, restore=True)
+        except KetInfraError as exc:
+            failed = exc
+    if failed is not None:
+        ctx.progress(f"note: could not restore the source/dest check: {failed}")
     ctx.progress(f"destroyed: ket-infra's groups and rules for environment {ctx.env.name} are gone")
