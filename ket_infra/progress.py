@@ -34,8 +34,10 @@ class Live:
         interval: float = INTERVAL,
         clock: Callable[[], float] = time.monotonic,
         tty: bool | None = None,
+        shown: bool = True,
     ) -> None:
         self.what = what  # e.g. "terraform apply"
+        self.shown = shown  # a hidden Live keeps count and says nothing until show()
         self.stream = stream if stream is not None else sys.stderr
         self.interval = interval
         self.clock = clock
@@ -58,20 +60,26 @@ class Live:
             if phase == self.phase and total == self.total:
                 return
             self.phase, self.total, self.done = phase, total, 0
-            if self.tty:
-                self._draw(force=True)
-            else:
-                self._line(f"{self.what}: {phase}" + (f" {total} resource change(s)" if total else ""))
+            self._say_phase()
+
+    def show(self) -> None:
+        """From now on, say what happens; first where it stands."""
+        with self._lock:
+            if not self.shown:
+                self.shown = True
+                self._say_phase()
 
     def step(self, n: int = 1) -> None:
         with self._lock:
             self.done += n
-            if self.tty:
+            if self.tty and self.shown:
                 self._draw()
 
     def tick(self) -> None:
         """Called about once a second: a plain line when INTERVAL has passed in silence, or a redraw."""
         with self._lock:
+            if not self.shown:
+                return
             if self.tty:
                 self._draw()
             elif self.clock() - self._said >= self.interval:
@@ -85,6 +93,14 @@ class Live:
             self._line(f"{self.what}: {message} in {self._elapsed()}")
 
     # --- output ----------------------------------------------------------------------------------
+
+    def _say_phase(self) -> None:
+        if not self.shown:
+            return
+        if self.tty:
+            self._draw(force=True)
+        else:
+            self._line(f"{self.what}: {self.phase}" + (f" {self.total} resource change(s)" if self.total else ""))
 
     def _elapsed(self) -> str:
         return f"{self.clock() - self.started:.0f} s"

@@ -15,6 +15,7 @@ import json
 import os
 import re
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from importlib.resources.abc import Traversable
@@ -132,16 +133,48 @@ def _packaged(what: Traversable) -> Traversable:
     return what
 
 
-def copy_module(out_dir: Path) -> Path:
+Changing = Callable[[], None]  # called once before the first write that changes the work folder
+
+
+def _nothing() -> None:
+    pass
+
+
+def _put(path: Path, data: bytes | None, changing: Changing) -> bool:
+    """Make PATH hold DATA (None: no file); call CHANGING first when that changes anything.
+
+    A file whose content is already right is left alone: a Terraform run that reads the
+    folder meanwhile (workflow.plan starts one ahead of discovery) never sees it half-written.
+    """
+    try:
+        current: bytes | None = path.read_bytes()
+    except FileNotFoundError:
+        current = None
+    if current == data:
+        return False
+    changing()
+    if data is None:
+        path.unlink()
+    else:
+        path.write_bytes(data)
+        os.chmod(path, 0o644)
+    return True
+
+
+def copy_module(out_dir: Path, changing: Changing = _nothing) -> Path:
     """Copy the static module into OUT_DIR/modules/ (the .tf files only): the folder stays self-contained."""
     source = _packaged(module_files())
     target = out_dir / "modules" / MODULE_NAME
-    if target.exists():
-        shutil.rmtree(target)
-    target.mkdir(parents=True)
-    for item in sorted(source.iterdir(), key=lambda t: t.name):
-        if item.is_file() and item.name.endswith(".tf"):
-            (target / item.name).write_bytes(item.read_bytes())
+    target.mkdir(parents=True, exist_ok=True)
+    wanted = {item.name: item.read_bytes() for item in source.iterdir() if item.is_file() and item.name.endswith(".tf")}
+    for stale in sorted(p for p in target.iterdir() if p.name not in wanted):
+        changing()
+        if stale.is_dir():
+            shutil.rmtree(stale)
+        else:
+            stale.unlink()
+    for name, data in sorted(wanted.items()):
+        _put(target / name, data, changing)
     return target
 
 
@@ -168,9 +201,17 @@ def root_module(rs: RuleSet, env: Environment, state: str = "") -> str:
     )
 
 
-def render(rs: RuleSet, env: Environment, vpc_id: str, attachments: list[Attachment], out_dir: Path) -> list[Path]:
-    """Write main.tf and the tfvars JSON into OUT_DIR; return the files written."""
-    return _write(rs, env, tfvars(rs, vpc_id, attachments), out_dir)
+def render(
+    rs: RuleSet,
+    env: Environment,
+    vpc_id: str,
+    attachments: list[Attachment],
+    out_dir: Path,
+    changing: Changing = _nothing,
+) -> list[Path]:
+    """Write main.tf and the tfvars JSON into OUT_DIR; return them. Only what differs is written,
+    after CHANGING is called."""
+    return _write(rs, env, tfvars(rs, vpc_id, attachments), out_dir, changing)
 
 
 def render_state_only(rs: RuleSet, env: Environment, out_dir: Path) -> list[Path]:
@@ -181,22 +222,22 @@ def render_state_only(rs: RuleSet, env: Environment, out_dir: Path) -> list[Path
     no node has to be found.
     """
     empty = {**tfvars(rs, STATE_ONLY_VPC, []), "groups": {}, "ingress_rules": {}, "egress_rules": {}}
-    return _write(rs, env, empty, out_dir)
+    return _write(rs, env, empty, out_dir, _nothing)
 
 
-def _write(rs: RuleSet, env: Environment, wanted: dict[str, Any], out_dir: Path) -> list[Path]:
+def _write(rs: RuleSet, env: Environment, wanted: dict[str, Any], out_dir: Path, changing: Changing) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(out_dir, 0o755)
     # A copy of the static module keeps the folder self-contained and its source path stable.
-    copy_module(out_dir)
+    copy_module(out_dir, changing)
     files = {
         out_dir / MAIN: root_module(rs, env, state_identity(env, out_dir)),
         out_dir / TFVARS: json.dumps(wanted, indent=2, sort_keys=False) + "\n",
     }
     for path, text in files.items():
-        path.write_text(text)
-        os.chmod(path, 0o644)
-    (out_dir / IMPORTS).unlink(missing_ok=True)  # import blocks belong to one plan; workflow.plan writes them anew
+        _put(path, text.encode(), changing)
+    # import blocks belong to one plan; workflow.plan writes them anew
+    _put(out_dir / IMPORTS, None, changing)
     return list(files)
 
 
@@ -250,12 +291,8 @@ def imports_tf(imports: list[Import]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_imports(out_dir: Path, imports: list[Import]) -> Path | None:
+def write_imports(out_dir: Path, imports: list[Import], changing: Changing = _nothing) -> Path | None:
     """Write OUT_DIR/imports.tf for IMPORTS, or remove it when there is nothing to import."""
     path = out_dir / IMPORTS
-    if not imports:
-        path.unlink(missing_ok=True)
-        return None
-    path.write_text(imports_tf(imports))
-    os.chmod(path, 0o644)
-    return path
+    _put(path, imports_tf(imports).encode() if imports else None, changing)
+    return path if imports else None

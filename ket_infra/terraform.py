@@ -24,7 +24,7 @@ import signal
 import subprocess
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -284,9 +284,13 @@ class Terraform:
         ok: tuple[int, ...] = (0,),
         watch: _Watch | None = None,
         label: str | None = None,
+        on_start: Callable[[subprocess.Popen[bytes]], None] | None = None,
         **flags: Any,
     ) -> tuple[int, str]:
-        """Run one Terraform command; LABEL names it in messages (`destroy` for an apply of a destroy plan)."""
+        """Run one Terraform command; LABEL names it in messages (`destroy` for an apply of a destroy plan).
+
+        ON_START is handed the process once it runs.
+        """
         from python_terraform import IsFlagged
         from python_terraform import Terraform as PyTerraform
 
@@ -313,24 +317,14 @@ class Terraform:
             except OSError as exc:
                 raise TerraformError(f"cannot run {self.binary}: {exc.strerror}; {self._install_hint()}") from None
             signals.started(proc)
+            if on_start is not None:
+                on_start(proc)
             out_bytes, err_bytes = _collect(proc, watch)
         rc = proc.returncode
         out = out_bytes.decode("utf-8", errors="replace")
         err = err_bytes.decode("utf-8", errors="replace")
-        caught = signals.caught
-        if caught:
-            first = caught[0][0]
-            again = f"run the same ket-infra command for environment {self.env.name} again, it converges"
-            if not any(handed for _, handed in caught):
-                raise Interrupted(
-                    f"interrupted by {first}: {what} in {self.work} was let finish (exit {rc}), so its state is "
-                    f"whole, and nothing after it ran; {again}"
-                )
-            how = f"exit {rc}" if rc is not None and rc >= 0 else f"killed by {_signal_name(-rc)}"
-            raise Interrupted(
-                f"interrupted by {first}: {what} in {self.work} was asked to stop, finished the calls it had "
-                f"under way and stopped ({how}); {again}"
-            )
+        if signals.caught:
+            raise self._interrupted(what, signals.caught, rc)
         if rc is not None and rc < 0:
             raise TerraformError(
                 f"{what} was killed by {_signal_name(-rc)} in {self.work}; Terraform keeps its state as it goes: "
@@ -344,6 +338,21 @@ class Terraform:
                 raise TerraformError(self._locked_message(locked))
             raise TerraformError(self._failure(label, _last_error(err or "", out or "")))
         return rc, out or ""
+
+    def _interrupted(self, what: str, caught: list[tuple[str, bool]], rc: int | None) -> Interrupted:
+        """What to say when a signal came while WHAT ran: let finish, or handed on and stopped."""
+        first = caught[0][0]
+        again = f"run the same ket-infra command for environment {self.env.name} again, it converges"
+        if not any(handed for _, handed in caught):
+            return Interrupted(
+                f"interrupted by {first}: {what} in {self.work} was let finish (exit {rc}), so its state is "
+                f"whole, and nothing after it ran; {again}"
+            )
+        how = f"exit {rc}" if rc is None or rc >= 0 else f"killed by {_signal_name(-rc)}"
+        return Interrupted(
+            f"interrupted by {first}: {what} in {self.work} was asked to stop, finished the calls it had "
+            f"under way and stopped ({how}); {again}"
+        )
 
     def _failure(self, cmd: str, error: str) -> str:
         if cmd == "init" and _REGISTRY_UNREACHABLE.search(error):
@@ -403,18 +412,22 @@ class Terraform:
         digest.update(f"{self.plugin_dir()}|{shutil.which(self.binary)}".encode())
         return digest.hexdigest()
 
+    def initialised(self) -> bool:
+        """Whether the last successful init was run for the folder as it is."""
+        stamp = self.work / ".terraform" / INIT_STAMP
+        return stamp.exists() and stamp.read_text().strip() == self._init_inputs()
+
     def init(self) -> None:
         """terraform init, skipped when nothing it depends on changed since the last one succeeded."""
-        stamp = self.work / ".terraform" / INIT_STAMP
-        wanted = self._init_inputs()
-        if stamp.exists() and stamp.read_text().strip() == wanted:
+        if self.initialised():
             self.progress(f"terraform init: up to date in {self.work}")
             return
         self.progress(f"terraform init in {self.work}")
+        stamp = self.work / ".terraform" / INIT_STAMP
         stamp.unlink(missing_ok=True)
         self._run("init", input=False, no_color=True, plugin_dir=self.plugin_dir(), reconfigure=True)
         stamp.parent.mkdir(exist_ok=True)
-        stamp.write_text(wanted + "\n")
+        stamp.write_text(self._init_inputs() + "\n")
 
     def _watched(
         self,
@@ -432,6 +445,10 @@ class Terraform:
         """
         watch = _Watch(Live(f"{self.binary} {label}"), applying)
         watch.live.enter("starting")
+        self._run_watched(cmd, *args, watch=watch, label=label, ok=ok, **flags)
+        return _summarized(watch, purposes)
+
+    def _run_watched(self, cmd: str, *args: str, watch: _Watch, label: str, ok: tuple[int, ...], **flags: Any) -> None:
         self._run(
             cmd,
             *args,
@@ -444,23 +461,22 @@ class Terraform:
             lock_timeout="0s",
             **flags,
         )
-        summary = summarize_changes(watch.changes(), purposes or {})
-        words = ("to add", "to change", "to remove") if applying == "planning" else ("added", "changed", "removed")
-        watch.live.finish(_counted(summary, *words))
-        return summary
 
     def plan(self, purposes: dict[str, str] | None = None) -> PlanSummary:
         """Plan and save it; the summary comes from the plan's own messages."""
         self.progress("terraform plan (saved to tfplan)")
-        return self._watched(
-            "plan",
-            label="plan",
-            applying="planning",
-            purposes=purposes,
-            out=PLAN_FILE,
-            detailed_exitcode=True,
-            ok=(0, 2),
-        )
+        return self._watched("plan", label="plan", applying="planning", purposes=purposes, ok=(0, 2), **_PLAN_FLAGS)
+
+    def plan_ahead(self) -> Ahead | None:
+        """Start the plan in the background, or None when it cannot be stopped cleanly at any moment.
+
+        That needs a folder rendered and initialised by an earlier run, and the local backend:
+        its state lock is the operating system's, gone with the process. A lock in S3 would
+        outlive a stopped run; there, and in a fresh folder, the plan waits for discovery.
+        """
+        if self.env.terraform.backend.type != "local" or not self.initialised():
+            return None
+        return Ahead(self)
 
     def apply(self) -> None:
         self.progress("terraform apply tfplan")
@@ -509,6 +525,91 @@ class Terraform:
         """Remove the saved plans (apply's and destroy's) and the fingerprint."""
         for name in (PLAN_FILE, FINGERPRINT, DESTROY_PLAN):
             (self.work / name).unlink(missing_ok=True)
+
+
+_PLAN_FLAGS: dict[str, Any] = {"out": PLAN_FILE, "detailed_exitcode": True}
+
+
+def _summarized(watch: _Watch, purposes: dict[str, str] | None) -> PlanSummary:
+    """The changes WATCH saw, its progress closed with their counts."""
+    summary = summarize_changes(watch.changes(), purposes or {})
+    words = ("to add", "to change", "to remove") if watch.applying == "planning" else ("added", "changed", "removed")
+    watch.live.show()
+    watch.live.finish(_counted(summary, *words))
+    return summary
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL PROC's process group (Terraform leads its own session, its provider in it)."""
+    with suppress(ProcessLookupError):  # already gone
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+class Ahead:
+    """A `terraform plan` started before discovery has confirmed what it reads, in a thread of its own.
+
+    Between two plans of one environment the rendered folder seldom changes, and Terraform takes
+    seconds to start (provider, schemas, graph): the nodes are looked up meanwhile. Its progress
+    stays hidden until result(). Whatever is about to change a file of the folder calls cancel()
+    first (render does): the run is stopped as Ctrl-C stops a plan, its saved plan removed, and a
+    fresh plan is made. So result() is always the plan of the folder as it now is.
+    """
+
+    def __init__(self, tf: Terraform) -> None:
+        self.tf = tf
+        self.watch = _Watch(Live(f"{tf.binary} plan", shown=False), "planning")
+        self.watch.live.enter("starting")
+        self.cancelled = False
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._error: BaseException | None = None
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._go, name="terraform plan ahead", daemon=True)
+        self._thread.start()
+
+    def _go(self) -> None:
+        try:
+            self.tf._run_watched(
+                "plan", watch=self.watch, label="plan", ok=(0, 2), on_start=self._started, **_PLAN_FLAGS
+            )
+        except BaseException as exc:  # handed to result(), in the main thread
+            self._error = exc
+
+    def _started(self, proc: subprocess.Popen[bytes]) -> None:
+        with self._lock:
+            self._proc = proc
+            if self.cancelled:
+                _kill_group(proc)
+
+    def cancel(self) -> None:
+        """Stop the run at once and wait until it has: Terraform and its provider are killed.
+
+        A plan changes nothing in the cloud or the state, and the local state lock goes with
+        the process; a graceful stop would take as long as finishing the plan.
+        """
+        with self._lock:
+            first, self.cancelled = not self.cancelled, True
+            proc = self._proc
+        if first and proc is not None:
+            _kill_group(proc)
+        self._thread.join()
+        if first:
+            (self.tf.work / PLAN_FILE).unlink(missing_ok=True)
+
+    def result(self, purposes: dict[str, str] | None = None) -> PlanSummary:
+        """Wait for the run, its progress shown from now on; Ctrl-C is handed to Terraform as plan's is."""
+        self.tf.progress("terraform plan (saved to tfplan), started while the nodes were looked up")
+        self.watch.live.show()
+        what = f"{self.tf.binary} plan"
+        with _handing_on_signals(what, hold=False) as signals:
+            while self._thread.is_alive():
+                if signals.proc is None and self._proc is not None:
+                    signals.started(self._proc)
+                self._thread.join(timeout=0.1)
+        if signals.caught:
+            raise self.tf._interrupted(what, signals.caught, self._proc.returncode if self._proc else None)
+        if self._error is not None:
+            raise self._error
+        return _summarized(self.watch, purposes)
 
 
 def _counted(summary: PlanSummary, add: str, change: str, remove: str) -> str:

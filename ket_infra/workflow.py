@@ -52,6 +52,8 @@ class Context:
     progress: Progress
     found: Discovery | None = None  # the nodes as this run discovered them, once it has
     imports: list[Import] = field(default_factory=list)  # orphans this run's plan adopts
+    # called before this run changes a file of the work folder (a plan started ahead is stopped)
+    changing: Callable[[], None] = field(default=lambda: None, repr=False)
 
     @property
     def tf(self) -> Terraform:
@@ -132,7 +134,7 @@ def discover_and_render(ctx: Context) -> Discovery:
         kubelet = {n.host for n in ctx.plan.nodes if n.roles & set(KUBELET_ROLES)}
         aws.check_routed_subnets(ctx.plan, found, kubelet)
     attachments = [Attachment(n.host, ctx.plan.node(n.host).group, n.network_interface_id) for n in found.nodes]
-    render(ctx.rules, ctx.env, found.vpc_id, attachments, ctx.work)
+    render(ctx.rules, ctx.env, found.vpc_id, attachments, ctx.work, ctx.changing)
     ctx.progress(
         f"rendered {ctx.work} (VPC {found.vpc_id}, {len(ctx.rules.groups)} groups, {len(ctx.rules.rules)} rules)"
     )
@@ -210,7 +212,7 @@ def adopt_orphans(ctx: Context, tf: Terraform, found: Discovery) -> list[Import]
         wanted = json.loads((ctx.work / TFVARS).read_text())
         imports, unwanted = orphans(owned, wanted, managed, found)
         refuse_foreign(owned, imports, state_identity(ctx.env, ctx.work))
-    write_imports(ctx.work, imports)
+    write_imports(ctx.work, imports, ctx.changing)
     if imports:
         names = {"group": "group", "ingress": "ingress rule", "egress": "egress rule", "attachment": "attachment"}
         kinds = ", ".join(
@@ -226,13 +228,30 @@ def adopt_orphans(ctx: Context, tf: Terraform, found: Discovery) -> list[Import]
 
 
 def plan(ctx: Context) -> PlanSummary:
+    """Discover, render, adopt orphans, and save Terraform's plan; what it would change.
+
+    When the folder is rendered and initialised from an earlier run, Terraform's plan starts at
+    once, while the nodes are looked up: it is kept when rendering changes nothing, else stopped
+    (before the first file changes) and made again.
+    """
     tf = ctx.tf
     tf.check_version()
     tf.forget_plan()
-    found = discover_and_render(ctx)
-    tf.init()
-    ctx.imports = adopt_orphans(ctx, tf, found)
-    summary = tf.plan(ctx.purposes())
+    ahead = tf.plan_ahead()
+    if ahead is not None:
+        ctx.changing = ahead.cancel
+    try:
+        found = discover_and_render(ctx)
+        tf.init()
+        ctx.imports = adopt_orphans(ctx, tf, found)
+    except BaseException:
+        if ahead is not None:
+            ahead.cancel()
+        raise
+    finally:
+        ctx.changing = lambda: None
+    kept = ahead is not None and not ahead.cancelled
+    summary = ahead.result(ctx.purposes()) if ahead is not None and kept else tf.plan(ctx.purposes())
     tf.save_fingerprint(tf.fingerprint(ctx.inputs()))
     for line in summary_lines(summary):
         ctx.progress(line)

@@ -97,6 +97,18 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
     sandbox_down(box.port, box.root / ".work")
 
 
+def processes_in(folder: Path) -> list[str]:
+    """The command lines of the processes whose working directory is FOLDER (Terraform and its provider)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and (proc / "cwd").resolve() == folder.resolve():
+                found.append((proc / "cmdline").read_bytes().replace(b"\0", b" ").decode())
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+    return found
+
+
 def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
     """The error line of a failed run: exit 1, and one `error: ` line that is the last thing on stderr.
 
@@ -205,6 +217,10 @@ def test_plan_apply_replan_destroy(sandbox: Sandbox) -> None:
     # the next apply puts it back (and says so); --verify proves it
     healed = sandbox.run("apply", "--auto-approve", "--verify")
     assert "+ ingress rule master-in-proto4-from-worker" in healed.stdout
+    # (that plan was started while the nodes were looked up, the folder being unchanged: it still saw the drift)
+    assert (
+        "terraform plan (saved to tfplan), started while the nodes were looked up" in healed.stdout + healed.stderr
+    ), healed.stdout
     assert healed.returncode == 0, healed.stdout + healed.stderr
     assert "OK: every required flow is open" in healed.stdout
 
@@ -377,6 +393,29 @@ def test_stale_plan_is_refused_and_secrets_stay_out(sandbox: Sandbox) -> None:
     line = one_line_error(sandbox.run("apply"))
     assert "is stale" in line and f"run ket-infra plan --env {sandbox.env_file} again" in line  # --env as given
     assert sandbox.ket_groups() == []
+
+    # the folder is initialised, so the next plan starts Terraform while the nodes are looked up; the new
+    # installer address changes the rendered data, so that run is killed before the file changes and the
+    # plan is made again: it has the new rule, and nothing of the killed run is left
+    ahead = "terraform plan (saved to tfplan), started while the nodes were looked up"
+    replanned = sandbox.run("plan", "--format", "json")
+    assert replanned.returncode == 0, replanned.stderr
+    assert ahead not in replanned.stderr and "terraform plan (saved to tfplan)" in replanned.stderr
+    names = {c["name"] for c in json.loads(replanned.stdout)["changes"]}
+    assert "master-in-tcp-22-from-10.1.1.6-32" in names
+    assert not processes_in(work) and not (work / ".terraform.tfstate.lock.info").exists()
+    # nothing changed since: the plan started ahead is kept, and it is the same plan
+    again = sandbox.run("plan", "--format", "json")
+    assert again.returncode == 0, again.stderr
+    assert ahead in again.stderr
+    assert json.loads(again.stdout)["changes"] == json.loads(replanned.stdout)["changes"]
+    assert (work / "tfplan").exists() and "is stale" not in again.stderr
+    # a node that is not in EC2: discovery fails while Terraform runs ahead; the run is killed, no plan is saved
+    plan_copy.write_text(original.replace("    internalip: 10.1.1.32\n", "    internalip: 10.1.1.99\n"))
+    missing = one_line_error(sandbox.run("plan"))
+    assert "not found as EC2 instances" in missing and "10.1.1.99" in missing, missing
+    assert not processes_in(work) and not (work / "tfplan").exists()
+    plan_copy.write_text(original)
     no_plan = sandbox.env_with("fresh")
     assert "no saved plan" in one_line_error(sandbox.run("apply", env_file=no_plan))
 

@@ -95,3 +95,36 @@ def test_not_a_terminal_means_no_bar_and_no_colour(monkeypatch: pytest.MonkeyPat
     live.step(5)
     live.finish("done")
     assert "\r" not in out.getvalue() and "\x1b" not in out.getvalue() and "#" not in out.getvalue()
+
+
+def test_a_hidden_live_keeps_count_and_says_it_once_shown() -> None:
+    """A plan started ahead of discovery: its progress waits until the plan is known to be the one wanted."""
+    out, clock = io.StringIO(), Clock()
+    live = Live("terraform plan", stream=out, clock=clock, tty=False, shown=False)
+    live.enter("starting")
+    live.enter("refreshing")
+    live.step(3)
+    clock.now += 30
+    live.tick()
+    assert out.getvalue() == ""
+    live.show()
+    live.show()  # once
+    live.enter("planning")
+    live.finish("1 to add, 0 to change, 0 to remove")
+    assert out.getvalue().splitlines() == [
+        "terraform plan: refreshing",
+        "terraform plan: planning",
+        "terraform plan: 1 to add, 0 to change, 0 to remove in 30 s",
+    ]
+
+
+def test_a_hidden_bar_is_drawn_once_shown(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NO_COLOR", "1")
+    out, clock = io.StringIO(), Clock()
+    live = Live("terraform plan", stream=out, clock=clock, tty=True, shown=False)
+    live.enter("planning", 4)
+    live.step(1)
+    live.tick()
+    assert out.getvalue() == ""
+    live.show()
+    assert out.getvalue() == "\rterraform plan: [######------------------] 1/4 planning, 0 s"

@@ -129,3 +129,49 @@ def test_a_missing_piece_of_the_package_says_to_reinstall() -> None:
         "gone.tf.j2 is missing from the installed ket-infra package; reinstall it (pip install ket-infra)"
     )
     assert _packaged(resources.files("ket_infra") / "templates" / "main.tf.j2").is_file()
+
+
+def test_a_second_render_writes_nothing_and_a_change_is_announced_first(tmp_path: Path) -> None:
+    """A plan may be reading the folder while it is rendered again: what is already right is left alone,
+    and the hook runs before the first byte that changes (workflow.plan stops that plan there)."""
+    from ket_infra.render import IMPORTS, Import, write_imports
+
+    plan_path = EXAMPLES / "calico-overlay.yaml"
+    out = tmp_path / "out"
+    render_example(plan_path, out)
+    files = sorted(p for p in out.rglob("*") if p.is_file())
+    stamps = {p: p.stat().st_mtime_ns for p in files}
+    calls: list[str] = []
+    plan = load_plan(plan_path)
+    env = env_for(plan_path)
+    attachments = [Attachment(n.host, n.group, f"eni-{i:017x}") for i, n in enumerate(plan.nodes)]
+    render(layout(plan, env), env, "vpc-0123456789abcdef0", attachments, out, lambda: calls.append("change"))
+    write_imports(out, [], lambda: calls.append("change"))
+    assert calls == [] and {p: p.stat().st_mtime_ns for p in files} == stamps
+
+    before = (out / TFVARS).read_text()
+
+    def changing() -> None:  # called while every file is still as it was
+        calls.append((out / TFVARS).read_text())
+
+    render(layout(plan, env), env, "vpc-0fedcba9876543210", attachments, out, changing)
+    assert calls and all(seen == before for seen in calls)
+    assert "vpc-0fedcba9876543210" in (out / TFVARS).read_text()
+
+    # a file in the module copy that the package does not ship goes, a damaged one is put right
+    module = out / "modules" / "ket-cni-network"
+    shipped = sorted(p.name for p in module.iterdir())
+    (module / "left-over.tf").write_text("# not ours\n")
+    (module / shipped[0]).write_text("# damaged\n")
+    calls.clear()
+    render(layout(plan, env), env, "vpc-0fedcba9876543210", attachments, out, lambda: calls.append("change"))
+    assert calls and sorted(p.name for p in module.iterdir()) == shipped
+    assert (module / shipped[0]).read_bytes() == (module_files() / shipped[0]).read_bytes()
+
+    # imports.tf: written when there is something to import, removed by the next render
+    calls.clear()
+    imports = [Import('module.ket_cni_network.aws_security_group.this["worker"]', "sg-1", "group")]
+    assert write_imports(out, imports, lambda: calls.append("change")) == out / IMPORTS
+    assert calls == ["change"] and (out / IMPORTS).exists()
+    render(layout(plan, env), env, "vpc-0fedcba9876543210", attachments, out, lambda: calls.append("gone"))
+    assert calls == ["change", "gone"] and not (out / IMPORTS).exists()

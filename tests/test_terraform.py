@@ -659,7 +659,14 @@ env = Environment(name="unit", path="unit.yaml", plan_file=Path("plan.yaml"), aw
                   terraform=TerraformConfig(binary=sys.argv[1]))
 tf = Terraform(env, Path(sys.argv[2]), print)
 try:
-    tf.apply() if sys.argv[3] == "apply" else tf.plan()
+    if sys.argv[3] == "apply":
+        tf.apply()
+    elif sys.argv[3] == "plan ahead":  # as if an earlier run had initialised the folder
+        (tf.work / ".terraform").mkdir(parents=True, exist_ok=True)
+        (tf.work / ".terraform" / "ket-infra-init.sha256").write_text(tf._init_inputs())
+        tf.plan_ahead().result()
+    else:
+        tf.plan()
 except Interrupted as exc:
     print(f"error: {exc}", file=sys.stderr)
     sys.exit(130)
@@ -714,8 +721,13 @@ def test_a_first_ctrl_c_lets_an_apply_finish(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("command", "signals"),
-    [("apply", [signal.SIGINT, signal.SIGINT]), ("apply", [signal.SIGTERM]), ("plan", [signal.SIGINT])],
-    ids=["apply, Ctrl-C twice", "apply, SIGTERM", "plan, Ctrl-C"],
+    [
+        ("apply", [signal.SIGINT, signal.SIGINT]),
+        ("apply", [signal.SIGTERM]),
+        ("plan", [signal.SIGINT]),
+        ("plan ahead", [signal.SIGINT]),
+    ],
+    ids=["apply, Ctrl-C twice", "apply, SIGTERM", "plan, Ctrl-C", "plan started ahead, Ctrl-C"],
 )
 def test_a_signal_handed_to_terraform_stops_it_cleanly(
     tmp_path: Path, command: str, signals: list[signal.Signals]
@@ -724,8 +736,9 @@ def test_a_signal_handed_to_terraform_stops_it_cleanly(
     shutdown (it saves its state), and only then does ket-infra exit 130 saying what was interrupted."""
     code, err, ended = interrupt(tmp_path, command, signals)
     assert (code, ended) == (130, "stopped")
+    said = command.split()[0]
     assert err.splitlines()[-1] == (
-        f"error: interrupted by {signals[0].name}: {tmp_path / 'bin' / 'terraform'} {command} in {tmp_path / 'work'} "
+        f"error: interrupted by {signals[0].name}: {tmp_path / 'bin' / 'terraform'} {said} in {tmp_path / 'work'} "
         "was asked to stop, finished the calls it had under way and stopped (exit 1); run the same ket-infra "
         "command for environment unit again, it converges"
     )
@@ -775,3 +788,113 @@ def test_an_error_without_a_diagnostic_is_taken_from_stderr(tmp_path: Path) -> N
     with pytest.raises(TerraformError) as info:
         tf.plan()
     assert str(info.value) == f"{crash} plan failed in {tmp_path / 'work'}: Error: the provider crashed"
+
+
+def initialised(tf: Terraform) -> Terraform:
+    """As if an earlier run had initialised TF's folder."""
+    (tf.work / ".terraform").mkdir(parents=True, exist_ok=True)
+    (tf.work / ".terraform" / "ket-infra-init.sha256").write_text(tf._init_inputs() + "\n")
+    return tf
+
+
+@needs_terraform_cli
+def test_a_plan_started_ahead_is_the_plan(tmp_path: Path) -> None:
+    """Started before discovery, kept when nothing changed: the same plan a plan after discovery makes."""
+    tf = module(tmp_path / "work", ["a", "b"])
+    assert tf.plan_ahead() is None  # a folder never initialised: nothing to start from
+    tf.init()
+    after = tf.plan()
+    tf.forget_plan()
+    ahead = tf.plan_ahead()
+    assert ahead is not None
+    summary = ahead.result({"terraform_data/a": "the first"})
+    assert [(c.action, c.name, c.purpose) for c in summary.changes] == [
+        ("create", "a", "the first"),
+        ("create", "b", ""),
+    ]
+    assert list(summary.changes) == [replace(c, purpose="the first" if c.name == "a" else "") for c in after.changes]
+    assert tf.lines[-1] == "terraform plan (saved to tfplan), started while the nodes were looked up"  # type: ignore[attr-defined]
+    tf.apply()  # the plan it saved is the one applied
+    assert sorted(tf.state_resources()) == ['terraform_data.rule["a"]', 'terraform_data.rule["b"]']
+
+
+def test_only_a_local_backend_plans_ahead(tmp_path: Path) -> None:
+    """A lock in S3 would outlive a plan killed half-way: there the plan waits for discovery."""
+    from ket_infra.environment import Backend
+
+    local = initialised(module(tmp_path / "work", ["a"]))
+    s3 = Terraform(
+        replace(env(), terraform=TerraformConfig(backend=Backend(type="s3", bucket="b", key="k"))), local.work
+    )
+    assert s3.initialised() and s3.plan_ahead() is None
+
+
+PROVIDER_LIKE = """#!/bin/sh
+sleep 30 &
+echo $! > "$MARK.child"
+touch "$MARK"
+wait
+echo finished > "$MARK.end"
+"""
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+def test_cancel_kills_terraform_and_its_provider_and_forgets_the_plan(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What discovery found changes the folder: the plan started ahead stops at once, child processes too."""
+    fake = executable(tmp_path, PROVIDER_LIKE)
+    mark = tmp_path / "started"
+    monkeypatch.setenv("MARK", str(mark))
+    tf = initialised(Terraform(env(str(fake)), tmp_path / "work", lambda _m: None))
+    ahead = tf.plan_ahead()
+    assert ahead is not None
+    deadline = time.monotonic() + 20
+    while not mark.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    child = int((tmp_path / "started.child").read_text())
+    assert alive(child)
+    (tf.work / PLAN_FILE).write_text("half a plan")
+    start = time.monotonic()
+    ahead.cancel()
+    ahead.cancel()  # once is enough
+    assert time.monotonic() - start < 5
+    assert ahead.cancelled and not (tmp_path / "started.end").exists()
+    deadline = time.monotonic() + 5
+    while alive(child) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not alive(child)
+    assert not (tf.work / PLAN_FILE).exists()
+
+
+@needs_terraform_cli
+def test_a_plan_cancelled_after_it_finished_leaves_no_plan(tmp_path: Path) -> None:
+    tf = module(tmp_path / "work", ["a"])
+    tf.init()
+    ahead = tf.plan_ahead()
+    assert ahead is not None
+    ahead._thread.join()
+    assert (tf.work / PLAN_FILE).exists()
+    ahead.cancel()
+    assert not (tf.work / PLAN_FILE).exists()
+    tf.plan()  # and the state is not locked
+    assert (tf.work / PLAN_FILE).exists()
+
+
+def test_a_cancel_before_terraform_runs_kills_it_as_it_starts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MARK", str(tmp_path / "started"))
+    tf = initialised(Terraform(env(str(executable(tmp_path, "#!/bin/sh\n"))), tmp_path / "work", lambda _m: None))
+    ahead = tf.plan_ahead()
+    assert ahead is not None
+    ahead._thread.join(timeout=20)
+    ahead.cancelled = True  # cancel() came before the process was there to kill
+    proc = subprocess.Popen([str(executable(tmp_path, PROVIDER_LIKE, "slow"))], start_new_session=True)
+    ahead._started(proc)
+    assert proc.wait(timeout=5) == -signal.SIGKILL
