@@ -21,7 +21,10 @@ from ket_infra.errors import KetInfraError
 from ket_infra.plan import Plan
 
 MAX_GROUPS_PER_INTERFACE = 5
-_FILTER_CHUNK = 200  # values per describe filter, well under the API's limit
+# Values across all the filters of one describe call (or IDs of one call): EC2 answers more with
+# FilterLimitExceeded, "The maximum number of filter values specified on a single call is 200"
+# (as reported in convox/rack#2205 and gjbae1212/gossm#31).
+_FILTER_VALUES = 200
 
 
 class AwsError(KetInfraError):
@@ -148,9 +151,9 @@ def check_account(env: Environment, sts: Any | None = None) -> str:
     return account
 
 
-def _chunks(items: list[str]) -> Iterator[list[str]]:
-    for i in range(0, len(items), _FILTER_CHUNK):
-        yield items[i : i + _FILTER_CHUNK]
+def _chunks(items: list[str], size: int = _FILTER_VALUES) -> Iterator[list[str]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
 
 
 def discover(plan: Plan, env: Environment, ec2: Any | None = None) -> Discovery:
@@ -159,10 +162,12 @@ def discover(plan: Plan, env: Environment, ec2: Any | None = None) -> Discovery:
     wanted = {n.address: n for n in plan.nodes}
     found: dict[str, NodeInterface] = {}
 
+    states = ["running", "pending", "stopped"]
+
     def instances(chunk: list[str]) -> list[dict[str, Any]]:
         filters = [
             {"Name": "private-ip-address", "Values": chunk},
-            {"Name": "instance-state-name", "Values": ["running", "pending", "stopped"]},
+            {"Name": "instance-state-name", "Values": states},
         ]
         pages = ec2.get_paginator("describe_instances").paginate(Filters=filters)
         return [inst for page in pages for reservation in page["Reservations"] for inst in reservation["Instances"]]
@@ -170,7 +175,7 @@ def discover(plan: Plan, env: Environment, ec2: Any | None = None) -> Discovery:
     with aws_errors(env, "finding the plan's nodes in EC2"):
         # A large plan's filter chunks are asked for at once (a botocore client may be shared by
         # threads); their answers are matched in order, so the result does not depend on timing.
-        chunks = list(_chunks(sorted(wanted)))
+        chunks = list(_chunks(sorted(wanted), _FILTER_VALUES - len(states)))
         with ThreadPoolExecutor(max_workers=max(1, min(len(chunks), 4))) as pool:
             answers = list(pool.map(instances, chunks))
         for answer in answers:

@@ -417,3 +417,43 @@ def test_a_stopped_node_is_still_found(aws: None) -> None:
     cloud, plan, env, _rules = build(EXAMPLES / "contiv.yaml")
     cloud.ec2.stop_instances(InstanceIds=[cloud.instances["worker01"]])
     assert discover(plan, env).node("worker01").instance_id == cloud.instances["worker01"]
+
+
+def test_no_describe_call_asks_more_than_200_filter_values(aws: None, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """EC2 refuses a call whose filters carry more than 200 values in all (FilterLimitExceeded); moto does
+    not, so every call is counted here. 401 addresses and the 3 instance states take 3 calls, not 2."""
+    import yaml
+
+    from ket_infra.aws import client
+    from ket_infra.environment import AwsConfig, Environment
+    from ket_infra.plan import load_plan
+
+    def nodes(role: str, first: int, count: int) -> dict[str, object]:
+        members = [{"host": f"{role}{i}", "ip": f"10.0.{i // 200}.{10 + i % 200}"} for i in range(first, first + count)]
+        return {"expected_count": count, "nodes": members}
+
+    doc = {
+        "cluster": {
+            "name": "big",
+            "networking": {"pod_cidr_block": "172.16.0.0/16", "service_cidr_block": "172.20.0.0/16"},
+        },
+        "add_ons": {"cni": {"provider": "calico", "options": {"calico": {"mode": "overlay"}}}},
+        "etcd": nodes("etcd", 0, 1),
+        "master": nodes("master", 1, 1),
+        "worker": nodes("worker", 2, 399),
+    }
+    (tmp_path / "plan.yaml").write_text(yaml.safe_dump(doc))
+    plan = load_plan(tmp_path / "plan.yaml")
+    env = Environment(name="big", path="big.yaml", plan_file=plan.path, aws=AwsConfig("eu-west-1"))
+    asked: list[list[str]] = []
+
+    def count(params: dict, **_kw: object) -> None:  # type: ignore[type-arg]
+        values = [v for f in params.get("Filters", []) for v in f["Values"]]
+        assert len(values) + len(params.get("InstanceIds", [])) <= 200, len(values)
+        asked.append([v for f in params.get("Filters", []) if f["Name"] == "private-ip-address" for v in f["Values"]])
+
+    ec2 = client(env, "ec2")
+    ec2.meta.events.register("provide-client-params.ec2.DescribeInstances", count)
+    with pytest.raises(AwsError, match="401 node"):
+        discover(plan, env, ec2)
+    assert len(asked) == 3 and sorted(a for call in asked for a in call) == sorted(n.address for n in plan.nodes)
