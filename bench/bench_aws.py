@@ -5,7 +5,8 @@ under "plan" and "verify"). All figures of one size come from one run, so
 the ratios hold on a shared machine.
 
 - plan: `ket-infra plan` end to end (discover, render, init when needed,
-  plan, summary) next to a bare `terraform plan` in the same rendered folder,
+  plan, summary; with the local backend used here, Terraform's plan starts
+  while the nodes are looked up) next to a bare `terraform plan` in the same rendered folder,
   both warm, alternating, medians of five; the ratio is ket-infra's own
   overhead. The first `ket-infra plan` (render and init) is recorded apart.
 - verify: after `ket-infra apply`, wall time of `verify` in-process and the

@@ -47,7 +47,7 @@ def table(doc: dict[str, Any]) -> str:
         out.append("")
     if doc.get("plan"):
         out += [
-            "`ket-infra plan` against the sandbox (discover, render, plan, summary; init only when its inputs changed) next to a bare `terraform plan` of the same folder, medians of alternating runs; the first `ket-infra plan` (render and init) apart:",
+            "`ket-infra plan` against the sandbox (discover, render, plan, summary; init only when its inputs changed; local backend, so the plan starts while the nodes are looked up) next to a bare `terraform plan` of the same folder, medians of alternating runs; the first `ket-infra plan` (render and init) apart:",
             "",
             "| nodes | ket-infra plan | bare terraform plan | ratio | first ket-infra plan |",
             "|---:|---:|---:|---:|---:|",
