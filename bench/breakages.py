@@ -19,7 +19,7 @@ ROWS = [
     (
         "pod CIDR prefix guard",
         "ket_infra/plan.py",
-        "    if net.prefixlen < 8:",
+        "    if spans_the_internet(str(net)):",
         "    if False:",
         ["tests/test_properties.py::test_pod_cidr_never_opens_the_internet", "tests/test_plan.py"],
     ),
@@ -50,8 +50,8 @@ ROWS = [
     (
         "NACL for outside sources",
         "ket_infra/verify.py",
-        "        if src_subnet != target.subnet_id:",
-        "        if src_subnet is not None and src_subnet != target.subnet_id:",
+        "        if src_subnet != dst_subnet:",
+        "        if src_subnet is not None and dst_subnet is not None and src_subnet != dst_subnet:",
         ["tests/test_verify.py::test_acl_judges_sources_outside_the_cluster"],
     ),
     (
