@@ -140,7 +140,7 @@ def _nothing() -> None:
     pass
 
 
-def _put(path: Path, data: bytes | None, changing: Changing) -> bool:
+def _put(path: Path, data: bytes | None, changing: Changing) -> None:
     """Make PATH hold DATA (None: no file); call CHANGING first when that changes anything.
 
     A file whose content is already right is left alone: a Terraform run that reads the
@@ -151,14 +151,13 @@ def _put(path: Path, data: bytes | None, changing: Changing) -> bool:
     except FileNotFoundError:
         current = None
     if current == data:
-        return False
+        return
     changing()
     if data is None:
         path.unlink()
     else:
         path.write_bytes(data)
         os.chmod(path, 0o644)
-    return True
 
 
 def copy_module(out_dir: Path, changing: Changing = _nothing) -> Path:
@@ -209,8 +208,10 @@ def render(
     out_dir: Path,
     changing: Changing = _nothing,
 ) -> list[Path]:
-    """Write main.tf and the tfvars JSON into OUT_DIR; return them. Only what differs is written,
-    after CHANGING is called."""
+    """Write main.tf and the tfvars JSON into OUT_DIR; return their paths.
+
+    Only what differs is written, and CHANGING is called before the first change.
+    """
     return _write(rs, env, tfvars(rs, vpc_id, attachments), out_dir, changing)
 
 

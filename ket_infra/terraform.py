@@ -540,9 +540,13 @@ def _summarized(watch: _Watch, purposes: dict[str, str] | None) -> PlanSummary:
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    """SIGKILL PROC's process group (Terraform leads its own session, its provider in it)."""
-    with suppress(ProcessLookupError):  # already gone
-        os.killpg(proc.pid, signal.SIGKILL)
+    """SIGKILL PROC's process group (Terraform leads its own session, its provider in it).
+
+    Not once PROC has ended and been waited for: its number may then be another's.
+    """
+    if proc.poll() is None:
+        with suppress(ProcessLookupError):  # ended meanwhile
+            os.killpg(proc.pid, signal.SIGKILL)
 
 
 class Ahead:

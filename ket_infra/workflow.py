@@ -250,8 +250,7 @@ def plan(ctx: Context) -> PlanSummary:
         raise
     finally:
         ctx.changing = lambda: None
-    kept = ahead is not None and not ahead.cancelled
-    summary = ahead.result(ctx.purposes()) if ahead is not None and kept else tf.plan(ctx.purposes())
+    summary = tf.plan(ctx.purposes()) if ahead is None or ahead.cancelled else ahead.result(ctx.purposes())
     tf.save_fingerprint(tf.fingerprint(ctx.inputs()))
     for line in summary_lines(summary):
         ctx.progress(line)
