@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import ROOT
 
 
@@ -32,5 +34,7 @@ def test_each_known_breakage_still_finds_its_line() -> None:
     spec.loader.exec_module(breakages)
     assert len(breakages.ROWS) == 9
     for behaviour, path, text, broken, tests in breakages.ROWS:
+        if "mutmut" in (ROOT / path).read_text():
+            pytest.skip("ket_infra here is mutmut's instrumented copy; the rows are checked against the source")
         assert (ROOT / path).read_text().count(text) == 1, f"{behaviour}: {text!r} is not once in {path}"
         assert broken != text and tests
