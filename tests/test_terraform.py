@@ -898,3 +898,99 @@ def test_a_cancel_before_terraform_runs_kills_it_as_it_starts(tmp_path: Path, mo
     proc = subprocess.Popen([str(executable(tmp_path, PROVIDER_LIKE, "slow"))], start_new_session=True)
     ahead._started(proc)
     assert proc.wait(timeout=5) == -signal.SIGKILL
+
+
+def interrupted_in_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: str, signals: list[signal.Signals]
+) -> tuple[Exception | None, str, list[int]]:
+    """COMMAND on the 2 s stand-in Terraform in this process, SIGNALS sent to this process once it runs:
+    (what it raised, how the stand-in ended, signals that reached no ket-infra handler).
+
+    The same paths as `interrupt`, in-process, so that they count for the functions they reach.
+    A fallback handler is in place throughout: a signal ket-infra fails to take is recorded, not
+    turned into a KeyboardInterrupt of the test run.
+    """
+    import threading
+
+    fake = executable(tmp_path, INTERRUPTIBLE)
+    mark = tmp_path / "started"
+    monkeypatch.setenv("MARK", str(mark))
+    tf = Terraform(env(str(fake)), tmp_path / "work", lambda _m: None)
+    stray: list[int] = []
+    saved = {s: signal.signal(s, lambda n, _f: stray.append(n)) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def send() -> None:
+        deadline = time.monotonic() + 20
+        while not mark.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        for sig in signals:
+            time.sleep(0.3)
+            os.kill(os.getpid(), sig)
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    raised: Exception | None = None
+    try:
+        if command == "apply":
+            tf.apply()
+        elif command == "plan":
+            tf.plan()
+        else:
+            ahead = initialised(tf).plan_ahead()
+            assert ahead is not None
+            ahead.result()
+    except Exception as exc:  # what ket-infra raises is the point
+        raised = exc
+    finally:
+        sender.join()
+        for s, handler in saved.items():
+            signal.signal(s, handler)
+    return raised, (tmp_path / "started.end").read_text().strip(), stray
+
+
+@pytest.mark.parametrize(
+    ("command", "signals", "ended", "how"),
+    [
+        (
+            "apply",
+            [signal.SIGINT],
+            "finished",
+            "was let finish (exit 0), so its state is whole, and nothing after it ran",
+        ),
+        ("apply", [signal.SIGINT, signal.SIGINT], "stopped", "was asked to stop"),
+        ("apply", [signal.SIGTERM], "stopped", "was asked to stop"),
+        ("plan", [signal.SIGINT], "stopped", "was asked to stop"),
+        ("plan ahead", [signal.SIGINT], "stopped", "was asked to stop"),
+    ],
+    ids=["apply, Ctrl-C", "apply, Ctrl-C twice", "apply, SIGTERM", "plan, Ctrl-C", "plan started ahead, Ctrl-C"],
+)
+def test_signals_in_process(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+    command: str,
+    signals: list[signal.Signals],
+    ended: str,
+    how: str,
+) -> None:
+    from ket_infra.errors import Interrupted
+
+    raised, end, stray = interrupted_in_process(tmp_path, monkeypatch, command, signals)
+    assert stray == [] and end == ended
+    assert isinstance(raised, Interrupted), raised
+    said = command.split()[0]
+    tail = "" if ended == "finished" else " under way and stopped (exit 1)"
+    assert str(raised).startswith(
+        f"interrupted by {signals[0].name}: {tmp_path / 'bin' / 'terraform'} {said} in {tmp_path / 'work'} {how}"
+    ), raised
+    assert tail in str(raised)
+    assert str(raised).endswith("; run the same ket-infra command for environment unit again, it converges")
+    err = capfd.readouterr().err
+    held = [ln for ln in err.splitlines() if ln.startswith("interrupt: ")]
+    if command == "apply" and signals[0] == signal.SIGINT:  # the first Ctrl-C of an apply is held, and said so
+        assert held == [
+            f"interrupt: letting {tmp_path / 'bin' / 'terraform'} apply finish so that the Terraform state stays "
+            "whole; press Ctrl-C again to stop it now"
+        ]
+    else:
+        assert held == []
