@@ -994,3 +994,99 @@ def test_signals_in_process(
         ]
     else:
         assert held == []
+
+
+def test_a_warning_box_on_stdout_is_not_the_error_either() -> None:
+    """Terraform said nothing on stderr: the error comes from stdout, still without the warning."""
+    assert _last_error("", f"{WARNING_BOX}something broke\n") == "something broke"
+
+
+def test_counts_take_a_replacement_as_one_added_and_one_removed() -> None:
+    from ket_infra.terraform import _counted
+
+    summary = summarize_changes([("create", "aws_security_group", "a"), ("replace", "aws_security_group", "b")], {})
+    assert _counted(summary, "to add", "to change", "to remove") == "2 to add, 0 to change, 1 to remove"
+
+
+def test_attachments_come_before_what_ket_infra_does_not_know() -> None:
+    summary = summarize_changes(
+        [
+            ("create", "terraform_data", "z"),
+            ("create", "aws_network_interface_sg_attachment", "worker01"),
+            ("create", "aws_security_group", "worker"),
+        ],
+        {},
+    )
+    assert [c.kind for c in summary.changes] == ["group", "attachment", "other"]
+
+
+def test_drift_is_not_a_planned_change() -> None:
+    """Terraform's `resource_drift` messages carry a change too: what changed outside, not what the plan does."""
+    watch = _Watch(Live("terraform plan", stream=io.StringIO(), tty=False), "planning")
+    drift = json.loads(planned("aws_security_group", "worker", "update"))
+    watch.line(json.dumps({**drift, "type": "resource_drift"}))
+    watch.line(planned("aws_security_group", "master", "create"))
+    assert watch.changes() == [("create", "aws_security_group", "master")]
+
+
+def test_an_empty_state_answer_is_no_resources(tmp_path: Path) -> None:
+    """`show -json` that prints nothing (no state yet, some versions) is an empty state, not a parse error."""
+    silent = executable(tmp_path, "#!/bin/sh\nexit 0\n")
+    assert Terraform(env(str(silent)), tmp_path / "work", lambda _m: None).state_resources() == []
+
+
+def test_a_failing_watched_run_without_json_says_its_stdout(tmp_path: Path) -> None:
+    """A plan that fails before its machine-readable UI starts, saying why on stdout only."""
+    fake = executable(tmp_path, "#!/bin/sh\necho 'Error: first part'\necho 'second part'\nexit 1\n")
+    tf = Terraform(env(str(fake)), tmp_path / "work", lambda _m: None)
+    with pytest.raises(TerraformError) as info:
+        tf.plan()
+    assert str(info.value) == f"{fake} plan failed in {tmp_path / 'work'}: Error: first part second part"
+
+
+def test_two_diagnostics_are_both_said(tmp_path: Path) -> None:
+    said = [
+        {"type": "diagnostic", "@level": "error", "diagnostic": {"summary": s, "detail": ""}} for s in ("One", "Two")
+    ]
+    script = "#!/bin/sh\n" + "".join(f"echo '{json.dumps(m)}'\n" for m in said) + "exit 1\n"
+    fake = executable(tmp_path, script)
+    with pytest.raises(TerraformError) as info:
+        Terraform(env(str(fake)), tmp_path / "work", lambda _m: None).plan()
+    assert str(info.value) == f"{fake} plan failed in {tmp_path / 'work'}: Error: One Error: Two"
+
+
+PLAN_LIKE = """#!/bin/sh
+echo '{"type": "planned_change", "change": {"resource": {"addr": "a", "resource_type": "aws_security_group", "resource_key": "worker"}, "action": "create"}}'
+exit 2
+"""
+
+
+def test_a_plan_started_ahead_says_nothing_until_its_result(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    fake = executable(tmp_path, PLAN_LIKE)
+    lines: list[str] = []
+    tf = initialised(Terraform(env(str(fake)), tmp_path / "work", lines.append))
+    ahead = tf.plan_ahead()
+    assert ahead is not None and not ahead.cancelled
+    ahead._thread.join(timeout=20)
+    assert capfd.readouterr().err == "" and lines == []  # hidden while discovery may still throw it away
+    summary = ahead.result({"aws_security_group/worker": "the workers"})
+    assert [(c.action, c.kind, c.name, c.purpose) for c in summary.changes] == [
+        ("create", "group", "worker", "the workers")
+    ]
+    assert lines == ["terraform plan (saved to tfplan), started while the nodes were looked up"]
+    err = capfd.readouterr().err.splitlines()
+    assert err[0] == f"{fake} plan: planning"  # where it stands (it has finished), then how it ended
+    assert re.fullmatch(re.escape(f"{fake} plan: 1 to add, 0 to change, 0 to remove in ") + r"\d+ s", err[1]), err
+    assert len(err) == 2
+
+
+def test_a_cancel_with_no_plan_saved_is_fine(tmp_path: Path) -> None:
+    tf = initialised(Terraform(env(str(executable(tmp_path, "#!/bin/sh\n"))), tmp_path / "work", lambda _m: None))
+    ahead = tf.plan_ahead()
+    assert ahead is not None
+    ahead._thread.join(timeout=20)
+    ahead.cancel()
+    assert ahead.cancelled and not (tf.work / PLAN_FILE).exists()
