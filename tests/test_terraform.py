@@ -781,15 +781,6 @@ def test_progress_follows_terraforms_messages() -> None:
     assert watch.errors == ["Error: Only a summary\n", "Error: \nonly a detail"]
 
 
-def test_an_error_without_a_diagnostic_is_taken_from_stderr(tmp_path: Path) -> None:
-    """A Terraform that dies before it can speak JSON (a crash, a broken plugin) still says why."""
-    crash = executable(tmp_path, "#!/bin/sh\necho 'not json' \necho 'Error: the provider crashed' >&2\nexit 1\n")
-    tf = Terraform(env(str(crash)), tmp_path / "work", lambda _m: None)
-    with pytest.raises(TerraformError) as info:
-        tf.plan()
-    assert str(info.value) == f"{crash} plan failed in {tmp_path / 'work'}: Error: the provider crashed"
-
-
 def initialised(tf: Terraform) -> Terraform:
     """As if an earlier run had initialised TF's folder."""
     (tf.work / ".terraform").mkdir(parents=True, exist_ok=True)
@@ -1035,24 +1026,28 @@ def test_an_empty_state_answer_is_no_resources(tmp_path: Path) -> None:
     assert Terraform(env(str(silent)), tmp_path / "work", lambda _m: None).state_resources() == []
 
 
-def test_a_failing_watched_run_without_json_says_its_stdout(tmp_path: Path) -> None:
-    """A plan that fails before its machine-readable UI starts, saying why on stdout only."""
-    fake = executable(tmp_path, "#!/bin/sh\necho 'Error: first part'\necho 'second part'\nexit 1\n")
-    tf = Terraform(env(str(fake)), tmp_path / "work", lambda _m: None)
-    with pytest.raises(TerraformError) as info:
-        tf.plan()
-    assert str(info.value) == f"{fake} plan failed in {tmp_path / 'work'}: Error: first part second part"
+TWO_DIAGNOSTICS = "".join(
+    "echo '" + json.dumps({"type": "diagnostic", "@level": "error", "diagnostic": {"summary": s, "detail": ""}}) + "'\n"
+    for s in ("One", "Two")
+)
 
 
-def test_two_diagnostics_are_both_said(tmp_path: Path) -> None:
-    said = [
-        {"type": "diagnostic", "@level": "error", "diagnostic": {"summary": s, "detail": ""}} for s in ("One", "Two")
-    ]
-    script = "#!/bin/sh\n" + "".join(f"echo '{json.dumps(m)}'\n" for m in said) + "exit 1\n"
-    fake = executable(tmp_path, script)
+@pytest.mark.parametrize(
+    ("says", "message"),
+    [
+        # dies before it can speak JSON (a crash, a broken plugin): the error is taken from stderr
+        ("echo 'not json'\necho 'Error: the provider crashed' >&2\n", "Error: the provider crashed"),
+        # fails before its machine-readable UI starts, saying why on stdout only
+        ("echo 'Error: first part'\necho 'second part'\n", "Error: first part second part"),
+        (TWO_DIAGNOSTICS, "Error: One Error: Two"),
+    ],
+    ids=["stderr", "stdout only", "two diagnostics"],
+)
+def test_a_failing_plan_says_why_on_one_line(tmp_path: Path, says: str, message: str) -> None:
+    fake = executable(tmp_path, f"#!/bin/sh\n{says}exit 1\n")
     with pytest.raises(TerraformError) as info:
         Terraform(env(str(fake)), tmp_path / "work", lambda _m: None).plan()
-    assert str(info.value) == f"{fake} plan failed in {tmp_path / 'work'}: Error: One Error: Two"
+    assert str(info.value) == f"{fake} plan failed in {tmp_path / 'work'}: {message}"
 
 
 PLAN_LIKE = """#!/bin/sh
