@@ -151,7 +151,8 @@ def check_account(env: Environment, sts: Any | None = None) -> str:
     return account
 
 
-def _chunks(items: list[str], size: int = _FILTER_VALUES) -> Iterator[list[str]]:
+def filter_chunks(items: list[str], size: int = _FILTER_VALUES) -> Iterator[list[str]]:
+    """ITEMS in runs of SIZE: the filter values (or IDs) of one describe call each."""
     for i in range(0, len(items), size):
         yield items[i : i + size]
 
@@ -175,7 +176,7 @@ def discover(plan: Plan, env: Environment, ec2: Any | None = None) -> Discovery:
     with aws_errors(env, "finding the plan's nodes in EC2"):
         # A large plan's filter chunks are asked for at once (a botocore client may be shared by
         # threads); their answers are matched in order, so the result does not depend on timing.
-        chunks = list(_chunks(sorted(wanted), _FILTER_VALUES - len(states)))
+        chunks = list(filter_chunks(sorted(wanted), _FILTER_VALUES - len(states)))
         with ThreadPoolExecutor(max_workers=max(1, min(len(chunks), 4))) as pool:
             answers = list(pool.map(instances, chunks))
         for answer in answers:
@@ -267,7 +268,7 @@ def set_source_dest_check(
     with aws_errors(env, "setting the EC2 source/destination check"):
         current: dict[str, bool] = {}
         ids = [t.instance_id for t in targets]
-        for chunk in _chunks(ids):
+        for chunk in filter_chunks(ids):
             for page in ec2.get_paginator("describe_instances").paginate(InstanceIds=chunk):
                 for r in page["Reservations"]:
                     for inst in r["Instances"]:
@@ -337,7 +338,7 @@ def owned_resources(env: Environment, cluster: str, discovery: Discovery, ec2: A
                     groups[g["GroupId"]] = key
                     if (state := _tag(g, STATE_TAG)) is not None:
                         states[g["GroupId"]] = state
-        for chunk in _chunks(sorted(groups)):
+        for chunk in filter_chunks(sorted(groups)):
             pages = ec2.get_paginator("describe_security_group_rules").paginate(
                 Filters=[{"Name": "group-id", "Values": chunk}]
             )

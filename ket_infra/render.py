@@ -136,8 +136,8 @@ def _packaged(what: Traversable) -> Traversable:
 Changing = Callable[[], None]  # called once before the first write that changes the work folder
 
 
-def _nothing() -> None:
-    pass
+def no_hook() -> None:
+    """The CHANGING of a render nothing reads meanwhile."""
 
 
 def _put(path: Path, data: bytes | None, changing: Changing) -> None:
@@ -160,7 +160,7 @@ def _put(path: Path, data: bytes | None, changing: Changing) -> None:
         os.chmod(path, 0o644)
 
 
-def copy_module(out_dir: Path, changing: Changing = _nothing) -> Path:
+def copy_module(out_dir: Path, changing: Changing = no_hook) -> Path:
     """Copy the static module into OUT_DIR/modules/ (the .tf files only): the folder stays self-contained."""
     source = _packaged(module_files())
     target = out_dir / "modules" / MODULE_NAME
@@ -206,7 +206,7 @@ def render(
     vpc_id: str,
     attachments: list[Attachment],
     out_dir: Path,
-    changing: Changing = _nothing,
+    changing: Changing = no_hook,
 ) -> list[Path]:
     """Write main.tf and the tfvars JSON into OUT_DIR; return their paths.
 
@@ -223,7 +223,7 @@ def render_state_only(rs: RuleSet, env: Environment, out_dir: Path) -> list[Path
     no node has to be found.
     """
     empty = {**tfvars(rs, STATE_ONLY_VPC, []), "groups": {}, "ingress_rules": {}, "egress_rules": {}}
-    return _write(rs, env, empty, out_dir, _nothing)
+    return _write(rs, env, empty, out_dir, no_hook)
 
 
 def _write(rs: RuleSet, env: Environment, wanted: dict[str, Any], out_dir: Path, changing: Changing) -> list[Path]:
@@ -292,7 +292,7 @@ def imports_tf(imports: list[Import]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_imports(out_dir: Path, imports: list[Import], changing: Changing = _nothing) -> Path | None:
+def write_imports(out_dir: Path, imports: list[Import], changing: Changing = no_hook) -> Path | None:
     """Write OUT_DIR/imports.tf for IMPORTS, or remove it when there is nothing to import."""
     path = out_dir / IMPORTS
     _put(path, imports_tf(imports).encode() if imports else None, changing)

@@ -412,22 +412,26 @@ class Terraform:
         digest.update(f"{self.plugin_dir()}|{shutil.which(self.binary)}".encode())
         return digest.hexdigest()
 
-    def initialised(self) -> bool:
-        """Whether the last successful init was run for the folder as it is."""
-        stamp = self.work / ".terraform" / INIT_STAMP
-        return stamp.exists() and stamp.read_text().strip() == self._init_inputs()
+    def _stamp(self) -> Path:
+        return self.work / ".terraform" / INIT_STAMP
+
+    def initialised(self, inputs: str | None = None) -> bool:
+        """Whether the last successful init was run for the folder as it is (INPUTS: its _init_inputs())."""
+        stamp = self._stamp()
+        return stamp.exists() and stamp.read_text().strip() == (inputs or self._init_inputs())
 
     def init(self) -> None:
         """terraform init, skipped when nothing it depends on changed since the last one succeeded."""
-        if self.initialised():
+        wanted = self._init_inputs()
+        if self.initialised(wanted):
             self.progress(f"terraform init: up to date in {self.work}")
             return
         self.progress(f"terraform init in {self.work}")
-        stamp = self.work / ".terraform" / INIT_STAMP
+        stamp = self._stamp()
         stamp.unlink(missing_ok=True)
         self._run("init", input=False, no_color=True, plugin_dir=self.plugin_dir(), reconfigure=True)
         stamp.parent.mkdir(exist_ok=True)
-        stamp.write_text(self._init_inputs() + "\n")
+        stamp.write_text(wanted + "\n")
 
     def _watched(
         self,

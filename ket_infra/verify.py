@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ket_infra import flows as catalog
-from ket_infra.aws import Counter, Discovery, NodeInterface, _chunks, aws_errors, client, discover
+from ket_infra.aws import Counter, Discovery, NodeInterface, aws_errors, client, discover, filter_chunks
 from ket_infra.environment import Environment
 from ket_infra.flows import Flow, protocol_label, protocol_name
 from ket_infra.layout import RuleSet
@@ -221,7 +221,7 @@ def read_state(env: Environment, discovery: Discovery, ec2: Any) -> LiveState:
     ingress: dict[str, list[Permission]] = {}
     egress: dict[str, list[Permission]] = {}
     with aws_errors(env, "reading security groups"):
-        for chunk in _chunks(group_ids):
+        for chunk in filter_chunks(group_ids):
             pages = ec2.get_paginator("describe_security_groups").paginate(
                 Filters=[{"Name": "group-id", "Values": chunk}]
             )

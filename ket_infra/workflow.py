@@ -24,10 +24,12 @@ from ket_infra.render import (
     MAIN,
     TFVARS,
     Attachment,
+    Changing,
     Import,
     attachment_address,
     attachment_import_id,
     group_address,
+    no_hook,
     render,
     render_state_only,
     rule_address,
@@ -53,7 +55,7 @@ class Context:
     found: Discovery | None = None  # the nodes as this run discovered them, once it has
     imports: list[Import] = field(default_factory=list)  # orphans this run's plan adopts
     # called before this run changes a file of the work folder (a plan started ahead is stopped)
-    changing: Callable[[], None] = field(default=lambda: None, repr=False)
+    changing: Changing = field(default=no_hook, repr=False)
 
     @property
     def tf(self) -> Terraform:
@@ -249,7 +251,7 @@ def plan(ctx: Context) -> PlanSummary:
             ahead.cancel()
         raise
     finally:
-        ctx.changing = lambda: None
+        ctx.changing = no_hook
     summary = tf.plan(ctx.purposes()) if ahead is None or ahead.cancelled else ahead.result(ctx.purposes())
     tf.save_fingerprint(tf.fingerprint(ctx.inputs()))
     for line in summary_lines(summary):
