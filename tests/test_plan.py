@@ -420,6 +420,38 @@ def test_defaults_and_what_the_plan_names(plan_file) -> None:
         plan.node("nobody")
 
 
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("reg.lan:5000", ("reg.lan", "5000")),
+        ("10.0.1.200:6443", ("10.0.1.200", "6443")),
+        ("[fd00::1]:443", ("fd00::1", "443")),  # Go's net.SplitHostPort: brackets around a v6 host
+        ("XReg.LAN:5000", ("XReg.LAN", "5000")),  # only the brackets come off, never letters
+        ("reg.lan", ("reg.lan", None)),  # no port
+        ("fd00::1", ("fd00::1", None)),  # a bare v6 address: its colons are not a port
+        ("[fd00::1]", ("[fd00::1]", None)),
+        ("[fd00::1:443", ("[fd00::1:443", None)),  # unclosed bracket
+        ("fd00::1]:443", ("fd00::1]:443", None)),  # unopened bracket
+    ],
+)
+def test_host_and_port_are_split_the_way_ket_splits_them(value: str, expected: tuple[str, str | None]) -> None:
+    from ket_infra.plan import split_host_port
+
+    assert split_host_port(value) == expected
+
+
+@pytest.mark.parametrize(("port", "ok"), [("1", True), ("65535", True), ("0", False), ("65536", False)])
+def test_the_registry_port_is_1_to_65535(plan_file, port: str, ok: bool) -> None:
+    data = base_plan()
+    data["docker_registry"] = {"server": f"[fd00::5]:{port}"}
+    if ok:
+        registry = load_plan(plan_file(data)).install.registry
+        assert registry is not None and (registry.host, registry.port) == ("fd00::5", int(port))
+    else:
+        with pytest.raises(PlanError, match=r"docker_registry.server: .* has no valid port after ':'"):
+            load_plan(plan_file(data))
+
+
 def test_cluster_names_may_use_capitals(plan_file) -> None:
     data = base_plan()
     data["cluster"]["name"] = "Prod-East.2"

@@ -650,7 +650,12 @@ echo finished > "$MARK.end"
 """
 
 DRIVER = """
+import signal
 import sys
+# Python's own Ctrl-C handling, as from a terminal: a job started in the background of a script
+# inherits SIGINT ignored, and a plan started ahead would hand that on to the stand-in's shell,
+# which cannot trap a signal ignored on entry (Terraform can: Go's signal.Notify takes it back).
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from pathlib import Path
 from ket_infra.environment import AwsConfig, Environment, TerraformConfig
 from ket_infra.errors import Interrupted
