@@ -4,7 +4,8 @@
 in the background, creates the VPC, subnets and one running instance per plan
 node at the node's address, and writes an environment file pointing at it,
 so that `ket-infra plan/apply/verify --env sandbox` run against it with the
-real Terraform CLI. `sandbox_down` stops it.
+real Terraform CLI. `sandbox_down` stops it. With `like`, the security groups
+and instance settings kismatic-provision or kops leave are seeded too.
 
 The server's pid is kept in `STATE_DIR/sandbox-PORT.pid` and its output in
 `STATE_DIR/sandbox-PORT.log`. Only the boto3 clients made here get the
@@ -17,6 +18,7 @@ import contextlib
 import ipaddress
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -25,7 +27,8 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -276,16 +279,199 @@ def image_id(ec2: Any) -> str:
     return str(min(i["ImageId"] for i in images))
 
 
-def _tags(kind: str, name: str) -> list[dict[str, Any]]:
-    return [{"ResourceType": kind, "Tags": [{"Key": "Name", "Value": name}]}]
+def _tags(kind: str, name: str, **extra: str) -> list[dict[str, Any]]:
+    tags = [{"Key": "Name", "Value": name}, *({"Key": k, "Value": v} for k, v in extra.items())]
+    return [{"ResourceType": kind, "Tags": tags}]
 
 
-def seed(port: int, plan: Plan) -> tuple[str, ipaddress.IPv4Network, int, int]:
-    """Create the plan's VPC, subnets and instances; returns (vpc id, CIDR, #subnets, #instances)."""
+# --- seeding like the tools that build KET clusters on AWS ------------------------------------------
+#
+# `sandbox up --like TOOL` leaves the security groups, rules and instance settings TOOL leaves, so that
+# moving a cluster off those groups can be rehearsed. What each tool does is read from its source.
+
+LIKE_KISMATIC_PROVISION = "kismatic-provision"
+LIKE_KOPS = "kops"
+LIKE_CHOICES: tuple[str, ...] = (LIKE_KISMATIC_PROVISION, LIKE_KOPS)
+
+# kismatic-provision, KET's own AWS provisioner: github.com/apprenda/kismatic-provision, tag v1.13.0
+# (commit 1e9fac76a88492806a841b40a054ce8a8159a79b), provision/aws/client.go:
+# - MaybeProvisionSGs(vpc) takes the first group of the VPC it has just created, `a.SecurityGroups[0]`
+#   (the VPC's default group: its CreateSecurityGroupInput "Kismatic Wide Open SG" is commented out),
+#   opens it with `AuthorizeSecurityGroupIngressInput{IpProtocol: aws.String("-1"), ...,
+#   CidrIp: aws.String("0.0.0.0/0")}` ("Opening new SG to all incoming traffic"), keeps the default
+#   group's all-outbound rule, tags it ProvisionedBy=Kismatic and
+#   `c.TagResourceName(a.SecurityGroups[0].GroupId, "Kismatic Wide Open SG")`;
+# - CreateNode launches every node with `Groups: []*string{aws.String(c.Config.SecurityGroupID)}`,
+#   that group, then `ModifyInstanceAttributeInput{..., SourceDestCheck: &ec2.AttributeBooleanValue{
+#   Value: aws.Bool(false)}}`.
+# The same provisioner is vendored in github.com/apprenda/kismatic as pkg/provision/aws/client.go
+# (commit 139a94d9, "Integrated kismatic provisioner").
+KISMATIC_GROUP_NAME = "default"  # the VPC's default group, which AWS does not let anyone rename
+KISMATIC_GROUP_TAG = "Kismatic Wide Open SG"
+
+# kops: github.com/kubernetes/kops, tag v1.10.0 (commit 8b52ea6d1cac6913cb2fa8edda6e054a6fdc5f27).
+# - pkg/model/names.go SecurityGroupName: `"nodes." + b.ClusterName()`, `"masters." + b.ClusterName()`;
+#   the masters group is on the master instance groups (where kops runs etcd), the nodes group on the
+#   node instance groups.
+# - pkg/model/firewall.go: groups "Security group for masters" / "Security group for nodes" tagged
+#   `b.CloudTags(*t.Name, false)` (Name, KubernetesCluster, kubernetes.io/cluster/NAME=owned);
+#   "master-egress" / "node-egress" all to 0.0.0.0/0 (the egress rule AWS gives a new group);
+#   "all-master-to-master", "all-master-to-node" and "all-node-to-node" (all traffic, group sources);
+#   applyNodeToMasterBlockSpecificPorts: `udpRanges := []portRange{{From: 1, To: 65535}}` and tcp
+#   1-65535 without `tcpBlocked[4001]`, `[4002]` ("Don't allow nodes to access etcd client port"),
+#   `[2380]`, `[2381]` ("... etcd peer port"), as ranges "node-to-master-tcp-FROM-TO"; protocol 4
+#   and tcp 4001 are added only for kops' own Calico, Romana, Cilium or kube-router networking, which
+#   a cluster whose CNI KET installs does not use (kops `networking: cni`).
+#   kops v1.36.2 (pkg/model/awsmodel/firewall.go, commit f336152672adaa587e543387d01f8c5da04ebbe9)
+#   blocks the same four ports by default (wellknownports 4001, 4002, 2380, 2381).
+# - pkg/model/external_access.go: "ssh-external-to-master-CIDR" and "ssh-external-to-node-CIDR"
+#   (tcp 22) for each `Cluster.Spec.SSHAccess`, "https-external-to-master-CIDR" (tcp 443) for each
+#   `Cluster.Spec.KubernetesAPIAccess` when the API has no load balancer; cmd/kops/create_cluster.go
+#   defaults both from `o.AdminAccess = []string{"0.0.0.0/0"}`.
+# kops leaves the source/destination check as AWS sets it (on).
+KOPS_NODE_TO_MASTER: tuple[tuple[str, int, int], ...] = (
+    ("tcp", 1, 2379),
+    ("tcp", 2382, 4000),
+    ("tcp", 4003, 65535),
+    ("udp", 1, 65535),
+)
+KOPS_MASTER_ROLES = frozenset({"etcd", "master"})
+ANYWHERE = "0.0.0.0/0"
+
+
+@dataclass(frozen=True)
+class ForeignGroup:
+    """A security group `--like` seeded: not ket-infra's, carried by the cluster's instances."""
+
+    name: str  # GroupName
+    group_id: str
+    tag: str  # its Name tag
+    hosts: tuple[str, ...]  # the plan nodes whose instances carry it
+
+
+@dataclass(frozen=True)
+class Seeded:
+    """What `seed` created."""
+
+    vpc_id: str
+    vpc_net: ipaddress.IPv4Network
+    subnets: int
+    instances: int
+    like: str | None = None
+    groups: tuple[ForeignGroup, ...] = ()
+
+    def summary(self) -> str | None:
+        """The progress line saying what `like` seeded (None without `like`)."""
+        if self.like == LIKE_KISMATIC_PROVISION:
+            (group,) = self.groups
+            n = len(group.hosts)
+            return (
+                f"seeded like {self.like}: group {group.name} ({group.group_id}, Name {json.dumps(group.tag)}) open to all "
+                f"traffic from {ANYWHERE} on {n} instance{'s' * (n != 1)}, source/dest check off"
+            )
+        if self.like == LIKE_KOPS:
+            masters, nodes = self.groups
+            ranges = ", ".join(f"{p} {a}-{b}" for p, a, b in KOPS_NODE_TO_MASTER)
+            return (
+                f"seeded like {self.like}: group {masters.name} ({masters.group_id}) on {len(masters.hosts)} "
+                f"etcd/master instance{'s' * (len(masters.hosts) != 1)}, group {nodes.name} ({nodes.group_id}) "
+                f"on {len(nodes.hosts)} other instance{'s' * (len(nodes.hosts) != 1)}; all traffic "
+                f"masters<-masters, nodes<-masters, nodes<-nodes; {ranges} masters<-nodes; "
+                f"tcp 22 from {ANYWHERE} to both, tcp 443 from {ANYWHERE} to masters"
+            )
+        return None
+
+
+def check_like(like: str | None) -> None:
+    if like is not None and like not in LIKE_CHOICES:
+        raise SandboxError(f"--like: unknown value {like!r}; choose one of {', '.join(LIKE_CHOICES)}")
+
+
+def _cidr_rule(protocol: str, from_port: int | None, to_port: int | None, cidr: str) -> dict[str, Any]:
+    rule: dict[str, Any] = {"IpProtocol": protocol, "IpRanges": [{"CidrIp": cidr}]}
+    if from_port is not None:
+        rule.update(FromPort=from_port, ToPort=to_port)
+    return rule
+
+
+def _group_rule(protocol: str, from_port: int | None, to_port: int | None, group_id: str) -> dict[str, Any]:
+    rule: dict[str, Any] = {"IpProtocol": protocol, "UserIdGroupPairs": [{"GroupId": group_id}]}
+    if from_port is not None:
+        rule.update(FromPort=from_port, ToPort=to_port)
+    return rule
+
+
+def _kismatic_provision_groups(ec2: Any, vpc_id: str, plan: Plan) -> tuple[dict[str, str], tuple[ForeignGroup, ...]]:
+    """The VPC's default group opened to all traffic from 0.0.0.0/0, for every node (see KISMATIC_GROUP_TAG)."""
+    groups = ec2.describe_security_groups(
+        Filters=[
+            {"Name": "vpc-id", "Values": [vpc_id]},
+            {"Name": "group-name", "Values": [KISMATIC_GROUP_NAME]},
+        ]
+    )["SecurityGroups"]
+    if len(groups) != 1:
+        raise SandboxError(f"the sandbox VPC {vpc_id} has {len(groups)} default security groups, expected 1")
+    group_id = str(groups[0]["GroupId"])
+    ec2.authorize_security_group_ingress(GroupId=group_id, IpPermissions=[_cidr_rule("-1", None, None, ANYWHERE)])
+    ec2.create_tags(
+        Resources=[group_id],
+        Tags=[{"Key": "Name", "Value": KISMATIC_GROUP_TAG}, {"Key": "ProvisionedBy", "Value": "Kismatic"}],
+    )
+    hosts = tuple(n.host for n in plan.nodes)
+    return dict.fromkeys(hosts, group_id), (ForeignGroup(KISMATIC_GROUP_NAME, group_id, KISMATIC_GROUP_TAG, hosts),)
+
+
+def _kops_groups(ec2: Any, vpc_id: str, plan: Plan) -> tuple[dict[str, str], tuple[ForeignGroup, ...]]:
+    """kops' masters.CLUSTER and nodes.CLUSTER groups and rules (see KOPS_NODE_TO_MASTER)."""
+    cluster_tags = {"KubernetesCluster": plan.cluster, f"kubernetes.io/cluster/{plan.cluster}": "owned"}
+    ids: dict[str, str] = {}
+    for kind in ("masters", "nodes"):
+        name = f"{kind}.{plan.cluster}"
+        ids[kind] = ec2.create_security_group(
+            GroupName=name,
+            Description=f"Security group for {kind}",
+            VpcId=vpc_id,
+            TagSpecifications=_tags("security-group", name, **cluster_tags),
+        )["GroupId"]
+    masters, nodes = ids["masters"], ids["nodes"]
+    ec2.authorize_security_group_ingress(
+        GroupId=masters,
+        IpPermissions=[
+            _group_rule("-1", None, None, masters),  # all-master-to-master
+            *(_group_rule(p, a, b, nodes) for p, a, b in KOPS_NODE_TO_MASTER),  # node-to-master-*
+            _cidr_rule("tcp", 22, 22, ANYWHERE),  # ssh-external-to-master-0.0.0.0/0
+            _cidr_rule("tcp", 443, 443, ANYWHERE),  # https-external-to-master-0.0.0.0/0
+        ],
+    )
+    ec2.authorize_security_group_ingress(
+        GroupId=nodes,
+        IpPermissions=[
+            _group_rule("-1", None, None, masters),  # all-master-to-node
+            _group_rule("-1", None, None, nodes),  # all-node-to-node
+            _cidr_rule("tcp", 22, 22, ANYWHERE),  # ssh-external-to-node-0.0.0.0/0
+        ],
+    )
+    on = {n.host: masters if n.roles & KOPS_MASTER_ROLES else nodes for n in plan.nodes}
+    found = tuple(
+        ForeignGroup(
+            f"{kind}.{plan.cluster}", ids[kind], f"{kind}.{plan.cluster}", tuple(h for h in on if on[h] == gid)
+        )
+        for kind, gid in ids.items()
+    )
+    return on, found
+
+
+def seed(port: int, plan: Plan, like: str | None = None) -> Seeded:
+    """Create the plan's VPC, subnets and instances, and with LIKE the groups and settings that tool leaves.
+
+    Without LIKE the instances are in the VPC's default group (no ingress rule in the sandbox).
+    """
     from botocore.exceptions import BotoCoreError, ClientError
 
+    check_like(like)
     vpc_net, subnet_nets = network_for(plan)
     ec2 = _ec2(port)
+    groups: tuple[ForeignGroup, ...] = ()
     try:
         vpc_id = ec2.create_vpc(CidrBlock=str(vpc_net), TagSpecifications=_tags("vpc", f"ket-{plan.cluster}"))["Vpc"][
             "VpcId"
@@ -299,11 +485,16 @@ def seed(port: int, plan: Plan) -> tuple[str, ipaddress.IPv4Network, int, int]:
                 TagSpecifications=_tags("subnet", f"ket-{plan.cluster}-{net.network_address}"),
             )["Subnet"]
             subnet_ids[net] = subnet["SubnetId"]
+        group_of: dict[str, str] = {}
+        if like == LIKE_KISMATIC_PROVISION:
+            group_of, groups = _kismatic_provision_groups(ec2, vpc_id, plan)
+        elif like == LIKE_KOPS:
+            group_of, groups = _kops_groups(ec2, vpc_id, plan)
         image = image_id(ec2)
         for node in plan.nodes:
             addr = ipaddress.IPv4Address(node.address)
             net = next(n for n in subnet_nets if addr in n)
-            ec2.run_instances(
+            instance = ec2.run_instances(
                 ImageId=image,
                 InstanceType=INSTANCE_TYPE,
                 MinCount=1,
@@ -311,19 +502,41 @@ def seed(port: int, plan: Plan) -> tuple[str, ipaddress.IPv4Network, int, int]:
                 SubnetId=subnet_ids[net],
                 PrivateIpAddress=str(addr),
                 TagSpecifications=_tags("instance", node.host),
-            )
+            )["Instances"][0]
+            if node.host in group_of:
+                # Launching in a group and putting it on the interface right after are one thing to AWS.
+                # moto, though, keeps launch groups on the instance's primary interface for good (its
+                # groups are the interface's and the instance's together): then no one could take them
+                # off, as AWS lets ket-infra's detach_groups do.
+                ec2.modify_network_interface_attribute(
+                    NetworkInterfaceId=instance["NetworkInterfaces"][0]["NetworkInterfaceId"],
+                    Groups=[group_of[node.host]],
+                )
+            if like == LIKE_KISMATIC_PROVISION:
+                ec2.modify_instance_attribute(InstanceId=instance["InstanceId"], SourceDestCheck={"Value": False})
     except (BotoCoreError, ClientError) as exc:
         raise SandboxError(
             f"seeding the sandbox on port {port} failed: {exc}; see {endpoint(port)} and the sandbox log"
         ) from None
-    return vpc_id, vpc_net, len(subnet_nets), len(plan.nodes)
+    return Seeded(vpc_id, vpc_net, len(subnet_nets), len(plan.nodes), like, groups)
 
 
 # --- the environment file ----------------------------------------------------------------------------
 
 
-def environment_text(plan_file: str, port: int, installer: ipaddress.IPv4Address) -> str:
-    """The sandbox environment file (DESIGN.md "Environment file")."""
+def _yaml_name(name: str) -> str:
+    """NAME as a YAML flow-sequence item: bare when plain letters, digits, dots, dashes; else quoted."""
+    return name if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name) else json.dumps(name)
+
+
+def environment_text(
+    plan_file: str,
+    port: int,
+    installer: ipaddress.IPv4Address,
+    like: str | None = None,
+    groups: Sequence[ForeignGroup] = (),
+) -> str:
+    """The sandbox environment file (DESIGN.md "Environment file"); with LIKE, comments naming GROUPS."""
     q = json.dumps  # a JSON string is a valid YAML string
     lines = [
         "# The ket-infra sandbox: a moto server on 127.0.0.1 seeded from the plan file.",
@@ -345,13 +558,29 @@ def environment_text(plan_file: str, port: int, installer: ipaddress.IPv4Address
         "# inside the sandbox VPC that no node uses: the VPC's network address + 5.",
         f"installer_cidr: {installer}/32",
     ]
+    if like is not None and groups:
+        names = ", ".join(f"{_yaml_name(g.name)} ({g.group_id}, Name {q(g.tag)})" for g in groups)
+        lines += [
+            f"# Seeded like {like}: the cluster's instances carry {'this group' if len(groups) == 1 else 'these groups'}"
+            " of that tool,",
+            f"# not ket-infra's: {names}.",
+            f"# `detach_groups: [{', '.join(_yaml_name(g.name) for g in groups)}]` moves the cluster off "
+            f"{'it' if len(groups) == 1 else 'them'}.",
+        ]
     return "\n".join(lines) + "\n"
 
 
-def write_environment(env_file: Path, plan_path: Path, port: int, installer: ipaddress.IPv4Address) -> Path:
+def write_environment(
+    env_file: Path,
+    plan_path: Path,
+    port: int,
+    installer: ipaddress.IPv4Address,
+    like: str | None = None,
+    groups: Sequence[ForeignGroup] = (),
+) -> Path:
     env_file.parent.mkdir(parents=True, exist_ok=True)
     rel = os.path.relpath(plan_path.resolve(), env_file.parent.resolve())
-    env_file.write_text(environment_text(Path(rel).as_posix(), port, installer))
+    env_file.write_text(environment_text(Path(rel).as_posix(), port, installer, like, groups))
     return env_file
 
 
@@ -364,19 +593,30 @@ def sandbox_up(
     env_file: Path | None = None,
     state_dir: Path | None = None,
     progress: Callable[[str], None] = print,
+    like: str | None = None,
 ) -> Path:
-    """Start (or reset) the sandbox on PORT, seed it from PLAN_PATH, write its environment file; return that path."""
+    """Start (or reset) the sandbox on PORT, seed it from PLAN_PATH, write its environment file; return that path.
+
+    LIKE ("kismatic-provision" or "kops") also seeds the security groups and settings that tool leaves.
+    """
+    check_like(like)
     plan_path = Path(plan_path)
     plan = load_plan(plan_path)
     vpc_net, _ = network_for(plan)  # refuse a plan that cannot be seeded before starting anything
     installer = installer_address(vpc_net, plan)
     _ensure_server(port, Path(state_dir) if state_dir is not None else default_state_dir(), progress)
-    vpc_id, vpc_net, subnets, instances = seed(port, plan)
+    seeded = seed(port, plan, like)
+    subnets, instances = seeded.subnets, seeded.instances
     progress(
-        f"seeded VPC {vpc_id} ({vpc_net}) with {subnets} subnet{'s' * (subnets != 1)}"
+        f"seeded VPC {seeded.vpc_id} ({seeded.vpc_net}) with {subnets} subnet{'s' * (subnets != 1)}"
         f" and {instances} instance{'s' * (instances != 1)}"
     )
-    path = write_environment(env_file if env_file is not None else DEFAULT_ENV_FILE, plan_path, port, installer)
+    summary = seeded.summary()
+    if summary is not None:
+        progress(summary)
+    path = write_environment(
+        env_file if env_file is not None else DEFAULT_ENV_FILE, plan_path, port, installer, like, seeded.groups
+    )
     progress(f"wrote {path}")
     return path
 

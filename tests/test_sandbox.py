@@ -37,9 +37,9 @@ class Sandbox:
         self.env_file = root / "envs" / "sandbox.yaml"
         self.lines: list[str] = []
 
-    def up(self, plan: Path) -> Path:
+    def up(self, plan: Path, like: str | None = None) -> Path:
         self.lines.clear()
-        return sandbox_up(plan, self.port, self.env_file, self.state_dir, progress=self.lines.append)
+        return sandbox_up(plan, self.port, self.env_file, self.state_dir, progress=self.lines.append, like=like)
 
     def ec2(self) -> Any:
         import boto3
@@ -159,6 +159,175 @@ def test_rule_description_from_a_group_source_is_kept(sandbox: Sandbox) -> None:
     group = ec2.describe_security_groups(GroupIds=[target])["SecurityGroups"][0]
     pairs = [p for perm in group["IpPermissions"] for p in perm["UserIdGroupPairs"]]
     assert [(p["GroupId"], p.get("Description")) for p in pairs] == [(source, "Calico BGP peering")]
+
+
+# --- sandbox up --like --------------------------------------------------------------------------------
+
+
+def like_plan(plan_file: Any) -> Path:
+    """One node per role, one of them (cp01) both etcd and master, all in 10.0.1.0/24, cluster "test"."""
+    data = base_plan()
+    data["etcd"]["nodes"] = [node("etcd01", "10.0.1.11"), node("cp01", "10.0.1.12")]
+    data["master"]["nodes"] = [node("master01", "10.0.1.21"), node("cp01", "10.0.1.12")]
+    data["etcd"]["expected_count"] = data["master"]["expected_count"] = 2
+    data["ingress"] = {"expected_count": 1, "nodes": [node("ingress01", "10.0.1.41")]}
+    data["storage"] = {"expected_count": 1, "nodes": [node("storage01", "10.0.1.51")]}
+    return Path(plan_file(data))
+
+
+LIKE_HOSTS = {"etcd01", "cp01", "master01", "worker01", "ingress01", "storage01"}
+
+
+def rules(perms: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    """IpPermissions as sorted (protocol, from port, to port, source CIDR or group id), one per source."""
+    out = []
+    for p in perms:
+        sources = [r["CidrIp"] for r in p.get("IpRanges", [])] + [g["GroupId"] for g in p.get("UserIdGroupPairs", [])]
+        assert not p.get("Ipv6Ranges") and not p.get("PrefixListIds")
+        out += [(p["IpProtocol"], p.get("FromPort"), p.get("ToPort"), source) for source in sources]
+    return sorted(out)
+
+
+def seeded_view(box: Sandbox) -> tuple[dict[str, dict[str, Any]], dict[str, tuple[list[str], bool]]]:
+    """The sandbox VPC's groups by name ({id, tags, description, ingress, egress}) and, per instance Name tag,
+    (the names of the groups on its interface, its source/dest check), as ket-infra reads them."""
+    ec2 = box.ec2()
+    vpc = next(v["VpcId"] for v in ec2.describe_vpcs()["Vpcs"] if not v["IsDefault"])
+    groups = {}
+    for g in ec2.describe_security_groups(Filters=[{"Name": "vpc-id", "Values": [vpc]}])["SecurityGroups"]:
+        groups[g["GroupName"]] = {
+            "id": g["GroupId"],
+            "tags": {t["Key"]: t["Value"] for t in g.get("Tags", [])},
+            "description": g["Description"],
+            "ingress": rules(g["IpPermissions"]),
+            "egress": rules(g["IpPermissionsEgress"]),
+        }
+    instances = {}
+    for reservation in ec2.describe_instances()["Reservations"]:
+        for inst in reservation["Instances"]:
+            name = {t["Key"]: t["Value"] for t in inst["Tags"]}["Name"]
+            (eni,) = inst["NetworkInterfaces"]
+            check = ec2.describe_instance_attribute(InstanceId=inst["InstanceId"], Attribute="sourceDestCheck")
+            assert check["SourceDestCheck"]["Value"] == inst["SourceDestCheck"]
+            instances[name] = (sorted(g["GroupName"] for g in eni["Groups"]), inst["SourceDestCheck"])
+    return groups, instances
+
+
+ALL_OUT = [("-1", None, None, "0.0.0.0/0")]
+
+
+def test_up_without_like_leaves_the_default_group_closed(sandbox: Sandbox, plan_file: Any) -> None:
+    sandbox.up(like_plan(plan_file))
+    groups, instances = seeded_view(sandbox)
+    assert list(groups) == ["default"]
+    assert (groups["default"]["ingress"], groups["default"]["egress"], groups["default"]["tags"]) == ([], ALL_OUT, {})
+    assert instances == {h: (["default"], True) for h in LIKE_HOSTS}
+    assert not any(line.startswith("seeded like") for line in sandbox.lines)
+    assert "detach_groups" not in sandbox.env_file.read_text()
+
+
+def test_up_like_kismatic_provision(sandbox: Sandbox, plan_file: Any) -> None:
+    """provision/aws/client.go: the VPC's default group opened to all from 0.0.0.0/0, source/dest check off."""
+    path = sandbox.up(like_plan(plan_file), like="kismatic-provision")
+    groups, instances = seeded_view(sandbox)
+    assert list(groups) == ["default"]
+    sg = groups["default"]
+    assert sg["tags"] == {"Name": "Kismatic Wide Open SG", "ProvisionedBy": "Kismatic"}
+    assert sg["ingress"] == [("-1", None, None, "0.0.0.0/0")]
+    assert sg["egress"] == ALL_OUT
+    assert instances == {h: (["default"], False) for h in LIKE_HOSTS}
+    assert (
+        f'seeded like kismatic-provision: group default ({sg["id"]}, Name "Kismatic Wide Open SG") open to all '
+        "traffic from 0.0.0.0/0 on 6 instances, source/dest check off"
+    ) in sandbox.lines
+    text = path.read_text()
+    assert "# Seeded like kismatic-provision: the cluster's instances carry this group of that tool,\n" in text
+    assert f'# not ket-infra\'s: default ({sg["id"]}, Name "Kismatic Wide Open SG").\n' in text
+    assert "# `detach_groups: [default]` moves the cluster off it.\n" in text
+    env = load_environment(path)  # the comments leave the file as valid as before
+    assert env.installer_cidr == "10.0.1.5/32"
+
+
+def test_up_like_kops(sandbox: Sandbox, plan_file: Any) -> None:
+    """pkg/model/firewall.go and external_access.go: masters./nodes. groups with kops' rules."""
+    path = sandbox.up(like_plan(plan_file), like="kops")
+    groups, instances = seeded_view(sandbox)
+    assert sorted(groups) == ["default", "masters.test", "nodes.test"]
+    masters, nodes = groups["masters.test"]["id"], groups["nodes.test"]["id"]
+    assert groups["default"]["ingress"] == []
+    assert groups["masters.test"]["ingress"] == sorted(
+        [
+            ("-1", None, None, masters),
+            ("tcp", 1, 2379, nodes),
+            ("tcp", 2382, 4000, nodes),
+            ("tcp", 4003, 65535, nodes),
+            ("udp", 1, 65535, nodes),
+            ("tcp", 22, 22, "0.0.0.0/0"),
+            ("tcp", 443, 443, "0.0.0.0/0"),
+        ]
+    )
+    assert groups["nodes.test"]["ingress"] == sorted(
+        [
+            ("-1", None, None, masters),
+            ("-1", None, None, nodes),
+            ("tcp", 22, 22, "0.0.0.0/0"),
+        ]
+    )
+    for kind in ("masters", "nodes"):
+        g = groups[f"{kind}.test"]
+        assert g["egress"] == ALL_OUT
+        assert g["description"] == f"Security group for {kind}"
+        assert g["tags"] == {
+            "Name": f"{kind}.test",
+            "KubernetesCluster": "test",
+            "kubernetes.io/cluster/test": "owned",
+        }
+    assert instances == {
+        "etcd01": (["masters.test"], True),
+        "cp01": (["masters.test"], True),
+        "master01": (["masters.test"], True),
+        "worker01": (["nodes.test"], True),
+        "ingress01": (["nodes.test"], True),
+        "storage01": (["nodes.test"], True),
+    }
+    assert (
+        f"seeded like kops: group masters.test ({masters}) on 3 etcd/master instances, group nodes.test ({nodes}) "
+        "on 3 other instances; all traffic masters<-masters, nodes<-masters, nodes<-nodes; tcp 1-2379, "
+        "tcp 2382-4000, tcp 4003-65535, udp 1-65535 masters<-nodes; tcp 22 from 0.0.0.0/0 to both, "
+        "tcp 443 from 0.0.0.0/0 to masters"
+    ) in sandbox.lines
+    text = path.read_text()
+    assert "# Seeded like kops: the cluster's instances carry these groups of that tool,\n" in text
+    assert "# `detach_groups: [masters.test, nodes.test]` moves the cluster off them.\n" in text
+    assert f'masters.test ({masters}, Name "masters.test"), nodes.test ({nodes}, Name "nodes.test")' in text
+
+    sandbox.up(like_plan(plan_file))  # a later plain `up` resets: no kops group is left
+    groups, instances = seeded_view(sandbox)
+    assert list(groups) == ["default"]
+    assert instances == {h: (["default"], True) for h in LIKE_HOSTS}
+
+
+def test_up_refuses_an_unknown_like_before_starting(tmp_path: Path) -> None:
+    port = free_port()
+    with pytest.raises(
+        KetInfraError, match=r"^--like: unknown value 'eksctl'; choose one of kismatic-provision, kops$"
+    ):
+        sandbox_up(ROUTED, port, tmp_path / "env.yaml", tmp_path / "state", progress=lambda _: None, like="eksctl")
+    assert not pid_file(port, tmp_path / "state").exists()
+    assert not (tmp_path / "env.yaml").exists()
+    assert not port_open(port)
+
+
+def test_cli_like_offers_the_two_tools() -> None:
+    from click.testing import CliRunner
+
+    from ket_infra.cli import cli
+
+    result = CliRunner().invoke(cli, ["sandbox", "up", str(ROUTED), "--like", "eksctl"])
+    assert result.exit_code == 2
+    assert "'eksctl' is not one of 'kismatic-provision', 'kops'" in result.output
+    help_text = CliRunner().invoke(cli, ["sandbox", "up", "--help"]).output
+    assert "--like [kismatic-provision|kops]" in help_text
 
 
 def test_up_refuses_a_port_taken_by_another_program(tmp_path: Path) -> None:
