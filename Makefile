@@ -1,5 +1,5 @@
 # ket-infra. `make demo` runs the whole job on a local sandbox; `make test` runs the tests.
-# `make plan|apply|verify|destroy ENV=name` drive a real environment (environments/NAME.yaml).
+# `make plan|apply|verify|audit|destroy ENV=name` drive a real environment (environments/NAME.yaml).
 PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -11,7 +11,7 @@ DEMO_ENV  := environments/sandbox.yaml
 KET_INFRA_TF_PLUGIN_DIR ?= $(wildcard /opt/tf-plugins)
 export KET_INFRA_TF_PLUGIN_DIR
 
-.PHONY: demo test lint fmt bench mutants plan apply verify destroy clean need-env
+.PHONY: demo test lint fmt bench mutants plan apply verify audit destroy clean need-env
 
 $(BIN)/ket-infra: pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or run make PYTHON=python3"; exit 1; }
@@ -34,11 +34,13 @@ demo: $(BIN)/ket-infra
 	$(BIN)/ket-infra apply --env $(DEMO_ENV); \
 	echo "== 5. verify: every required flow open between every pair of nodes, judged from AWS's live state"; \
 	$(BIN)/ket-infra verify --env $(DEMO_ENV); \
-	echo "== 6. plan again: nothing left to change"; \
+	echo "== 6. audit: nothing open beyond the required flows, whoever made the rules"; \
+	$(BIN)/ket-infra audit --env $(DEMO_ENV); \
+	echo "== 7. plan again: nothing left to change"; \
 	$(BIN)/ket-infra plan --env $(DEMO_ENV) --detailed-exitcode | tail -n 1; \
-	echo "== 7. destroy"; \
+	echo "== 8. destroy"; \
 	$(BIN)/ket-infra destroy --env $(DEMO_ENV) --auto-approve; \
-	echo "== 8. sandbox down"; \
+	echo "== 9. sandbox down"; \
 	$(BIN)/ket-infra sandbox down --port $(DEMO_PORT); \
 	echo "demo complete"
 
@@ -53,6 +55,10 @@ apply: $(BIN)/ket-infra need-env
 
 verify: $(BIN)/ket-infra need-env
 	$(BIN)/ket-infra verify --env $(ENV)
+
+# exit 3 when a rule on the nodes opens more than the plan needs; FORMAT=markdown for a review
+audit: $(BIN)/ket-infra need-env
+	$(BIN)/ket-infra audit --env $(ENV) $(if $(FORMAT),--format $(FORMAT))
 
 # asks for yes on a terminal; AUTO_APPROVE=1 for a pipeline
 destroy: $(BIN)/ket-infra need-env

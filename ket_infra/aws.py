@@ -356,3 +356,80 @@ def owned_resources(env: Environment, cluster: str, discovery: Discovery, ec2: A
         if set(n.security_groups) & set(groups)
     }
     return Owned(groups, tuple(sorted(rules, key=lambda r: r.rule_id)), carried, states)
+
+
+# --- foreign groups ket-infra took off the nodes' interfaces (environment detach_groups) ------------
+
+DETACHED_TAG = "ket-infra/detached-groups"  # on an interface: the ids ket-infra took off it, space-separated
+
+
+@dataclass(frozen=True)
+class InterfaceGroups:
+    network_interface_id: str
+    host: str
+    groups: tuple[str, ...]  # on the interface now
+    detached: tuple[str, ...]  # taken off by ket-infra, to put back on destroy
+
+
+def interface_groups(env: Environment, discovery: Discovery, ec2: Any | None = None) -> list[InterfaceGroups]:
+    """The groups on each node's interface and those ket-infra recorded taking off it."""
+    ec2 = ec2 or client(env, "ec2")
+    host_of = {n.network_interface_id: n.host for n in discovery.nodes}
+    found: dict[str, InterfaceGroups] = {}
+    with aws_errors(env, "reading the nodes' network interfaces"):
+        for chunk in filter_chunks(sorted(host_of)):
+            pages = ec2.get_paginator("describe_network_interfaces").paginate(
+                Filters=[{"Name": "network-interface-id", "Values": chunk}]
+            )
+            for page in pages:
+                for eni in page["NetworkInterfaces"]:
+                    eni_id = eni["NetworkInterfaceId"]
+                    found[eni_id] = InterfaceGroups(
+                        eni_id,
+                        host_of[eni_id],
+                        tuple(g["GroupId"] for g in eni.get("Groups", [])),
+                        # an interface's tags are its TagSet (EC2 API reference, NetworkInterface)
+                        tuple((_tag({"Tags": eni.get("TagSet", [])}, DETACHED_TAG) or "").split()),
+                    )
+    return [found[n.network_interface_id] for n in discovery.nodes if n.network_interface_id in found]
+
+
+def set_interface_groups(
+    env: Environment, interface: InterfaceGroups, groups: list[str], detached: list[str], ec2: Any | None = None
+) -> None:
+    """Put exactly GROUPS on the interface and record DETACHED on it (the record goes when it is empty).
+
+    The record holds the old and the new groups while the interface changes: a run stopped half-way
+    still knows every group it has to put back.
+    """
+    ec2 = ec2 or client(env, "ec2")
+    eni = interface.network_interface_id
+
+    def record(ids: list[str]) -> None:
+        if ids:
+            ec2.create_tags(Resources=[eni], Tags=[{"Key": DETACHED_TAG, "Value": " ".join(ids)}])
+        else:
+            ec2.delete_tags(Resources=[eni], Tags=[{"Key": DETACHED_TAG}])
+
+    both = sorted(set(interface.detached) | set(detached))
+    with aws_errors(env, f"changing the security groups of {interface.host} ({eni})"):
+        if both != sorted(interface.detached):
+            record(both)
+        ec2.modify_network_interface_attribute(NetworkInterfaceId=eni, Groups=groups)
+        if sorted(detached) != both:
+            record(sorted(detached))
+
+
+def group_names(env: Environment, group_ids: list[str], ec2: Any | None = None) -> dict[str, str]:
+    """The names of GROUP_IDS that still exist."""
+    ec2 = ec2 or client(env, "ec2")
+    out: dict[str, str] = {}
+    with aws_errors(env, "reading security group names"):
+        for chunk in filter_chunks(group_ids):
+            pages = ec2.get_paginator("describe_security_groups").paginate(
+                Filters=[{"Name": "group-id", "Values": chunk}]
+            )
+            for page in pages:
+                for g in page["SecurityGroups"]:
+                    out[g["GroupId"]] = g.get("GroupName", g["GroupId"])
+    return out

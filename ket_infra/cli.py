@@ -75,7 +75,13 @@ def complete_env(_ctx: click.Context, _param: click.Parameter, incomplete: str) 
     show_default=True,
     help="table for a terminal, json for tools, markdown for a pull request, mermaid for a diagram.",
 )
-def rules(plan_file: str, env: str | None, fmt: str) -> None:
+@click.option(
+    "--audit",
+    "audit_file",
+    type=click.Path(dir_okay=False),
+    help="With --format mermaid: mark the excess paths of an audit's JSON (ket-infra audit --format json).",
+)
+def rules(plan_file: str, env: str | None, fmt: str, audit_file: str | None) -> None:
     """Offline: the security groups and rules PLAN_FILE needs.
 
     With --env, the environment file's installer_cidr, ingress_cidrs,
@@ -87,9 +93,32 @@ def rules(plan_file: str, env: str | None, fmt: str) -> None:
     from ket_infra.plan import load_plan
     from ket_infra.report import render
 
+    if audit_file is not None and fmt != "mermaid":
+        raise KetInfraError(f"--audit {audit_file} marks a diagram: add --format mermaid")
     environment = load_environment(env) if env else None
     rs = layout(load_plan(plan_file), environment)
-    click.echo(render(rs, fmt), nl=False)
+    click.echo(render(rs, fmt, _audit_json(audit_file) if audit_file else None), nl=False)
+
+
+def _audit_json(path: str) -> dict[str, Any]:
+    import json
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = json.load(f)
+    except OSError as exc:
+        raise KetInfraError(f"{path}: {exc.strerror}; give the file ket-infra audit --format json wrote") from None
+    except ValueError as exc:
+        raise KetInfraError(f"{path}: not JSON ({exc}); give the file ket-infra audit --format json wrote") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("excess"), list):
+        raise KetInfraError(f"{path}: has no excess list; give the file ket-infra audit --format json wrote")
+    for i, e in enumerate(doc["excess"]):
+        if not isinstance(e, dict) or not {"severity", "protocol", "source", "targets"} <= set(e):
+            raise KetInfraError(
+                f"{path}: excess[{i}] lacks severity, protocol, source or targets; "
+                "give the file ket-infra audit --format json wrote"
+            )
+    return doc
 
 
 ENV_OPTION = click.option(
@@ -202,6 +231,44 @@ def _verify(ctx: Any, fmt: str) -> None:
         sys.exit(EXIT_BLOCKED)
 
 
+@cli.command("audit")
+@ENV_OPTION
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json", "markdown", "junit"]),
+    default="text",
+    show_default=True,
+    help="markdown: a table for a security review; junit: a failure per rule open wider than needed.",
+)
+def audit_cmd(env: str, fmt: str) -> None:
+    """Live check: nothing open beyond the required flows.
+
+    Reads AWS only (never changes anything). Takes every inbound rule of every
+    group on the cluster's interfaces, whoever made it, and reports what it lets
+    in that the plan does not need: world (from 0.0.0.0/0 or ::/0), vpc (from
+    addresses other than the nodes and the environment's CIDRs) or cluster
+    (between nodes, wider than the catalog). Exit 0 when nothing is in excess,
+    3 when something is, 1 on errors.
+    """
+    import json
+
+    from ket_infra.audit import audit, junit_report, markdown_report, text_report
+
+    ctx = _context(env, _progress)
+    report = audit(ctx.plan, ctx.env, ctx.rules)
+    if fmt == "json":
+        click.echo(json.dumps(report.as_json(), indent=2))
+    elif fmt == "junit":
+        click.echo(junit_report(report, ctx.env.name, ctx.rules.cluster), nl=False)
+    elif fmt == "markdown":
+        click.echo(markdown_report(report, ctx.env.name, ctx.rules.cluster), nl=False)
+    else:
+        click.echo(text_report(report, ctx.env.name, ctx.rules.cluster), nl=False)
+    if not report.ok:
+        sys.exit(EXIT_BLOCKED)
+
+
 @cli.command("destroy")
 @ENV_OPTION
 @click.option("--auto-approve", is_flag=True, help="Do not ask; needed where there is no terminal (pipelines).")
@@ -244,13 +311,20 @@ def sandbox() -> None:
 @click.argument("plan_file", type=click.Path(dir_okay=False))
 @click.option("--port", default=5000, show_default=True, help="Port on 127.0.0.1.")
 @click.option("--env-file", type=click.Path(dir_okay=False), default="environments/sandbox.yaml", show_default=True)
-def sandbox_up(plan_file: str, port: int, env_file: str) -> None:
+@click.option(
+    "--like",
+    type=click.Choice(["kismatic-provision", "kops"]),
+    default=None,
+    help="Also leave the security groups and instance settings that tool leaves: kismatic-provision's "
+    "group open to all traffic from 0.0.0.0/0 (source/dest check off), or kops' masters./nodes. groups.",
+)
+def sandbox_up(plan_file: str, port: int, env_file: str, like: str | None) -> None:
     """Start the emulator, create a VPC, subnets and one instance per node, write ENV_FILE."""
     from pathlib import Path
 
     from ket_infra.sandbox import sandbox_up as up
 
-    path = up(Path(plan_file), port=port, env_file=Path(env_file), progress=click.echo)
+    path = up(Path(plan_file), port=port, env_file=Path(env_file), progress=click.echo, like=like)
     click.echo(f"sandbox ready: use --env {path}")
 
 

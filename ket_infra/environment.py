@@ -28,6 +28,7 @@ TOP_KEYS = {
     "gluster_brick_ports",
     "extra_rules",
     "preflight",
+    "detach_groups",
 }
 AWS_KEYS = {"region", "account_id", "endpoint_url"}
 TERRAFORM_KEYS = {"binary", "backend", "plugin_dir"}
@@ -80,6 +81,9 @@ class Environment:
     gluster_brick_ports: int = BRICK_PORTS_DEFAULT
     extra_flows: tuple[Flow, ...] = ()
     preflight: bool = True
+    # foreign security groups to take off the cluster's interfaces (ids or names); apply detaches
+    # them once the flows are proven open without them, destroy puts them back
+    detach_groups: tuple[str, ...] = ()
     given: str = ""  # --env as the user gave it, for hints that repeat the command
 
     @property
@@ -112,6 +116,22 @@ def _cidr(doc: yamldoc.Doc, key: str, value: object) -> str:
 def _cidr_list(doc: yamldoc.Doc, name: str) -> tuple[str, ...]:
     items = doc.seq(name)
     return tuple(dict.fromkeys(_cidr(doc, f"{name}[{i}]", v) for i, v in enumerate(items)))
+
+
+_GROUP_ID = re.compile(r"sg-[0-9a-f]{8}([0-9a-f]{9})?")
+
+
+def _detach_groups(doc: yamldoc.Doc) -> tuple[str, ...]:
+    out: list[str] = []
+    for i, value in enumerate(doc.seq("detach_groups")):
+        key = f"detach_groups[{i}]"
+        if not isinstance(value, str) or not value.strip() or len(value) > 255:
+            doc.fail(key, f"{yamldoc.describe(value)} is not a security group", "give a group id (sg-...) or name")
+        value = value.strip()
+        if value.startswith("sg-") and not _GROUP_ID.fullmatch(value):
+            doc.fail(key, f"{value!r} is not a security group id", "an id is sg- and 8 or 17 hex digits")
+        out.append(value)
+    return tuple(dict.fromkeys(out))
 
 
 def _brick_ports(doc: yamldoc.Doc) -> int:
@@ -289,5 +309,6 @@ def load_environment(env: str | Path) -> Environment:
         gluster_brick_ports=_brick_ports(root),
         extra_flows=tuple(extra),
         preflight=root.flag("preflight", True),
+        detach_groups=_detach_groups(root),
         given=str(env),
     )

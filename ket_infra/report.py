@@ -163,7 +163,9 @@ def _mermaid_id(peer: Peer) -> str:
     return "".join(ch if ch.isalnum() else "_" for ch in raw)
 
 
-def to_mermaid(rs: RuleSet) -> str:
+def to_mermaid(rs: RuleSet, audit: dict[str, Any] | None = None) -> str:
+    """A flowchart of the groups and the flows between them; AUDIT (an audit's JSON) adds its excess
+    paths as red dashed arrows from what is open to the groups it reaches."""
     out = ["flowchart LR"]
     for g in rs.groups:
         out.append(f'    {_mermaid_id(Peer(group=g.name))}["{g.name} ({len(g.nodes)} node(s))"]')
@@ -179,8 +181,49 @@ def to_mermaid(rs: RuleSet) -> str:
     for (src, dst), labels in sorted(edges.items()):
         text = "<br/>".join(dict.fromkeys(labels)).replace('"', "'")
         out.append(f'    {src} -->|"{text}"| {dst}')
+    if audit:
+        out += _mermaid_excess(rs, audit, len(edges), set(cidrs))
     return "\n".join(out) + "\n"
 
 
-def render(rs: RuleSet, fmt: str) -> str:
-    return {"json": to_json, "table": to_table, "markdown": to_markdown, "mermaid": to_mermaid}[fmt](rs)
+def _mermaid_excess(rs: RuleSet, audit: dict[str, Any], links: int, drawn: set[str]) -> list[str]:
+    group_of = {host: g.name for g in rs.groups for host in g.nodes}
+    ours = {f"{rs.cluster}-{g.name}": g.name for g in rs.groups}
+    out: list[str] = []
+    sources: set[str] = set()
+    arrows: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for e in audit.get("excess", []):
+        source = str(e["source"])
+        name = source.split(" (", 1)[1].rstrip(")") if " (" in source else ""
+        if name in ours:
+            src = _mermaid_id(Peer(group=ours[name]))
+        elif source in drawn:
+            src = _mermaid_id(Peer(cidr=source))
+        else:
+            src = "x_" + "".join(ch if ch.isalnum() else "_" for ch in source.split(" (", 1)[0])
+            if src not in sources:
+                out.append(f'    {src}(["{source.replace(chr(34), chr(39))}"]):::excess')
+                sources.add(src)
+        lo, hi = e.get("from_port"), e.get("to_port")
+        what = protocol_label(str(e["protocol"])) if e["protocol"] != "all" else "all traffic"
+        if e["protocol"] in ("tcp", "udp") and lo is not None:
+            what += f" {lo}" if lo == hi else f" {lo}-{hi}"
+        via = e.get("via", {})
+        label = f"EXCESS {e['severity']}: {what} via {via.get('group_name', '?')}"
+        for group in dict.fromkeys(group_of[h] for h in e.get("targets", []) if h in group_of):
+            arrows[(src, _mermaid_id(Peer(group=group)))].append(label)
+    for (src, dst), labels in sorted(arrows.items()):
+        text = "<br/>".join(dict.fromkeys(labels)).replace('"', "'")
+        out.append(f'    {src} -.->|"{text}"| {dst}')
+    if arrows:
+        out.append("    classDef excess fill:#fdd,stroke:#c00,color:#600")
+        out.append(
+            f"    linkStyle {','.join(str(i) for i in range(links, links + len(arrows)))} stroke:#c00,color:#c00"
+        )
+    return out
+
+
+def render(rs: RuleSet, fmt: str, audit: dict[str, Any] | None = None) -> str:
+    if fmt == "mermaid":
+        return to_mermaid(rs, audit)
+    return {"json": to_json, "table": to_table, "markdown": to_markdown}[fmt](rs)

@@ -435,7 +435,7 @@ def _return_traffic(t: Traffic) -> Traffic | None:
 # ---------------------------------------------------------------- classes
 
 
-def _classes(
+def node_classes(
     plan: Plan, discovery: Discovery, state: LiveState, extra: Iterable[Net]
 ) -> list[tuple[NodeInterface, ...]]:
     """Nodes no rule or ACL entry can tell apart, grouped."""
@@ -505,7 +505,7 @@ def evaluate(plan: Plan, env: Environment, rules: RuleSet, discovery: Discovery,
             extra.extend(_net(c) for c, _ in cidr_sources(f, plan, env))
         if f.dst_cidr is not None:
             extra.extend(e.net for e in _destinations(f, plan, env))
-    classes = _classes(plan, discovery, state, extra)
+    classes = node_classes(plan, discovery, state, extra)
     judge = Judge(state)
     report = Report(nodes=len(discovery.nodes))
     for flow in required:

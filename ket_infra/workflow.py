@@ -256,6 +256,11 @@ def plan(ctx: Context) -> PlanSummary:
     tf.save_fingerprint(tf.fingerprint(ctx.inputs()))
     for line in summary_lines(summary):
         ctx.progress(line)
+    if ctx.env.detach_groups:
+        ctx.progress(
+            f"after the apply: detach_groups {', '.join(ctx.env.detach_groups)} come off the nodes' interfaces "
+            "once every required flow is proven open without them (nothing is detached otherwise)"
+        )
     return summary
 
 
@@ -286,7 +291,16 @@ def apply(ctx: Context, auto_approve: bool) -> None:
         ) from None
     tf.forget_plan()
     host_settings(ctx, restore=False)
+    foreign_groups(ctx)
     ctx.progress(f"applied: environment {ctx.env.name} is ready for kismatic install apply")
+
+
+def foreign_groups(ctx: Context) -> None:
+    """Take the environment's detach_groups off the nodes (once proven safe); put back those no longer listed."""
+    from ket_infra import aws, detach
+
+    found = ctx.found or aws.discover(ctx.plan, ctx.env)
+    detach.apply_detach(ctx.plan, ctx.env, ctx.rules, found, ctx.progress)
 
 
 def _host_setting_targets(ctx: Context, found: Discovery) -> list[Any]:
@@ -318,7 +332,7 @@ def destroy(ctx: Context, approve: Approve) -> None:
     fresh checkout (no work folder) destroys what an earlier run made, even when the cluster's
     instances are gone. When APPROVE declines, nothing changes and the run fails.
     """
-    from ket_infra import aws
+    from ket_infra import aws, detach
 
     tf = ctx.tf
     tf.check_version()
@@ -331,20 +345,25 @@ def destroy(ctx: Context, approve: Approve) -> None:
     summary = tf.plan_destroy()
     restore: list[str] = []
     lost: KetInfraError | None = None  # the nodes whose check would be restored are gone
-    if ctx.rules.host_settings:
-        try:
-            ctx.found = aws.discover(ctx.plan, ctx.env)
+    reattach: dict[str, list[str]] = {}  # host -> foreign groups ket-infra took off it
+    try:
+        ctx.found = aws.discover(ctx.plan, ctx.env)
+        if ctx.rules.host_settings:
             restore = [n.host for n in _host_setting_targets(ctx, ctx.found)]
-        except KetInfraError as exc:
-            lost = exc
-    if not summary.has_changes and not restore:
+        reattach = detach.recorded(ctx.env, ctx.found)
+    except KetInfraError as exc:
+        lost = exc
+    if not summary.has_changes and not restore and not reattach:
         tf.forget_plan()
         ctx.progress(f"nothing to destroy: the Terraform state of environment {ctx.env.name} holds nothing")
         return
     listing = summary_lines(summary)[:-1] if summary.has_changes else []
     if restore:
         listing.append(f"  ~ source/dest check back on for {len(restore)} node(s): {', '.join(sorted(restore))}")
-    if lost:
+    if reattach:
+        back = sorted({g for groups in reattach.values() for g in groups})
+        listing.append(f"  + re-attach {', '.join(back)} (detach_groups) to {len(reattach)} node(s) first")
+    if lost and ctx.rules.host_settings:
         listing.append(f"  source/dest check: cannot be restored, the nodes were not found ({lost})")
     n = summary.counts()
     listing.append(
@@ -355,8 +374,13 @@ def destroy(ctx: Context, approve: Approve) -> None:
         raise KetInfraError(
             f"destroy cancelled (the answer was not yes): nothing of environment {ctx.env.name} was changed"
         )
+    if reattach:
+        # before ket-infra's groups go: an interface is never left without the groups it needs
+        assert ctx.found is not None
+        ctx.progress(f"re-attaching the groups detach_groups took off {len(reattach)} node(s)")
+        detach.reattach(ctx.env, ctx.found, ctx.progress)
     tf.destroy()
-    failed = lost  # nodes found missing above are not asked of AWS again
+    failed = lost if ctx.rules.host_settings else None  # nodes found missing above are not asked of AWS again
     if failed is None:
         try:
             host_settings(ctx, restore=True)

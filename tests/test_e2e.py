@@ -525,3 +525,91 @@ def test_two_applies_on_one_s3_backend(sandbox: Sandbox, tmp_path: Path) -> None
     assert f"rendered {fresh / '.work' / 'shared'} to read the Terraform state (no nodes needed)" in gone.stdout
     assert "destroyed: ket-infra's groups and rules for environment shared are gone" in gone.stdout
     assert sandbox.ket_groups() == []
+
+
+def test_moving_a_kismatic_provision_cluster_off_its_wide_open_group(sandbox: Sandbox, tmp_path: Path) -> None:
+    """audit finds the group KET's provisioner opened to the world; apply with detach_groups takes it off
+    once the flows are proven open without it; verify and audit pass; destroy puts it back."""
+    plan = write_yaml(tmp_path / "plan.yaml", base_plan())
+    sandbox_up(plan, sandbox.port, sandbox.env_file, sandbox.root / ".work", progress=lambda _m: None,
+               like="kismatic-provision")  # fmt: skip
+    ec2 = sandbox.client()
+
+    def groups_by_host() -> dict[str, list[str]]:
+        enis = ec2.describe_network_interfaces()["NetworkInterfaces"]
+        return {e["PrivateIpAddress"]: sorted(g["GroupName"] for g in e["Groups"]) for e in enis}
+
+    def detached_tags() -> list[str]:
+        enis = ec2.describe_network_interfaces()["NetworkInterfaces"]
+        return [t["Value"] for e in enis for t in e.get("TagSet", []) if t["Key"] == "ket-infra/detached-groups"]
+
+    before = sandbox.run("audit", "--format", "json")
+    assert before.returncode == 3, before.stdout + before.stderr
+    excess = json.loads(before.stdout)["excess"]
+    assert [(e["severity"], e["protocol"], e["source"], e["via"]["group_name"], e["targets"]) for e in excess] == [
+        ("world", "all", "0.0.0.0/0", "default", ["etcd01", "master01", "worker01"])
+    ]
+    default = excess[0]["via"]["group_id"]
+
+    # the nodes download through a proxy: without it, only the wide-open group would let them out
+    env = sandbox.env_with("migrate", detach_groups=["default"], egress_cidrs=["10.0.9.10/32"], preflight=False)
+    applied = sandbox.run("apply", "--auto-approve", env_file=env)
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    assert (
+        "after the apply: detach_groups default come off the nodes' interfaces once every required flow is proven "
+        "open without them (nothing is detached otherwise)"
+    ) in applied.stdout
+    assert f"detach_groups: every required flow is open without {default} (default) (" in applied.stdout
+    assert "detach_groups: done on 3 interface(s); destroy puts the groups back" in applied.stdout
+    assert groups_by_host() == {
+        "10.0.1.11": ["test-etcd"],
+        "10.0.1.21": ["test-master"],
+        "10.0.1.31": ["test-worker"],
+    }
+    assert detached_tags() == [default] * 3
+
+    verified = sandbox.run("verify", env_file=env)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    after = sandbox.run("audit", env_file=env)
+    assert after.returncode == 0, after.stdout + after.stderr
+    assert after.stdout.startswith("audit migrate (cluster test): clean: nothing is open beyond the required flows")
+
+    destroyed = sandbox.run("destroy", "--auto-approve", env_file=env)
+    assert destroyed.returncode == 0, destroyed.stdout + destroyed.stderr
+    assert f"  + re-attach {default} (detach_groups) to 3 node(s) first" in destroyed.stdout
+    assert groups_by_host() == {a: ["default"] for a in ("10.0.1.11", "10.0.1.21", "10.0.1.31")}
+    assert detached_tags() == [] and sandbox.ket_groups() == []
+
+
+def test_audit_finds_what_kops_leaves_open(sandbox: Sandbox, tmp_path: Path) -> None:
+    data = base_plan()
+    data["worker"] = {"expected_count": 2, "nodes": [node("worker01", "10.0.1.31"), node("worker02", "10.0.1.32")]}
+    plan = write_yaml(tmp_path / "plan.yaml", data)
+    sandbox_up(plan, sandbox.port, sandbox.env_file, sandbox.root / ".work", progress=lambda _m: None, like="kops")
+    audited = sandbox.run("audit", "--format", "json")
+    assert audited.returncode == 3, audited.stdout + audited.stderr
+    found = sorted(
+        (
+            e["severity"],
+            e["protocol"],
+            e["from_port"],
+            e["to_port"],
+            e["source"].split(" (")[-1],
+            e["via"]["group_name"],
+        )
+        for e in json.loads(audited.stdout)["excess"]
+    )
+    assert found == sorted(
+        [
+            ("world", "tcp", 22, 22, "0.0.0.0/0", "masters.test"),
+            ("world", "tcp", 22, 22, "0.0.0.0/0", "nodes.test"),
+            ("world", "tcp", 443, 443, "0.0.0.0/0", "masters.test"),
+            ("cluster", "all", None, None, "masters.test)", "masters.test"),
+            ("cluster", "all", None, None, "masters.test)", "nodes.test"),
+            ("cluster", "all", None, None, "nodes.test)", "nodes.test"),
+            ("cluster", "tcp", 1, 2379, "nodes.test)", "masters.test"),
+            ("cluster", "tcp", 2382, 4000, "nodes.test)", "masters.test"),
+            ("cluster", "tcp", 4003, 65535, "nodes.test)", "masters.test"),
+            ("cluster", "udp", 1, 65535, "nodes.test)", "masters.test"),
+        ]
+    )

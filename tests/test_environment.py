@@ -148,7 +148,18 @@ BAD: list[tuple[str, dict[str, Any], str, str]] = [
         "extra_rules[0].protocol",
         "never allowed",
     ),
+    ("detach_groups not a list", {"detach_groups": "default"}, "detach_groups", "must be a list"),
+    ("detach_groups entry not a name", {"detach_groups": ["default", 7]}, "detach_groups[1]", "not a security group"),
+    ("detach_groups entry empty", {"detach_groups": [" "]}, "detach_groups[0]", "give a group id (sg-...) or name"),
+    ("detach_groups bad id", {"detach_groups": ["sg-12"]}, "detach_groups[0]", "8 or 17 hex digits"),
 ]
+
+
+def test_detach_groups_keeps_ids_and_names_once_each(tmp_path: Path) -> None:
+    groups = ["default", "sg-0123abcd", "sg-0123456789abcdef0", "default"]
+    env = load_environment(write_env(tmp_path, {**MINIMAL, "detach_groups": groups}))
+    assert env.detach_groups == ("default", "sg-0123abcd", "sg-0123456789abcdef0")
+    assert load_environment(write_env(tmp_path, MINIMAL)).detach_groups == ()
 
 
 @pytest.mark.parametrize(("case", "change", "key", "words"), BAD, ids=[b[0] for b in BAD])

@@ -1,0 +1,340 @@
+"""audit against moto (mock_aws): ket-infra's own rules are no excess; each kind of excess someone
+seeds is reported, exactly that and nothing else; and detach_groups moves a cluster off a foreign
+group only once the flows are proven open without it."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+from xml.etree import ElementTree as ET
+
+import pytest
+
+from ket_infra.audit import Open, audit, junit_report, markdown_report, opening, text_report
+from ket_infra.aws import DETACHED_TAG, Counter, discover
+from ket_infra.detach import apply_detach, reattach
+from ket_infra.errors import EnvironmentFileError, KetInfraError
+from tests.conftest import EXAMPLES
+from tests.test_verify import Cloud, allow_all, build
+
+ALL_NODES = [
+    "etcd01", "etcd02", "etcd03", "master01", "master02", "worker01", "worker02", "worker03", "ingress01", "storage01",
+]  # fmt: skip
+WORKERS = ["worker01", "worker02", "worker03"]
+
+
+def foreign_group(cloud: Cloud, name: str, permissions: list[dict[str, Any]], hosts: list[str] | None = None) -> str:
+    """A group another tool made, with PERMISSIONS inbound, put on HOSTS' interfaces (all by default)."""
+    gid = str(cloud.ec2.create_security_group(GroupName=name, Description=name, VpcId=cloud.vpc)["GroupId"])
+    if permissions:
+        cloud.ec2.authorize_security_group_ingress(GroupId=gid, IpPermissions=permissions)
+    for host in hosts if hosts is not None else list(cloud.enis):
+        eni = cloud.enis[host]
+        now = cloud.ec2.describe_network_interfaces(NetworkInterfaceIds=[eni])["NetworkInterfaces"][0]["Groups"]
+        cloud.ec2.modify_network_interface_attribute(NetworkInterfaceId=eni, Groups=[g["GroupId"] for g in now] + [gid])
+    return gid
+
+
+def rule_ids(cloud: Cloud, gid: str) -> list[str]:
+    rules = cloud.ec2.describe_security_group_rules(Filters=[{"Name": "group-id", "Values": [gid]}])
+    return sorted(r["SecurityGroupRuleId"] for r in rules["SecurityGroupRules"] if not r["IsEgress"])
+
+
+def groups_on(cloud: Cloud, host: str) -> list[str]:
+    eni = cloud.ec2.describe_network_interfaces(NetworkInterfaceIds=[cloud.enis[host]])["NetworkInterfaces"][0]
+    return [g["GroupId"] for g in eni["Groups"]]
+
+
+def tag_on(cloud: Cloud, host: str) -> str | None:
+    eni = cloud.ec2.describe_network_interfaces(NetworkInterfaceIds=[cloud.enis[host]])["NetworkInterfaces"][0]
+    return next((t["Value"] for t in eni.get("TagSet", []) if t["Key"] == DETACHED_TAG), None)
+
+
+# ---------------------------------------------------------------- the traffic sets
+
+
+def test_traffic_sets_subtract_and_describe() -> None:
+    everything = Open(rest=True)
+    needed = opening("tcp", 179, 179) | opening("4", None, None)
+    assert (everything - needed).describe() == "all traffic but IP-in-IP (4) and tcp 179"
+    assert (opening("tcp", 0, 65535) - opening("tcp", 22, 22)).describe() == "tcp 0-21, 23-65535"
+    assert not (opening("tcp", 10250, 10250) - opening("tcp", 10250, 10255))
+    assert (opening("tcp", 1, 100) & opening("tcp", 50, 200)).describe() == "tcp 50-100"
+    assert (everything & opening("udp", 53, 53)) == opening("udp", 53, 53)
+    assert (
+        opening("icmp", 8, 0).describe() == "icmp type 8" and opening("icmp", -1, -1).describe() == "icmp (all types)"
+    )
+    assert opening("-1", None, None).describe() == "all traffic"
+    assert not Open() and not (opening("50", None, None) - everything)
+
+
+# ---------------------------------------------------------------- audit
+
+
+@pytest.mark.parametrize("example", ["calico-overlay", "calico-routed", "weave-encrypted", "contiv", "v1-4-legacy"])
+def test_ket_infras_own_rules_are_no_excess(aws: None, example: str) -> None:
+    _cloud, plan, env, rules = build(EXAMPLES / f"{example}.yaml")
+    counter = Counter()
+    report = audit(plan, env, rules, counter)
+    assert report.ok, [e.as_json() for e in report.excess]
+    assert report.rules_checked > len(plan.nodes)
+    # a fixed number of calls: instances, groups, ACLs, rules, the members of referenced groups
+    assert counter.calls == {
+        "DescribeInstances": 1,
+        "DescribeSecurityGroups": 1,
+        "DescribeNetworkAcls": 1,
+        "DescribeSecurityGroupRules": 1,
+        "DescribeNetworkInterfaces": 1,
+    }
+    assert report.api_calls == 5
+    assert report.as_json() == {
+        "ok": True,
+        "excess": [],
+        "counts": {
+            "world": 0,
+            "vpc": 0,
+            "cluster": 0,
+            "excess": 0,
+            "nodes": len(plan.nodes),
+            "rules_checked": report.rules_checked,
+            "api_calls": 5,
+        },
+    }
+
+
+def test_a_world_open_port_is_reported_alone(aws: None) -> None:
+    cloud, plan, env, rules = build(EXAMPLES / "calico-overlay.yaml")
+    ssh = {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}
+    gid = foreign_group(cloud, "hand-made", [ssh], hosts=WORKERS)
+    report = audit(plan, env, rules)
+    assert [e.as_json() for e in report.excess] == [
+        {
+            "severity": "world",
+            "protocol": "tcp",
+            "from_port": 22,
+            "to_port": 22,
+            "source": "0.0.0.0/0",
+            "targets": WORKERS,
+            "via": {"group_id": gid, "group_name": "hand-made", "rule_id": rule_ids(cloud, gid)[0]},
+            "reason": "open to the internet: tcp 22 from the internet; tcp 22 from etcd, master, "
+            "worker, ingress, storage nodes is more than the plan needs",
+        }
+    ]
+    assert report.counts()["world"] == 1 and report.counts()["vpc"] == report.counts()["cluster"] == 0
+
+
+def test_ssh_open_to_the_installer_only_is_no_excess(aws: None) -> None:
+    cloud, plan, env, rules = build(EXAMPLES / "calico-overlay.yaml")
+    ssh = {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": "10.0.9.5/32"}]}
+    foreign_group(cloud, "installer-ssh", [ssh])
+    assert audit(plan, env, rules).ok
+
+
+def test_a_vpc_wide_cidr_is_reported_alone(aws: None) -> None:
+    cloud, plan, env, rules = build(EXAMPLES / "calico-overlay.yaml")
+    kubelet = {"IpProtocol": "tcp", "FromPort": 10250, "ToPort": 10250, "IpRanges": [{"CidrIp": "10.0.0.0/16"}]}
+    gid = foreign_group(cloud, "vpc-wide", [kubelet])
+    report = audit(plan, env, rules)
+    assert [(e.severity, e.source_label, e.rule.group_id) for e in report.excess] == [("vpc", "10.0.0.0/16", gid)]
+    excess = report.excess[0]
+    assert excess.targets == ALL_NODES
+    # the masters need tcp 10250 from the nodes; nobody else needs it from anyone
+    assert excess.reason.startswith("open to addresses outside the cluster: tcp 10250 from 10.0.0.0/16 beyond ")
+
+
+def test_all_protocols_between_nodes_is_reported_alone(aws: None) -> None:
+    cloud, plan, env, rules = build(EXAMPLES / "calico-overlay.yaml")
+    gid = foreign_group(cloud, "nodes", [])
+    cloud.ec2.authorize_security_group_ingress(
+        GroupId=gid, IpPermissions=[{"IpProtocol": "-1", "UserIdGroupPairs": [{"GroupId": gid}]}]
+    )
+    report = audit(plan, env, rules)
+    assert [(e.severity, e.what, e.source_label) for e in report.excess] == [
+        ("cluster", "all traffic", f"{gid} (nodes)")
+    ]
+    assert report.excess[0].targets == ALL_NODES
+
+
+def test_a_wide_port_range_from_one_role_is_what_it_opens_beyond_the_catalog(aws: None) -> None:
+    cloud, plan, env, rules = build(EXAMPLES / "calico-overlay.yaml")
+    worker, master = cloud.groups["worker"], cloud.groups["master"]
+    cloud.ec2.authorize_security_group_ingress(
+        GroupId=worker,
+        IpPermissions=[
+            {"IpProtocol": "tcp", "FromPort": 0, "ToPort": 65535, "UserIdGroupPairs": [{"GroupId": master}]}
+        ],
+    )
+    report = audit(plan, env, rules)
+    assert len(report.excess) == 1
+    e = report.excess[0]
+    assert (e.severity, e.targets, e.group_name) == ("cluster", WORKERS, "prod-east-worker")
+    # masters reach workers on BGP (179) and the kubelet (10250): the rest is excess
+    assert "tcp 0-178, 180-10249, 10251-65535 from master nodes" in e.reason
+
+
+def test_a_network_acl_wider_than_needed_is_no_excess(aws: None) -> None:
+    cloud, plan, env, rules = build(EXAMPLES / "calico-overlay.yaml")
+    for subnet in cloud.subnets:
+        cloud.own_acl(subnet, allow_all())
+    assert audit(plan, env, rules).ok
+
+
+def test_a_network_acl_that_denies_the_world_open_port_removes_the_excess(aws: None) -> None:
+    cloud, plan, env, rules = build(EXAMPLES / "calico-overlay.yaml")
+    ssh = {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}
+    foreign_group(cloud, "hand-made", [ssh], hosts=WORKERS)
+    deny = {
+        "RuleNumber": 5,
+        "Protocol": "6",
+        "RuleAction": "deny",
+        "Egress": False,
+        "CidrBlock": "0.0.0.0/0",
+        "PortRange": {"From": 22, "To": 22},
+    }
+    cloud.own_acl("10.0.2.0/24", [deny, *allow_all()])
+    report = audit(plan, env, rules)
+    # from outside, the ACL stops it; from the nodes of the same subnet it still gets in
+    assert [(e.severity, e.targets) for e in report.excess] == [("cluster", WORKERS)]
+    assert "tcp 22 from worker, ingress, storage nodes" in report.excess[0].reason
+
+
+def test_reports_lead_with_the_verdict(aws: None) -> None:
+    cloud, plan, env, rules = build(EXAMPLES / "calico-overlay.yaml")
+    assert text_report(audit(plan, env, rules), "lab", plan.cluster).startswith(
+        "audit lab (cluster prod-east): clean: nothing is open beyond the required flows on 10 nodes ("
+    )
+    everything = {"IpProtocol": "-1", "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}
+    gid = foreign_group(cloud, "kismatic-open", [everything])
+    report = audit(plan, env, rules)
+    rule = rule_ids(cloud, gid)[0]
+    text = text_report(report, "lab", plan.cluster)
+    assert text.splitlines()[0] == (
+        "audit lab (cluster prod-east): 1 rule(s) open more than the plan needs; worst (world): all traffic from "
+        f"0.0.0.0/0 to 10 node(s) via {gid} (kismatic-open) rule {rule}"
+    )
+    assert "WORLD (1): open to the internet" in text and text.rstrip().splitlines()[-1].startswith("EXCESS: ")
+    markdown = markdown_report(report, "lab", plan.cluster)
+    assert "| severity | open | source | targets | via | why |" in markdown
+    assert "| world | all traffic | `0.0.0.0/0` | etcd01, etcd02, etcd03, master01, master02, worker01, " in markdown
+    root = ET.fromstring(junit_report(report, "lab", plan.cluster))
+    assert (root.get("tests"), root.get("failures")) == ("3", "1")
+    failure = root.find(".//failure")
+    assert failure is not None and failure.get("type") == "excess" and "targets: etcd01, " in (failure.text or "")
+    assert json.loads(json.dumps(report.as_json()))["excess"][0]["via"]["rule_id"] == rule
+
+
+# ---------------------------------------------------------------- detach_groups
+
+
+def test_a_proven_group_is_detached_recorded_and_put_back(aws: None) -> None:
+    cloud, plan, env, rules = build(EXAMPLES / "calico-overlay.yaml")
+    gid = foreign_group(cloud, "kismatic-open", [{"IpProtocol": "-1", "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}])
+    assert not audit(plan, env, rules).ok
+    said: list[str] = []
+    found = discover(plan, env)
+    apply_detach(plan, replace(env, detach_groups=("kismatic-open",)), rules, found, said.append)
+    assert all(gid not in groups_on(cloud, h) for h in ALL_NODES)
+    assert all(tag_on(cloud, h) == gid for h in ALL_NODES)
+    assert said[0].startswith("detach_groups: every required flow is open without " + f"{gid} (kismatic-open) (")
+    assert said[-1] == "detach_groups: done on 10 interface(s); destroy puts the groups back"
+    assert audit(plan, env, rules).ok
+    # a second run changes nothing
+    said.clear()
+    apply_detach(plan, replace(env, detach_groups=(gid,)), rules, discover(plan, env), said.append)
+    assert said == [f"detach_groups: {gid} (kismatic-open) already off every node's interface"]
+    assert reattach(env, discover(plan, env), said.append) == 10
+    assert all(gid in groups_on(cloud, h) and tag_on(cloud, h) is None for h in ALL_NODES)
+
+
+def test_a_group_no_longer_listed_is_put_back_by_the_next_apply(aws: None) -> None:
+    cloud, plan, env, rules = build(EXAMPLES / "calico-overlay.yaml")
+    gid = foreign_group(cloud, "old", [])
+    apply_detach(plan, replace(env, detach_groups=("old",)), rules, discover(plan, env), lambda _s: None)
+    assert all(gid not in groups_on(cloud, h) for h in ALL_NODES)
+    apply_detach(plan, env, rules, discover(plan, env), lambda _s: None)
+    assert all(gid in groups_on(cloud, h) and tag_on(cloud, h) is None for h in ALL_NODES)
+
+
+def test_a_group_the_flows_still_need_is_not_detached(aws: None) -> None:
+    cloud, plan, env, rules = build(EXAMPLES / "calico-overlay.yaml")
+    gid = foreign_group(cloud, "kismatic-open", [{"IpProtocol": "-1", "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}])
+    cloud.revoke_ipip_from_workers()  # only the foreign group still lets IP-in-IP into the masters
+    before = {h: groups_on(cloud, h) for h in ALL_NODES}
+    with pytest.raises(KetInfraError) as exc:
+        apply_detach(plan, replace(env, detach_groups=("kismatic-open",)), rules, discover(plan, env), print)
+    message = str(exc.value)
+    assert message.startswith(
+        f"t.yaml: detach_groups: nothing was detached: without {gid} (kismatic-open) 4 required flow check(s) would "
+        "be blocked (calico-ipip from worker to master: no ingress rule on "
+    )
+    assert "\n" not in message and message.endswith("open what is missing (extra_rules) or keep the group")
+    assert {h: groups_on(cloud, h) for h in ALL_NODES} == before
+
+
+def test_detach_groups_naming_nothing_or_ket_infras_own_group_is_refused(aws: None) -> None:
+    cloud, plan, env, rules = build(EXAMPLES / "calico-overlay.yaml")
+    found = discover(plan, env)
+    with pytest.raises(EnvironmentFileError, match=r"t.yaml: detach_groups: kismatic-open is on none of the cluster"):
+        apply_detach(plan, replace(env, detach_groups=("kismatic-open",)), rules, found, print)
+    with pytest.raises(EnvironmentFileError, match=r"detach_groups\[0\]: prod-east-worker is ket-infra's own group"):
+        apply_detach(plan, replace(env, detach_groups=("prod-east-worker",)), rules, found, print)
+    assert all(cloud.groups[plan.node(h).group] in groups_on(cloud, h) for h in ALL_NODES)
+
+
+# ---------------------------------------------------------------- the diagram
+
+
+def test_the_diagram_marks_the_excess_paths(aws: None) -> None:
+    from ket_infra.report import to_mermaid
+
+    cloud, plan, env, rules = build(EXAMPLES / "calico-overlay.yaml")
+    ssh = {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}
+    foreign_group(cloud, "hand-made", [ssh], hosts=WORKERS)
+    cloud.ec2.authorize_security_group_ingress(
+        GroupId=cloud.groups["worker"],
+        IpPermissions=[
+            {
+                "IpProtocol": "tcp",
+                "FromPort": 0,
+                "ToPort": 65535,
+                "UserIdGroupPairs": [{"GroupId": cloud.groups["master"]}],
+            }
+        ],
+    )
+    doc = json.loads(json.dumps(audit(plan, env, rules).as_json()))
+    plain = to_mermaid(rules).splitlines()
+    marked = to_mermaid(rules, doc).splitlines()
+    assert marked[: len(plain)] == plain  # the diagram as it was, then the excess
+    links = sum(1 for ln in plain if " -->|" in ln)
+    assert marked[len(plain) :] == [
+        '    x_0_0_0_0_0(["0.0.0.0/0"]):::excess',
+        '    g_master -.->|"EXCESS cluster: tcp 0-65535 via prod-east-worker"| g_worker',
+        '    x_0_0_0_0_0 -.->|"EXCESS world: tcp 22 via hand-made"| g_worker',
+        "    classDef excess fill:#fdd,stroke:#c00,color:#600",
+        f"    linkStyle {links},{links + 1} stroke:#c00,color:#c00",
+    ]
+
+
+def test_rules_takes_an_audit_only_for_a_diagram(tmp_path: Path) -> None:
+    from tests.test_cli import run
+
+    plan = str(EXAMPLES / "calico-overlay.yaml")
+    good = tmp_path / "audit.json"
+    good.write_text(json.dumps({"ok": True, "excess": [], "counts": {}}))
+    assert run("rules", plan, "--format", "mermaid", "--audit", str(good)).returncode == 0
+    table = run("rules", plan, "--audit", str(good))
+    assert (table.returncode, table.stderr) == (1, f"error: --audit {good} marks a diagram: add --format mermaid\n")
+    broken = tmp_path / "broken.json"
+    broken.write_text("{")
+    bad = run("rules", plan, "--format", "mermaid", "--audit", str(broken))
+    assert bad.returncode == 1 and bad.stderr.startswith(f"error: {broken}: not JSON (")
+    assert bad.stderr.endswith("; give the file ket-infra audit --format json wrote\n")
+    wrong = tmp_path / "wrong.json"
+    wrong.write_text(json.dumps({"excess": [{"severity": "world"}]}))
+    said = run("rules", plan, "--format", "mermaid", "--audit", str(wrong)).stderr
+    assert said == (
+        f"error: {wrong}: excess[0] lacks severity, protocol, source or targets; "
+        "give the file ket-infra audit --format json wrote\n"
+    )
