@@ -1,7 +1,8 @@
-"""Benchmark `ket-infra plan` and `ket-infra verify` against the sandbox.
+"""Benchmark `ket-infra plan`, `ket-infra verify` and `ket-infra audit` against the sandbox.
 
 Not a test: it measures and writes its figures as JSON (--out merges them
-under "plan" and "verify"). All figures of one size come from one run, so
+under "plan", "verify" and "audit"; a size list left empty keeps that
+section's last figures). All figures of one size come from one run, so
 the ratios hold on a shared machine.
 
 - plan: `ket-infra plan` end to end (discover, render, init when needed,
@@ -11,10 +12,15 @@ the ratios hold on a shared machine.
   overhead. The first `ket-infra plan` (render and init) is recorded apart.
 - verify: after `ket-infra apply`, wall time of `verify` in-process and the
   number of AWS API calls it made (counted in the boto3 client).
+- audit: on the same applied sandbox (a size in both lists is applied once),
+  wall time of the `ket-infra audit --format json` CLI, median of three, with
+  the AWS API calls and inbound rules checked from its JSON. The sandbox after
+  an apply must audit clean: any excess stops the benchmark with the JSON.
 
 Needs the Terraform CLI and, offline, KET_INFRA_TF_PLUGIN_DIR.
 
-    .venv/bin/python bench/bench_aws.py --plan-sizes 3 100 500 --verify-sizes 10 300 1000 --out bench/results.json
+    .venv/bin/python bench/bench_aws.py --plan-sizes 3 100 500 --verify-sizes 10 300 1000 \
+        --audit-sizes 10 300 1000 --out bench/results.json
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -125,11 +132,31 @@ def bench_plan(work: Path, nodes: int, port: int, rounds: int = 5) -> dict[str, 
     return row
 
 
-def bench_verify(work: Path, nodes: int, port: int) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Applied:
+    """A sandbox seeded with NODES instances and `ket-infra apply`'d; verify and audit of that size share it."""
+
+    nodes: int
+    env_file: Path
+    env: dict[str, str]
+    apply_s: float
+
+
+def apply_sandbox(work: Path, nodes: int, port: int) -> Applied:
+    env_file, env = setup(work, nodes, port)
+    print(f"  ket-infra apply of {nodes} nodes ...", flush=True)
+    apply_s = timed([sys.executable, "-m", "ket_infra", "apply", "--auto-approve", "--env", str(env_file)], work, env)
+    print(f"  applied in {apply_s:.1f} s", flush=True)
+    return Applied(nodes, env_file, env, apply_s)
+
+
+def bench_verify(work: Path, nodes: int, port: int, applied: Applied | None = None) -> dict[str, Any]:
+    """verify in-process after an apply; APPLIED, when given, is the sandbox of this size already applied."""
     from ket_infra.verify import verify
 
-    env_file, env = setup(work, nodes, port)
-    apply_s = timed([sys.executable, "-m", "ket_infra", "apply", "--auto-approve", "--env", str(env_file)], work, env)
+    if applied is None or applied.nodes != nodes:
+        applied = apply_sandbox(work, nodes, port)
+    env_file, apply_s = applied.env_file, applied.apply_s
     os.environ.update({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"})
     cwd = os.getcwd()
     os.chdir(work)
@@ -159,10 +186,84 @@ def bench_verify(work: Path, nodes: int, port: int) -> dict[str, Any]:
     return row
 
 
+def run_audit(work: Path, applied: Applied) -> tuple[float, dict[str, Any]]:
+    """One `ket-infra audit --format json`: its wall time and its JSON. Stops on an error or any excess."""
+    cmd = [sys.executable, "-m", "ket_infra", "audit", "--env", str(applied.env_file), "--format", "json"]
+    start = time.perf_counter()
+    result = subprocess.run(cmd, cwd=work, env=applied.env, capture_output=True, text=True)
+    elapsed = time.perf_counter() - start
+    if result.returncode not in (0, 3):
+        raise SystemExit(
+            f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}"
+        )
+    try:
+        doc: dict[str, Any] = json.loads(result.stdout)
+    except json.JSONDecodeError as err:
+        raise SystemExit(f"{' '.join(cmd)}: no JSON on stdout ({err}):\n{result.stdout[-2000:]}") from err
+    if result.returncode == 3 or not doc["ok"] or doc["counts"]["excess"]:
+        raise SystemExit(
+            f"audit of the sandbox after ket-infra apply ({applied.nodes} nodes) is not clean "
+            f"(exit {result.returncode}); the benchmark stops here. Its JSON:\n{json.dumps(doc, indent=2)}"
+        )
+    return elapsed, doc
+
+
+def bench_audit(work: Path, nodes: int, port: int, applied: Applied | None = None, runs: int = 3) -> dict[str, Any]:
+    """`ket-infra audit --format json` after an apply, median of RUNS; APPLIED as for bench_verify."""
+    if applied is None or applied.nodes != nodes:
+        applied = apply_sandbox(work, nodes, port)
+    times: list[float] = []
+    counts: dict[str, int] = {}
+    for i in range(runs):
+        elapsed, doc = run_audit(work, applied)
+        times.append(elapsed)
+        print(f"  audit run {i + 1}/{runs}: {elapsed:.2f} s", flush=True)
+        if counts and doc["counts"] != counts:
+            raise SystemExit(f"audit of {nodes} nodes counted differently across runs: {counts} then {doc['counts']}")
+        counts = doc["counts"]
+    if counts["nodes"] != nodes:
+        raise SystemExit(f"audit saw {counts['nodes']} nodes in a sandbox seeded with {nodes}; its counts: {counts}")
+    audit_s = statistics.median(times)
+    row = {
+        "nodes": nodes,
+        "audit_s": round(audit_s, 2),
+        "api_calls": counts["api_calls"],
+        "rules_checked": counts["rules_checked"],
+        "excess": counts["excess"],
+        "runs": runs,
+        "apply_s": round(applied.apply_s, 1),
+    }
+    print(
+        f"audit  {nodes:>5} nodes: {audit_s:.2f} s (median of {runs}), {row['api_calls']} AWS API calls, "
+        f"{row['rules_checked']} inbound rules checked, {row['excess']} excess",
+        flush=True,
+    )
+    return row
+
+
+def bench_applied(
+    work: Path, verify_sizes: list[int], audit_sizes: list[int], port: int
+) -> tuple[list[Any], list[Any]]:
+    """verify and audit rows, in the order of their size lists; a size in both is seeded and applied once.
+
+    The sandbox holds one size at a time, so each size's verify and audit run back to back on it.
+    """
+    verifies: dict[int, dict[str, Any]] = {}
+    audits: dict[int, dict[str, Any]] = {}
+    for nodes in dict.fromkeys([*verify_sizes, *audit_sizes]):
+        applied = apply_sandbox(work, nodes, port)
+        if nodes in verify_sizes:
+            verifies[nodes] = bench_verify(work, nodes, port, applied)
+        if nodes in audit_sizes:
+            audits[nodes] = bench_audit(work, nodes, port, applied)
+    return [verifies[n] for n in verify_sizes], [audits[n] for n in audit_sizes]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--plan-sizes", type=int, nargs="*", default=[3, 100, 500])
     parser.add_argument("--verify-sizes", type=int, nargs="*", default=[10, 300, 1000])
+    parser.add_argument("--audit-sizes", type=int, nargs="*", default=[10, 300, 1000])
     parser.add_argument("--port", type=int, default=5077)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
@@ -172,7 +273,7 @@ def main() -> None:
         work = Path(tmp)
         try:
             plans = [bench_plan(work, n, args.port) for n in args.plan_sizes]
-            verifies = [bench_verify(work, n, args.port) for n in args.verify_sizes]
+            verifies, audits = bench_applied(work, args.verify_sizes, args.audit_sizes, args.port)
         finally:
             sandbox_down(args.port, work / ".work")
     if args.out:
@@ -181,6 +282,8 @@ def main() -> None:
             doc["plan"] = plans
         if verifies:
             doc["verify"] = verifies
+        if audits:
+            doc["audit"] = audits
         args.out.write_text(json.dumps(doc, indent=2) + "\n")
         print(f"wrote {args.out}")
 

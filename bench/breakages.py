@@ -33,8 +33,8 @@ ROWS = [
     (
         "OSError one line",
         "ket_infra/cli.py",
-        "    except OSError as exc:",
-        "    except ZeroDivisionError as exc:",
+        "    except OSError as exc:\n        if debug:",  # main()'s: the one for every command
+        "    except ZeroDivisionError as exc:\n        if debug:",
         ["tests/test_cli.py::test_a_file_system_error_is_one_line"],
     ),
     (

@@ -2,6 +2,7 @@
 
 .venv/bin/python bench/report.py            # rewrite the table in README.md
 .venv/bin/python bench/report.py --check    # exit 1 if README.md is out of date
+.venv/bin/python bench/report.py --results /tmp/try.json --print   # print the table of other figures; write nothing
 """
 
 from __future__ import annotations
@@ -70,6 +71,18 @@ def table(doc: dict[str, Any]) -> str:
             for r in doc["verify"]
         ]
         out.append("")
+    if doc.get("audit"):
+        out += [
+            "`ket-infra audit` after an apply in the sandbox:",
+            "",
+            "| nodes | audit | AWS API calls | inbound rules checked | excess |",
+            "|---:|---:|---:|---:|---:|",
+        ]
+        out += [
+            f"| {r['nodes']} | {r['audit_s']:.2f} s | {r['api_calls']} | {r['rules_checked']} | {r['excess']} |"
+            for r in doc["audit"]
+        ]
+        out.append("")
     return "\n".join(out).rstrip() + "\n"
 
 
@@ -84,13 +97,20 @@ def render(readme: str, doc: dict[str, Any]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--check", action="store_true")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="the figures to render (default: %(default)s)")
+    parser.add_argument(
+        "--print", dest="show", action="store_true", help="print the table instead of writing README.md"
+    )
     args = parser.parse_args()
-    doc = json.loads(RESULTS.read_text())
+    doc = json.loads(args.results.read_text())
+    if args.show:
+        print(table(doc), end="")
+        return
     current = README.read_text()
     wanted = render(current, doc)
     if args.check:
         if wanted != current:
-            print(f"{README} is out of date with {RESULTS}; run make bench or bench/report.py", file=sys.stderr)
+            print(f"{README} is out of date with {args.results}; run make bench or bench/report.py", file=sys.stderr)
             sys.exit(1)
         return
     README.write_text(wanted)
