@@ -452,6 +452,66 @@ def test_the_registry_port_is_1_to_65535(plan_file, port: str, ok: bool) -> None
             load_plan(plan_file(data))
 
 
+@pytest.mark.parametrize(
+    ("registry", "expected"),
+    [
+        ({"server": "reg.lan"}, ("reg.lan", 443)),  # no port: https
+        ({"address": "10.0.1.5", "port": 8443}, ("10.0.1.5", 8443)),  # plans older than v1.7
+        ({"address": "10.0.1.5", "port": 1}, ("10.0.1.5", 1)),
+        ({"address": "10.0.1.5", "port": 65535}, ("10.0.1.5", 65535)),
+        ({"server": "reg.lan:5000", "address": "10.0.1.5", "port": 8443}, ("reg.lan", 5000)),  # server wins
+        ({"address": "10.0.1.5"}, None),  # an address without its port is no registry
+        ({"port": 8443}, None),
+        ({"address": "10.0.1.5", "port": 0}, None),  # Go's zero value: unset, as KET reads it
+    ],
+)
+def test_the_registry_from_server_or_the_legacy_address_and_port(plan_file, registry, expected) -> None:
+    data = base_plan()
+    data["docker_registry"] = registry
+    found = load_plan(plan_file(data)).install.registry
+    assert ((found.host, found.port) if found is not None else None) == expected
+
+
+@pytest.mark.parametrize("port", [65536, -1])
+def test_the_legacy_registry_port_is_1_to_65535(plan_file, port: int) -> None:
+    data = base_plan()
+    data["docker_registry"] = {"address": "10.0.1.5", "port": port}
+    with pytest.raises(PlanError) as exc:
+        load_plan(plan_file(data))
+    assert str(exc.value).endswith(f"docker_registry.port: {port} is not a port; use the registry's port (1-65535)")
+
+
+@pytest.mark.parametrize(("port", "ok"), [(1, True), (65535, True), (65536, False)])
+def test_the_ssh_port_is_1_to_65535(plan_file, port: int, ok: bool) -> None:
+    data = base_plan()
+    data["cluster"]["ssh"] = {"ssh_port": port}
+    if ok:
+        assert load_plan(plan_file(data)).install.ssh_port == port
+    else:
+        with pytest.raises(PlanError, match=rf"cluster.ssh.ssh_port: {port} is not a port; use the port sshd listens"):
+            load_plan(plan_file(data))
+
+
+@pytest.mark.parametrize(
+    ("cluster", "packages", "disconnected"),
+    [
+        ({}, True, False),
+        ({"disable_package_installation": True}, False, False),
+        ({"allow_package_installation": False}, False, False),
+        # KET's migration: a legacy allow_package_installation wins over disable_package_installation
+        ({"allow_package_installation": True, "disable_package_installation": True}, True, False),
+        ({"disconnected_installation": True}, True, True),
+    ],
+)
+def test_package_installation_and_disconnected_as_ket_reads_them(
+    plan_file, cluster: dict[str, Any], packages: bool, disconnected: bool
+) -> None:
+    data = base_plan()
+    data["cluster"].update(cluster)
+    install = load_plan(plan_file(data)).install
+    assert (install.packages, install.disconnected) == (packages, disconnected)
+
+
 def test_cluster_names_may_use_capitals(plan_file) -> None:
     data = base_plan()
     data["cluster"]["name"] = "Prod-East.2"
