@@ -21,9 +21,10 @@ def test_readme_table_matches_results() -> None:
 
 def test_results_have_every_benchmark() -> None:
     doc = json.loads((ROOT / "bench" / "results.json").read_text())
-    assert {"rules", "startup", "plan", "verify"} <= set(doc)
+    assert {"rules", "startup", "plan", "verify", "audit"} <= set(doc)
     assert [r["nodes"] for r in doc["rules"]] == [3, 100, 1000, 5000]
     assert [r["nodes"] for r in doc["verify"]] == [10, 300, 1000]
+    assert [(r["nodes"], r["excess"]) for r in doc["audit"]] == [(10, 0), (300, 0), (1000, 0)]
 
 
 def _report() -> Any:
