@@ -121,6 +121,54 @@ def _audit_json(path: str) -> dict[str, Any]:
     return doc
 
 
+@cli.command()
+@click.argument("plan_file", type=click.Path(dir_okay=False))
+@click.option(
+    "--env",
+    "env",
+    metavar="ENV",
+    shell_complete=complete_env,
+    help="Judge from the subnets AWS puts the nodes in (read-only), and apply the environment's CIDRs.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json", "markdown"]),
+    default="table",
+    show_default=True,
+)
+def compare(plan_file: str, env: str | None, fmt: str) -> None:
+    """Every CNI KET supports, side by side, for PLAN_FILE's nodes.
+
+    Calico overlay, Calico routed, Weave, Weave encrypted and Contiv: KET's
+    comparison facts, what each would need on this cluster (groups, rules,
+    protocols, host settings), KET's warnings, and whether it can work here.
+    Offline, whether Calico routed can work is unknown: it needs every kubelet
+    node in one subnet, which --env finds out from AWS.
+    """
+    import json
+
+    from ket_infra import compare as cmp
+    from ket_infra.environment import load_environment
+    from ket_infra.plan import load_plan
+
+    plan = load_plan(plan_file)
+    environment = load_environment(env) if env else None
+    subnets: dict[str, list[str]] | None = None
+    if environment is not None:
+        from ket_infra.aws import discover
+
+        click.echo(f"finding {len(plan.nodes)} node(s) in {environment.aws.region}", err=True)
+        subnets = {}
+        for n in discover(plan, environment).nodes:
+            subnets.setdefault(n.subnet_id, []).append(n.host)
+    doc = cmp.compare(plan, environment, subnets)
+    if fmt == "json":
+        click.echo(json.dumps(doc, indent=2))
+    else:
+        click.echo((cmp.markdown if fmt == "markdown" else cmp.table)(doc), nl=False)
+
+
 ENV_OPTION = click.option(
     "--env",
     "env",
@@ -218,15 +266,17 @@ def verify_cmd(env: str, fmt: str) -> None:
 def _verify(ctx: Any, fmt: str) -> None:
     import json
 
-    from ket_infra.verify import junit_report, text_report, verify
+    from ket_infra.verify import junit_report, node_checks, text_report, verify
 
     report = verify(ctx.plan, ctx.env, ctx.rules)
+    on_nodes = node_checks(report, ctx.plan)
     if fmt == "json":
-        click.echo(json.dumps({**report.as_json(), "warnings": list(ctx.rules.warnings)}, indent=2))
+        doc = {**report.as_json(), "warnings": list(ctx.rules.warnings), "node_checks": on_nodes}
+        click.echo(json.dumps(doc, indent=2))
     elif fmt == "junit":
         click.echo(junit_report(report, ctx.env.name, ctx.rules.cluster, ctx.rules.warnings), nl=False)
     else:
-        click.echo(text_report(report, ctx.env.name, ctx.rules.cluster), nl=False)
+        click.echo(text_report(report, ctx.env.name, ctx.rules.cluster, on_nodes), nl=False)
     if not report.ok:
         sys.exit(EXIT_BLOCKED)
 

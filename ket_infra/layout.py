@@ -18,6 +18,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ket_infra import cni_facts
 from ket_infra import flows as catalog
 from ket_infra.errors import QuotaError
 from ket_infra.flows import Flow
@@ -251,6 +252,8 @@ def _warnings(plan: Plan, env: Environment | None, groups: tuple[Group, ...]) ->
         )
         if not cni.encrypted:
             out.append("Weave without options.weave.password: pod traffic between nodes is not encrypted")
+    elif cni.provider == "contiv":
+        out.append(cni_facts.CONTIV)
     elif cni.provider == "custom" and not (env is not None and env.extra_flows):
         out.append(
             "CNI provider custom: ket-infra knows no ports for it and the environment file has no "

@@ -607,7 +607,18 @@ def verify(plan: Plan, env: Environment, rules: RuleSet, counter: Counter | None
     return report
 
 
-def text_report(report: Report, env_name: str, cluster: str) -> str:
+def node_checks(report: Report, plan: Plan) -> list[str]:
+    """When a flow of the CNI itself is blocked: the node-side commands KET documents for that CNI, to see
+    what the CNI makes of it once the cloud is fixed (or when pods still cannot talk)."""
+    from ket_infra.cni_facts import NODE_CHECKS
+
+    names = {f.name for f in catalog.cni_flows(plan)}
+    if plan.cni.disabled or not any(c.status == "blocked" and c.rule in names for c in report.checks):
+        return []
+    return list(NODE_CHECKS.get(plan.cni.provider, ()))
+
+
+def text_report(report: Report, env_name: str, cluster: str, checks_on_nodes: Iterable[str] = ()) -> str:
     blocked = [c for c in report.checks if c.status == "blocked"]
     pairs = sum(c.pairs for c in report.checks)
     lines = [
@@ -638,6 +649,11 @@ def text_report(report: Report, env_name: str, cluster: str) -> str:
                 lines.append(f"BLOCKED: {h.node.host} ({h.node.instance_id}): {h.problem}")
         else:
             lines.append(f"host settings: source/dest check as required on {len(report.host_settings)} node(s)")
+    on_nodes = list(checks_on_nodes)
+    if on_nodes:
+        lines.append("")
+        lines.append("the CNI's own view, once the cloud lets its flows through (KET's documented checks):")
+        lines += [f"  {c}" for c in on_nodes]
     lines.append("")
     lines.append(
         "OK: every required flow is open" if report.ok else "FAILED: fix the causes above, then run verify again"

@@ -613,3 +613,15 @@ def test_audit_finds_what_kops_leaves_open(sandbox: Sandbox, tmp_path: Path) -> 
             ("cluster", "udp", 1, 65535, "nodes.test)", "masters.test"),
         ]
     )
+
+
+def test_compare_judges_routed_mode_from_the_subnets_aws_has(sandbox: Sandbox) -> None:
+    sandbox.up(EXAMPLES / "calico-overlay.yaml")  # masters in 10.0.1.0/24, workers in 10.0.2.0/24: two subnets
+    result = sandbox.run("compare", str(EXAMPLES / "calico-overlay.yaml"), "--format", "json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    subnets = {s["CidrBlock"]: s["SubnetId"] for s in sandbox.client().describe_subnets()["Subnets"] if s["CidrBlock"]}
+    routed = next(o for o in json.loads(result.stdout)["options"] if o["mode"] == "routed")
+    assert routed["workable"] is False
+    assert routed["reasons"][0].startswith("cannot work here: the kubelet nodes are in 2 subnets (")
+    assert f"{subnets['10.0.1.0/24']}: master01, master02" in routed["reasons"][0]
+    assert f"{subnets['10.0.2.0/24']}: ingress01, storage01, worker01 ..." in routed["reasons"][0]

@@ -906,3 +906,21 @@ def test_a_node_with_several_roles_is_named_by_the_role_the_flow_needs(aws: None
     bad = blocked(verify(plan, env, rules))
     assert bad and {source for _rule, source, _target in bad} == {"master"}, bad
     assert {target for _rule, _source, target in bad} == {"worker"}
+
+
+def test_a_blocked_cni_flow_ends_with_the_cnis_own_checks(aws: None) -> None:
+    from ket_infra.cni_facts import NODE_CHECKS
+    from ket_infra.verify import node_checks
+
+    cloud, plan, env, rules = build(EXAMPLES / "calico-overlay.yaml")
+    assert node_checks(verify(plan, env, rules), plan) == []  # nothing blocked
+    cloud.revoke("worker", "ingress", lambda r: r.get("FromPort") == 10250)  # the kubelet API: KET's, not the CNI's
+    report = verify(plan, env, rules)
+    assert not report.ok and node_checks(report, plan) == []
+    cloud.revoke_ipip_from_workers()
+    report = verify(plan, env, rules)
+    checks = node_checks(report, plan)
+    assert checks == list(NODE_CHECKS["calico"]) and "calico/ctl:v1.6.4 node status" in checks[0]
+    text = text_report(report, "lab", plan.cluster, checks).splitlines()
+    at = text.index("the CNI's own view, once the cloud lets its flows through (KET's documented checks):")
+    assert text[at + 1 : at + 3] == [f"  {c}" for c in checks] and text[-1].startswith("FAILED: ")
