@@ -33,12 +33,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ket_infra import flows as catalog
-from ket_infra.aws import Counter, Discovery, NodeInterface, aws_errors, client, discover, filter_chunks
+from ket_infra.aws import Counter, Discovery, NodeInterface, aws_errors, client, described, discover
 from ket_infra.environment import Environment
 from ket_infra.flows import Flow, protocol_label, protocol_name
 from ket_infra.layout import RuleSet, cidr_sources
 from ket_infra.plan import Plan, role_key
-from ket_infra.verify import AclEntry, LiveState, Permission, node_classes, read_state
+from ket_infra.verify import AclEntry, LiveState, Permission, node_classes, read_state, subtract
 
 SEVERITIES = ("world", "vpc", "cluster")  # worst first
 _FULL = {"tcp": (0, 65535), "udp": (0, 65535), "icmp": (0, 255)}
@@ -59,19 +59,9 @@ def _norm(spans: Iterable[Span]) -> list[Span]:
 
 
 def _cut(spans: list[Span], away: list[Span]) -> list[Span]:
-    out = list(spans)
     for lo, hi in away:
-        kept: list[Span] = []
-        for a, b in out:
-            if hi < a or lo > b:
-                kept.append((a, b))
-                continue
-            if a < lo:
-                kept.append((a, lo - 1))
-            if b > hi:
-                kept.append((hi + 1, b))
-        out = kept
-    return out
+        spans = subtract(spans, lo, hi)
+    return spans
 
 
 def _full(protocol: str) -> list[Span]:
@@ -195,29 +185,24 @@ def _protocol(value: object) -> str:
 def read_rules(env: Environment, group_ids: list[str], ec2: Any) -> list[SgRule]:
     out: list[SgRule] = []
     with aws_errors(env, "reading security group rules"):
-        for chunk in filter_chunks(group_ids):
-            pages = ec2.get_paginator("describe_security_group_rules").paginate(
-                Filters=[{"Name": "group-id", "Values": chunk}]
+        for r in described(ec2, "describe_security_group_rules", "SecurityGroupRules", "group-id", group_ids):
+            protocol = _protocol(r.get("IpProtocol", "-1"))
+            # ports apply to tcp and udp (and ICMP's type and code); AWS says -1 for the others
+            ports = protocol in ("tcp", "udp", "icmp")
+            lo, hi = (r.get("FromPort"), r.get("ToPort")) if ports else (None, None)
+            out.append(
+                SgRule(
+                    rule_id=r["SecurityGroupRuleId"],
+                    group_id=r["GroupId"],
+                    egress=bool(r.get("IsEgress")),
+                    protocol=protocol,
+                    from_port=None if lo is None else int(lo),
+                    to_port=None if hi is None else int(hi),
+                    cidr=r.get("CidrIpv4") or r.get("CidrIpv6"),
+                    group=(r.get("ReferencedGroupInfo") or {}).get("GroupId"),
+                    prefix_list=r.get("PrefixListId"),
+                )
             )
-            for page in pages:
-                for r in page["SecurityGroupRules"]:
-                    protocol = _protocol(r.get("IpProtocol", "-1"))
-                    # ports apply to tcp and udp (and ICMP's type and code); AWS says -1 for the others
-                    ports = protocol in ("tcp", "udp", "icmp")
-                    lo, hi = (r.get("FromPort"), r.get("ToPort")) if ports else (None, None)
-                    out.append(
-                        SgRule(
-                            rule_id=r["SecurityGroupRuleId"],
-                            group_id=r["GroupId"],
-                            egress=bool(r.get("IsEgress")),
-                            protocol=protocol,
-                            from_port=None if lo is None else int(lo),
-                            to_port=None if hi is None else int(hi),
-                            cidr=r.get("CidrIpv4") or r.get("CidrIpv6"),
-                            group=(r.get("ReferencedGroupInfo") or {}).get("GroupId"),
-                            prefix_list=r.get("PrefixListId"),
-                        )
-                    )
     return sorted(out, key=lambda r: (r.group_id, r.rule_id))
 
 
@@ -225,18 +210,13 @@ def read_members(env: Environment, group_ids: list[str], ec2: Any) -> dict[str, 
     """The private addresses of every interface carrying each of GROUP_IDS (cluster node or not)."""
     out: dict[str, set[str]] = {g: set() for g in group_ids}
     with aws_errors(env, "reading the interfaces of referenced security groups"):
-        for chunk in filter_chunks(group_ids):
-            pages = ec2.get_paginator("describe_network_interfaces").paginate(
-                Filters=[{"Name": "group-id", "Values": chunk}]
-            )
-            for page in pages:
-                for eni in page["NetworkInterfaces"]:
-                    addresses = {a["PrivateIpAddress"] for a in eni.get("PrivateIpAddresses", [])}
-                    if eni.get("PrivateIpAddress"):
-                        addresses.add(eni["PrivateIpAddress"])
-                    for g in eni.get("Groups", []):
-                        if g.get("GroupId") in out:
-                            out[g["GroupId"]].update(addresses)
+        for eni in described(ec2, "describe_network_interfaces", "NetworkInterfaces", "group-id", group_ids):
+            addresses = {a["PrivateIpAddress"] for a in eni.get("PrivateIpAddresses", [])}
+            if eni.get("PrivateIpAddress"):
+                addresses.add(eni["PrivateIpAddress"])
+            for g in eni.get("Groups", []):
+                if g.get("GroupId") in out:
+                    out[g["GroupId"]].update(addresses)
     return out
 
 

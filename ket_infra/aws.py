@@ -157,6 +157,14 @@ def filter_chunks(items: list[str], size: int = _FILTER_VALUES) -> Iterator[list
         yield items[i : i + size]
 
 
+def described(ec2: Any, operation: str, key: str, filter_name: str, values: list[str]) -> Iterator[dict[str, Any]]:
+    """Every item (under KEY) a paginated describe OPERATION answers for VALUES of one filter, asked for
+    as many values at a time as one call takes."""
+    for chunk in filter_chunks(values):
+        for page in ec2.get_paginator(operation).paginate(Filters=[{"Name": filter_name, "Values": chunk}]):
+            yield from page[key]
+
+
 def discover(plan: Plan, env: Environment, ec2: Any | None = None) -> Discovery:
     """Map every plan node to its running instance and primary interface."""
     ec2 = ec2 or client(env, "ec2")
@@ -338,18 +346,13 @@ def owned_resources(env: Environment, cluster: str, discovery: Discovery, ec2: A
                     groups[g["GroupId"]] = key
                     if (state := _tag(g, STATE_TAG)) is not None:
                         states[g["GroupId"]] = state
-        for chunk in filter_chunks(sorted(groups)):
-            pages = ec2.get_paginator("describe_security_group_rules").paginate(
-                Filters=[{"Name": "group-id", "Values": chunk}]
-            )
-            for page in pages:
-                for r in page["SecurityGroupRules"]:
-                    name = _tag(r, "Name")
-                    if name:
-                        direction = "egress" if r.get("IsEgress") else "ingress"
-                        rules.append(OwnedRule(r["SecurityGroupRuleId"], name, r["GroupId"], direction))
-                        if (state := _tag(r, STATE_TAG)) is not None:
-                            states[r["SecurityGroupRuleId"]] = state
+        for r in described(ec2, "describe_security_group_rules", "SecurityGroupRules", "group-id", sorted(groups)):
+            name = _tag(r, "Name")
+            if name:
+                direction = "egress" if r.get("IsEgress") else "ingress"
+                rules.append(OwnedRule(r["SecurityGroupRuleId"], name, r["GroupId"], direction))
+                if (state := _tag(r, STATE_TAG)) is not None:
+                    states[r["SecurityGroupRuleId"]] = state
     carried = {
         n.host: tuple(g for g in n.security_groups if g in groups)
         for n in discovery.nodes
@@ -377,20 +380,18 @@ def interface_groups(env: Environment, discovery: Discovery, ec2: Any | None = N
     host_of = {n.network_interface_id: n.host for n in discovery.nodes}
     found: dict[str, InterfaceGroups] = {}
     with aws_errors(env, "reading the nodes' network interfaces"):
-        for chunk in filter_chunks(sorted(host_of)):
-            pages = ec2.get_paginator("describe_network_interfaces").paginate(
-                Filters=[{"Name": "network-interface-id", "Values": chunk}]
+        enis = described(
+            ec2, "describe_network_interfaces", "NetworkInterfaces", "network-interface-id", sorted(host_of)
+        )
+        for eni in enis:
+            eni_id = eni["NetworkInterfaceId"]
+            found[eni_id] = InterfaceGroups(
+                eni_id,
+                host_of[eni_id],
+                tuple(g["GroupId"] for g in eni.get("Groups", [])),
+                # an interface's tags are its TagSet (EC2 API reference, NetworkInterface)
+                tuple((_tag({"Tags": eni.get("TagSet", [])}, DETACHED_TAG) or "").split()),
             )
-            for page in pages:
-                for eni in page["NetworkInterfaces"]:
-                    eni_id = eni["NetworkInterfaceId"]
-                    found[eni_id] = InterfaceGroups(
-                        eni_id,
-                        host_of[eni_id],
-                        tuple(g["GroupId"] for g in eni.get("Groups", [])),
-                        # an interface's tags are its TagSet (EC2 API reference, NetworkInterface)
-                        tuple((_tag({"Tags": eni.get("TagSet", [])}, DETACHED_TAG) or "").split()),
-                    )
     return [found[n.network_interface_id] for n in discovery.nodes if n.network_interface_id in found]
 
 
@@ -425,11 +426,6 @@ def group_names(env: Environment, group_ids: list[str], ec2: Any | None = None) 
     ec2 = ec2 or client(env, "ec2")
     out: dict[str, str] = {}
     with aws_errors(env, "reading security group names"):
-        for chunk in filter_chunks(group_ids):
-            pages = ec2.get_paginator("describe_security_groups").paginate(
-                Filters=[{"Name": "group-id", "Values": chunk}]
-            )
-            for page in pages:
-                for g in page["SecurityGroups"]:
-                    out[g["GroupId"]] = g.get("GroupName", g["GroupId"])
+        for g in described(ec2, "describe_security_groups", "SecurityGroups", "group-id", group_ids):
+            out[g["GroupId"]] = g.get("GroupName", g["GroupId"])
     return out

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ket_infra import flows as catalog
-from ket_infra.aws import Counter, Discovery, NodeInterface, aws_errors, client, discover, filter_chunks
+from ket_infra.aws import Counter, Discovery, NodeInterface, aws_errors, client, described, discover
 from ket_infra.environment import Environment
 from ket_infra.flows import Flow, protocol_label, protocol_name
 from ket_infra.layout import RuleSet
@@ -221,15 +221,10 @@ def read_state(env: Environment, discovery: Discovery, ec2: Any) -> LiveState:
     ingress: dict[str, list[Permission]] = {}
     egress: dict[str, list[Permission]] = {}
     with aws_errors(env, "reading security groups"):
-        for chunk in filter_chunks(group_ids):
-            pages = ec2.get_paginator("describe_security_groups").paginate(
-                Filters=[{"Name": "group-id", "Values": chunk}]
-            )
-            for page in pages:
-                for g in page["SecurityGroups"]:
-                    names[g["GroupId"]] = g.get("GroupName", g["GroupId"])
-                    ingress[g["GroupId"]] = _permissions(g["GroupId"], g.get("IpPermissions", []))
-                    egress[g["GroupId"]] = _permissions(g["GroupId"], g.get("IpPermissionsEgress", []))
+        for g in described(ec2, "describe_security_groups", "SecurityGroups", "group-id", group_ids):
+            names[g["GroupId"]] = g.get("GroupName", g["GroupId"])
+            ingress[g["GroupId"]] = _permissions(g["GroupId"], g.get("IpPermissions", []))
+            egress[g["GroupId"]] = _permissions(g["GroupId"], g.get("IpPermissionsEgress", []))
     acl_of_subnet: dict[str, str] = {}
     entries: dict[str, list[AclEntry]] = {}
     default_acl = None
@@ -277,7 +272,8 @@ class Traffic:
     ports: tuple[int, int] | None  # tcp/udp port range; icmp (type, code)
 
 
-def _subtract(intervals: list[tuple[int, int]], lo: int, hi: int) -> list[tuple[int, int]]:
+def subtract(intervals: list[tuple[int, int]], lo: int, hi: int) -> list[tuple[int, int]]:
+    """INTERVALS (inclusive, sorted) without LO..HI."""
     out = []
     for a, b in intervals:
         if hi < a or lo > b:
@@ -316,7 +312,7 @@ def _sg_allows(perms: list[Permission], t: Traffic, peer_groups: frozenset[str],
             continue
         if not (p.groups & peer_groups or any(peer.subnet_of(c) for c in p.cidrs)):
             continue
-        need = _subtract(need, span[0], span[1])
+        need = subtract(need, span[0], span[1])
         if not need:
             return True
     return False
@@ -348,7 +344,7 @@ def _acl_verdict(entries: list[AclEntry], egress: bool, t: Traffic, peer: Net) -
             if not peer.subnet_of(e.cidr):
                 continue
             for iv in hit:
-                pending = _subtract(pending, max(iv[0], span[0]), min(iv[1], span[1]))
+                pending = subtract(pending, max(iv[0], span[0]), min(iv[1], span[1]))
             if not pending:
                 return True
         elif peer.overlaps(e.cidr):
