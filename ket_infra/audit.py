@@ -338,7 +338,6 @@ class _Auditor:
         self.classes = node_classes(plan, discovery, state, extra)
         self.node_ints = sorted(int(ipaddress.IPv4Address(n.address)) for n in discovery.nodes)
         self.addresses = {n.address for n in discovery.nodes}
-        self.rules = rules
         self.members = members
         self._required: dict[tuple[int, int], Open] = {}
 
