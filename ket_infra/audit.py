@@ -323,7 +323,7 @@ class _Auditor:
         rules: list[SgRule],
         members: dict[str, set[str]],
     ) -> None:
-        self.plan, self.env, self.state = plan, env, state
+        self.plan, self.state = plan, state
         self.flows = [f for f in catalog.required_flows(plan, env) if f.to]
         # (net as integers, flow) for every required source CIDR
         self.cidr_flows: list[tuple[int, int, Flow]] = []
@@ -432,7 +432,7 @@ class _Auditor:
             if extra:
                 extra = extra & self.acl(target.subnet_id, False, piece.lo, piece.hi)
             if extra:
-                out.append(("world" if world else "vpc", extra, _range_label(piece)))
+                out.append(("world" if world else "vpc", extra, rule.source))
         for s in self.source_classes(rule):
             cls = self.classes[s]
             if s == t and len(cls) == 1:
@@ -462,14 +462,6 @@ def _v4(cidr: str | None) -> bool:
 
 def _perm_opening(p: Permission) -> Open:
     return opening(p.protocol, p.from_port, p.to_port)
-
-
-def _range_label(piece: _Piece) -> str:
-    first, last = ipaddress.IPv4Address(piece.lo), ipaddress.IPv4Address(piece.hi)
-    nets = list(ipaddress.summarize_address_range(first, last))
-    if len(nets) == 1:
-        return str(nets[0])
-    return f"{first}-{last}"
 
 
 @dataclass
