@@ -57,13 +57,20 @@ def status(exit_code: int | None) -> str:
 
 def fresh_stats(cwd: Path) -> None:
     """mutmut maps each function to the tests that reach it once, and does not map functions added
-    later (their mutants would count as untested): when the code or the tests changed since the map
-    was made, drop it, so that mutmut makes it anew."""
+    later (their mutants would count as untested): when the code, the tests or the way they run
+    changed since the map was made, drop it, so that mutmut makes it anew. (Dropped, not left to
+    mutmut: a changed pytest configuration would make mutmut forget every result, not the map alone.)"""
     stats = cwd / "mutants" / "mutmut-stats.json"
     if not stats.exists():
         return
     made = stats.stat().st_mtime
-    sources = [*(cwd / "ket_infra").rglob("*.py"), *(cwd / "tests").rglob("*.py")]
+    sources = [
+        *(cwd / "ket_infra").rglob("*.py"),
+        *(cwd / "tests").rglob("*.py"),
+        *(cwd / "bench").glob("mutmut_*"),  # the plugin that maps the children's reach, and their site
+        *(cwd / "bench" / "mutmut_site").glob("*.py"),
+        cwd / "pyproject.toml",
+    ]
     if any(p.stat().st_mtime > made for p in sources):
         stats.unlink()
         print(f"{stats}: the code or the tests changed since it was made; mutmut maps the tests again", flush=True)
@@ -103,7 +110,9 @@ def only_workflow(pyproject: Path) -> None:
     if listed is None:
         raise SystemExit(f"error: {pyproject} has no [tool.mutmut] only_mutate list")
     mutate = ", ".join(f'"ket_infra/{m}.py"' for m in SLOW_PASS)
+    made = pyproject.stat().st_mtime_ns
     pyproject.write_text(text[: listed.start()] + f"only_mutate = [{mutate}]" + text[listed.end() :])
+    os.utime(pyproject, ns=(made, made))  # as old as the original: a rewrite alone does not drop the map
 
 
 def scores(where: dict[str, Path]) -> dict[str, dict[str, object]]:

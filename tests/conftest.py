@@ -26,13 +26,27 @@ def free_port() -> int:
 def child_env(cwd: Path, base: dict[str, str] | None = None) -> dict[str, str]:
     """The environment of a ket-infra process a test starts in CWD.
 
-    Under mutation testing (`make mutants`) mutmut marks the mutant in MUTANT_UNDER_TEST and
-    reads its own configuration from the working directory; a child started elsewhere cannot,
-    so there it runs the unmutated code.
+    Under mutation testing (`make mutants`) mutmut marks the mutant in MUTANT_UNDER_TEST, and the
+    mutated code is the tree the tests sit in (ROOT): a child started elsewhere is pointed at it by
+    PYTHONPATH, so that it runs the mutant too. While mutmut maps which tests reach which code
+    (MUTANT_UNDER_TEST=stats), a child notes what it reaches only with bench/mutmut_children.py
+    loaded (it names KET_INFRA_MUTMUT_HITS); without it, mutmut's own note-taking would look for
+    its configuration in the child's working directory, so such a child runs unmarked.
     """
     env = dict(os.environ if base is None else base)
-    if Path(cwd).resolve() != ROOT:
-        env.pop("MUTANT_UNDER_TEST", None)
+    mutant = env.get("MUTANT_UNDER_TEST")
+    if not mutant:
+        return env
+    first = [] if Path(cwd).resolve() == ROOT else [str(ROOT)]
+    if mutant == "stats":
+        if "KET_INFRA_MUTMUT_HITS" not in env:
+            if first:
+                env.pop("MUTANT_UNDER_TEST")
+            return env
+        first.append(str(ROOT / "bench" / "mutmut_site"))  # even where a test sets its own PYTHONPATH
+    rest = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and p not in first]
+    if first:
+        env["PYTHONPATH"] = os.pathsep.join(first + rest)
     return env
 
 

@@ -84,6 +84,10 @@ def test_plan_apply_replan_destroy_in_process(box: Box) -> None:
     assert len(shown) == len(wanted["ingress_rules"])
     for name, rule in wanted["ingress_rules"].items():
         assert f"    + ingress rule {name}: {rule['description']}" in shown
+    group = wanted["groups"]
+    assert len(group) == 1
+    ((name, doc),) = group.items()
+    assert f"    + group {name}: {doc['description']}" in box.lines, box.lines
     assert (work / "tfplan").exists() and (work / "tfplan.fingerprint").exists()
 
     # a stale plan is refused before Terraform runs
@@ -91,10 +95,20 @@ def test_plan_apply_replan_destroy_in_process(box: Box) -> None:
     env_file.write_text(env_doc + "installer_cidr: 10.0.1.200/32\n")
     with pytest.raises(KetInfraError, match="the saved plan for environment solo is stale"):
         workflow.apply(box.context(env_file), auto_approve=False)
-    # a comment or a reformat changes the bytes, not what the files say: the saved plan stays good
+    env_file.write_text(env_doc)
+    # so is one whose rendered module was edited by hand (Terraform would apply what the plan was not made from)
+    module = sorted((work / "modules").rglob("*.tf"))[-1]
+    module_text = module.read_text()
+    module.write_text(module_text + "# edited\n")
+    with pytest.raises(KetInfraError, match="the saved plan for environment solo is stale"):
+        workflow.apply(box.context(env_file), auto_approve=False)
+    module.write_text(module_text)
+    # a comment, a reformat or keys in another order change the bytes, not what the files say: the saved plan
+    # stays good
     plan_file = box.root / "solo.yaml"
     plan_doc = plan_file.read_text()
-    env_file.write_text("# reviewed\n" + yaml.safe_dump(yaml.safe_load(env_doc), indent=4))
+    reordered = dict(reversed(list(yaml.safe_load(env_doc).items())))
+    env_file.write_text("# reviewed\n" + yaml.safe_dump(reordered, indent=4, sort_keys=False))
     plan_file.write_text(plan_doc + "# a comment\n")
 
     ctx = box.context(env_file)
