@@ -164,3 +164,68 @@ def test_plan_apply_replan_destroy_in_process(box: Box) -> None:
     assert box.lines[-1] == "destroyed: ket-infra's groups and rules for environment solo are gone"
     assert "source/dest check on for 1 node(s)" in box.lines
     assert ctx.tf.state_resources() == []
+
+
+def _source_dest_check(box: Box) -> bool:
+    import boto3
+
+    ec2 = boto3.client(
+        "ec2",
+        region_name="eu-west-1",
+        endpoint_url=f"http://127.0.0.1:{box.port}",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    (instance,) = [i for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]]
+    attr = ec2.describe_instance_attribute(InstanceId=instance["InstanceId"], Attribute="sourceDestCheck")
+    return bool(attr["SourceDestCheck"]["Value"])
+
+
+ROUTED = {"provider": "calico", "options": {"calico": {"mode": "routed"}}}
+
+
+def test_host_settings_alone_set_then_restore_the_check(box: Box) -> None:
+    """The step after Terraform's apply on its own: routed Calico turns the check off, destroy turns it back on."""
+    env_file = one_node(box, ROUTED, "hosts")
+    ctx = box.context(env_file)
+    workflow.host_settings(ctx, restore=False)
+    assert box.lines[0] == "source/dest check off for 1 node(s)"
+    assert re.fullmatch(r"  solo01 \(i-[0-9a-f]+\): source/dest check off", box.lines[1]), box.lines
+    assert len(box.lines) == 2 and _source_dest_check(box) is False
+    ctx = box.context(env_file)
+    workflow.host_settings(ctx, restore=False)  # a rerun changes nothing and says so
+    assert box.lines == ["source/dest check off for 1 node(s)", "  already set"]
+    ctx = box.context(env_file)
+    workflow.host_settings(ctx, restore=True)
+    assert box.lines[0] == "source/dest check on for 1 node(s)" and len(box.lines) == 2
+    assert _source_dest_check(box) is True
+
+
+def test_host_settings_do_nothing_for_an_overlay(box: Box) -> None:
+    env_file = one_node(box, {"provider": "weave"}, "overlay")
+    ctx = box.context(env_file)
+    workflow.host_settings(ctx, restore=False)
+    workflow.host_settings(ctx, restore=True)
+    assert box.lines == [] and _source_dest_check(box) is True
+
+
+def test_destroy_before_any_apply(box: Box) -> None:
+    """Nothing in the state: with no host settings there is nothing to do; with them, only the check to restore."""
+    env_file = one_node(box, {"provider": "weave"}, "never")
+    ctx = box.context(env_file)
+    workflow.destroy(ctx, lambda listing: pytest.fail(f"asked to approve {listing}"))
+    work = box.root / ".work" / "never"
+    assert box.lines[0] == f"rendered {work} to read the Terraform state (no nodes needed)"
+    assert "terraform plan -destroy (saved to destroy.tfplan)" in box.lines
+    assert box.lines[-1] == "nothing to destroy: the Terraform state of environment never holds nothing"
+    assert not (work / "destroy.tfplan").exists()
+
+    env_file = one_node(box, ROUTED, "routed-never")
+    asked: list[list[str]] = []
+    ctx = box.context(env_file)
+    with pytest.raises(KetInfraError, match="destroy cancelled"):
+        workflow.destroy(ctx, lambda listing: asked.append(listing) or False)
+    assert asked == [
+        ["  ~ source/dest check back on for 1 node(s): solo01", "Destroy: 0 to remove, 1 host setting(s) to restore"]
+    ]
+    assert _source_dest_check(box) is True  # declined: left as it was
