@@ -10,6 +10,7 @@ import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -73,6 +74,9 @@ def test_plan_apply_replan_destroy_in_process(box: Box) -> None:
     summary = workflow.plan(ctx)
     wanted = json.loads((work / "ket-infra.auto.tfvars.json").read_text())
     n_rules = len(wanted["ingress_rules"]) + len(wanted["egress_rules"])
+    # the environment shapes the rules: the installer's address is let in (for SSH, at least)
+    installer = yaml.safe_load(env_file.read_text())["installer_cidr"]
+    assert [r for r in wanted["ingress_rules"].values() if r["cidr"] == installer and r["from_port"] == 22]
     assert summary.counts() == {"create": n_rules + 2, "update": 0, "replace": 0, "delete": 0, "import": 0}
     assert box.lines[0] == "checking AWS account and finding 1 node(s) in eu-west-1"
     assert box.lines[1].startswith(f"rendered {work} (VPC vpc-") and box.lines[1].endswith(
@@ -166,16 +170,20 @@ def test_plan_apply_replan_destroy_in_process(box: Box) -> None:
     assert ctx.tf.state_resources() == []
 
 
-def _source_dest_check(box: Box) -> bool:
+def _ec2(box: Box) -> Any:
     import boto3
 
-    ec2 = boto3.client(
+    return boto3.client(
         "ec2",
         region_name="eu-west-1",
         endpoint_url=f"http://127.0.0.1:{box.port}",
         aws_access_key_id="testing",
         aws_secret_access_key="testing",
     )
+
+
+def _source_dest_check(box: Box) -> bool:
+    ec2 = _ec2(box)
     (instance,) = [i for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]]
     attr = ec2.describe_instance_attribute(InstanceId=instance["InstanceId"], Attribute="sourceDestCheck")
     return bool(attr["SourceDestCheck"]["Value"])
@@ -229,3 +237,52 @@ def test_destroy_before_any_apply(box: Box) -> None:
         ["  ~ source/dest check back on for 1 node(s): solo01", "Destroy: 0 to remove, 1 host setting(s) to restore"]
     ]
     assert _source_dest_check(box) is True  # declined: left as it was
+
+
+def _interface(box: Box) -> dict[str, Any]:
+    (eni,) = _ec2(box).describe_network_interfaces()["NetworkInterfaces"]
+    return eni
+
+
+def test_detach_groups_refused_while_ket_infras_groups_are_not_applied(box: Box) -> None:
+    """The step after apply on its own: without ket-infra's groups in place the default group is still needed."""
+    env_file = one_node(box, {"provider": "weave"}, "keep")
+    ctx = box.context(env_file)
+    workflow.foreign_groups(ctx)  # nothing listed, nothing recorded: nothing to do
+    assert box.lines == []
+    doc = yaml.safe_load(env_file.read_text())
+    doc["detach_groups"] = ["default"]
+    env_file.write_text(yaml.safe_dump(doc))
+    before = _interface(box)["Groups"]
+    with pytest.raises(KetInfraError) as info:
+        workflow.foreign_groups(box.context(env_file))
+    said = str(info.value)
+    assert said.startswith(f"{env_file}: detach_groups: nothing was detached: without "), said
+    assert "required flow check(s) would be blocked" in said
+    assert _interface(box)["Groups"] == before and box.lines == []
+
+
+def test_destroy_puts_back_what_detach_groups_took_off_first(box: Box) -> None:
+    """A node whose default group ket-infra recorded taking off: destroy lists it, then re-attaches it."""
+    env_file = one_node(box, {"provider": "weave"}, "putback")
+    ec2 = _ec2(box)
+    eni = _interface(box)
+    (default,) = [g["GroupId"] for g in eni["Groups"]]
+    vpc = eni["VpcId"]
+    stand_in = ec2.create_security_group(GroupName="stand-in", Description="stand-in", VpcId=vpc)["GroupId"]
+    ec2.modify_network_interface_attribute(NetworkInterfaceId=eni["NetworkInterfaceId"], Groups=[stand_in])
+    ec2.create_tags(
+        Resources=[eni["NetworkInterfaceId"]], Tags=[{"Key": "ket-infra/detached-groups", "Value": default}]
+    )
+    asked: list[list[str]] = []
+    ctx = box.context(env_file)
+    workflow.destroy(ctx, lambda listing: asked.append(listing) or True)
+    assert asked == [[f"  + re-attach {default} (detach_groups) to 1 node(s) first", "Destroy: 0 to remove"]]
+    assert "re-attaching the groups detach_groups took off 1 node(s)" in box.lines
+    at = box.lines.index("re-attaching the groups detach_groups took off 1 node(s)")
+    assert box.lines[at + 1] == f"  solo01 ({eni['NetworkInterfaceId']}): re-attached {default}"
+    assert at < box.lines.index("terraform apply destroy.tfplan"), box.lines  # before ket-infra's groups go
+    assert box.lines[-1] == "destroyed: ket-infra's groups and rules for environment putback are gone"
+    after = _interface(box)
+    assert sorted(g["GroupId"] for g in after["Groups"]) == sorted([stand_in, default])
+    assert not [t for t in after.get("TagSet", []) if t["Key"] == "ket-infra/detached-groups"]
