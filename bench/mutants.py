@@ -26,6 +26,7 @@ Not part of `make test`: it takes hours on two cores.
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import os
 import re
@@ -89,13 +90,18 @@ def mutmut(cwd: Path, modules: tuple[str, ...], max_children: int, skip_slow: bo
         raise SystemExit(f"error: mutmut run exited {run.returncode} in {cwd}")
 
 
-def forget(meta: Path, which: Callable[[int], bool]) -> None:
-    """Mark the mutants of META whose result WHICH picks unchecked: the next run checks them again."""
+def forget(meta: Path, which: Callable[[int], bool], names: list[str] | None = None) -> None:
+    """Mark the mutants of META whose result WHICH picks (and, given NAMES, whose name matches one of
+    those globs) unchecked: the next run checks them again."""
     if not meta.exists():
         return
     doc = json.loads(meta.read_text())
     codes = doc["exit_code_by_key"]
-    again = [k for k, code in codes.items() if code is not None and which(code)]
+    again = [
+        k
+        for k, code in codes.items()
+        if code is not None and which(code) and (names is None or any(fnmatch.fnmatch(k, n) for n in names))
+    ]
     for k in again:
         codes[k] = None
     meta.write_text(json.dumps(doc))
@@ -177,6 +183,13 @@ def main() -> int:
         help="forget the survivors' results first, so that new tests get their chance at them",
     )
     parser.add_argument(
+        "--recheck",
+        metavar="GLOB",
+        action="append",
+        help="as --recheck-survivors, for the survivors whose name matches GLOB alone (repeatable), "
+        "e.g. 'ket_infra.workflow.x_destroy__*'",
+    )
+    parser.add_argument(
         "--modules",
         default=",".join(MODULES),
         help="which passes to run: any core module runs the core pass (all of them), workflow the slow pass; "
@@ -194,9 +207,10 @@ def main() -> int:
         unknown = sorted(set(wanted) - set(MODULES))
         if unknown:
             raise SystemExit(f"error: --modules: {', '.join(unknown)} not among {', '.join(MODULES)}")
-        if args.recheck_survivors:
+        if args.recheck_survivors or args.recheck:
             for m in wanted:
-                forget(where[m] / "mutants" / "ket_infra" / f"{m}.py.meta", lambda code: status(code) != "killed")
+                meta = where[m] / "mutants" / "ket_infra" / f"{m}.py.meta"
+                forget(meta, lambda code: status(code) != "killed", None if args.recheck_survivors else args.recheck)
         core = tuple(m for m in wanted if m not in SLOW_PASS)
         slow = tuple(m for m in wanted if m in SLOW_PASS)
         if core:

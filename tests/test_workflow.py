@@ -72,6 +72,7 @@ def test_plan_apply_replan_destroy_in_process(box: Box) -> None:
     )
 
     summary = workflow.plan(ctx)
+    assert ctx.imports == [] and not (work / "imports.tf").exists()  # nothing of ket-infra's in AWS yet
     wanted = json.loads((work / "ket-infra.auto.tfvars.json").read_text())
     n_rules = len(wanted["ingress_rules"]) + len(wanted["egress_rules"])
     # the environment shapes the rules: the installer's address is let in (for SSH, at least)
