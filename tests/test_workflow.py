@@ -133,19 +133,26 @@ def test_plan_apply_replan_destroy_in_process(box: Box) -> None:
     assert box.lines[-1] == "No changes: the cloud already matches the plan file."
     assert not [ln for ln in box.lines if ln.startswith("adopting")]
 
-    # the state loses a rule (as when a run is killed mid-apply): the next plan adopts it, not a duplicate
-    lost = next(a for a in ctx.tf.state_resources() if "ingress_rule" in a)
-    terraform("state", "rm", lost, cwd=work)
+    # the state loses everything (as when a run is killed before Terraform writes it): the next plan adopts
+    # each group, rule and attachment, not a duplicate
+    lost = ctx.tf.state_resources()
+    assert len(lost) == n_rules + 2
+    terraform("state", "rm", *lost, cwd=work)
     ctx = box.context(env_file)
     adopted = workflow.plan(ctx)
     adopting = [ln for ln in box.lines if ln.startswith("adopting ")]
-    assert len(adopting) == 1 and adopting[0].startswith("adopting 1 orphan(s) (1 ingress rule): ket-infra made them")
-    assert f"see {work / 'imports.tf'}" in adopting[0]
-    assert f"import {{\n  to = {lost}\n" in (work / "imports.tf").read_text()
-    assert adopted.counts()["create"] == 0
-    assert [(i.address, i.kind) for i in ctx.imports] == [(lost, "ingress")]
+    n_in, n_out = len(wanted["ingress_rules"]), len(wanted["egress_rules"])
+    kinds = f"1 group, {n_in} ingress rule{'s' * (n_in != 1)}, {n_out} egress rule{'s' * (n_out != 1)}, 1 attachment"
+    assert len(adopting) == 1, box.lines
+    assert adopting[0].startswith(f"adopting {n_rules + 2} orphan(s) ({kinds}): ket-infra made them"), adopting
+    assert adopting[0].endswith(f"(see {work / 'imports.tf'})"), adopting  # none left alone
+    imports_tf = (work / "imports.tf").read_text()
+    assert all(f"import {{\n  to = {a}\n" in imports_tf for a in lost)
+    assert adopted.counts() == {"create": 0, "update": 0, "replace": 0, "delete": 0, "import": n_rules + 2}
+    assert sorted(i.address for i in ctx.imports) == sorted(lost)
+    assert sorted({i.kind for i in ctx.imports}) == ["attachment", "egress", "group", "ingress"]
     workflow.apply(ctx, auto_approve=False)
-    assert lost in ctx.tf.state_resources()
+    assert sorted(ctx.tf.state_resources()) == sorted(lost)
 
     # destroy from a folder that lost its rendered module (a fresh checkout with the state kept)
     (work / "main.tf").unlink()
