@@ -138,6 +138,19 @@ def test_plan_apply_replan_destroy_in_process(box: Box) -> None:
     lost = ctx.tf.state_resources()
     assert len(lost) == n_rules + 2
     terraform("state", "rm", *lost, cwd=work)
+    # and a rule ket-infra once made that the plan no longer wants: left alone, and said so
+    ec2 = _ec2(box)
+    ((key, _),) = wanted["groups"].items()
+    (group,) = ec2.describe_security_groups(
+        Filters=[{"Name": "group-name", "Values": [f"{wanted['cluster_name']}-{key}"]}]
+    )["SecurityGroups"]
+    ec2.authorize_security_group_ingress(
+        GroupId=group["GroupId"],
+        IpPermissions=[
+            {"IpProtocol": "tcp", "FromPort": 7777, "ToPort": 7777, "IpRanges": [{"CidrIp": "10.0.1.250/32"}]}
+        ],
+        TagSpecifications=[{"ResourceType": "security-group-rule", "Tags": [{"Key": "Name", "Value": "retired"}]}],
+    )
     ctx = box.context(env_file)
     workflow.apply(ctx, auto_approve=True)  # plans (adopting) and applies at once
     adopting = [ln for ln in box.lines if ln.startswith("adopting ")]
@@ -145,7 +158,9 @@ def test_plan_apply_replan_destroy_in_process(box: Box) -> None:
     kinds = f"1 group, {n_in} ingress rule{'s' * (n_in != 1)}, {n_out} egress rule{'s' * (n_out != 1)}, 1 attachment"
     assert len(adopting) == 1, box.lines
     assert adopting[0].startswith(f"adopting {n_rules + 2} orphan(s) ({kinds}): ket-infra made them"), adopting
-    assert adopting[0].endswith(f"(see {work / 'imports.tf'})"), adopting  # none left alone
+    assert adopting[0].endswith(f"(see {work / 'imports.tf'}); 1 other(s) the plan no longer wants are left alone"), (
+        adopting
+    )
     imports_tf = (work / "imports.tf").read_text()
     assert all(f"import {{\n  to = {a}\n" in imports_tf for a in lost)
     assert f"Plan: 0 to add, 0 to change, 0 to replace, 0 to remove, {n_rules + 2} to import." in box.lines
