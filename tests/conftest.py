@@ -23,6 +23,19 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def sandbox_client(port: int, service: str = "ec2") -> Any:
+    """A boto3 client of the sandbox's moto server on PORT (moto takes any credentials)."""
+    import boto3
+
+    return boto3.client(
+        service,
+        region_name="eu-west-1",
+        endpoint_url=f"http://127.0.0.1:{port}",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+
+
 def child_env(cwd: Path, base: dict[str, str] | None = None) -> dict[str, str]:
     """The environment of a ket-infra process a test starts in CWD.
 

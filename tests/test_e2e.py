@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from ket_infra.sandbox import sandbox_down, sandbox_up
-from tests.conftest import EXAMPLES, base_plan, free_port, node, write_yaml
+from tests.conftest import EXAMPLES, base_plan, free_port, node, sandbox_client, write_yaml
 from tests.tf import PLUGIN_DIR, needs_terraform
 
 pytestmark = [needs_terraform, pytest.mark.e2e]
@@ -42,15 +42,7 @@ class Sandbox:
         return path
 
     def client(self, service: str = "ec2") -> Any:
-        import boto3
-
-        return boto3.client(
-            service,
-            region_name="eu-west-1",
-            endpoint_url=f"http://127.0.0.1:{self.port}",
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-        )
+        return sandbox_client(self.port, service)
 
     def command(
         self, *args: str, env_file: Path | None = None, extra: dict[str, str] | None = None

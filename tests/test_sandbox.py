@@ -14,7 +14,7 @@ from ket_infra.environment import load_environment
 from ket_infra.errors import KetInfraError
 from ket_infra.plan import load_plan
 from ket_infra.sandbox import network_for, pid_file, sandbox_down, sandbox_up
-from tests.conftest import EXAMPLES, base_plan, free_port, node
+from tests.conftest import EXAMPLES, base_plan, free_port, node, sandbox_client
 
 pytest.importorskip("moto.server", reason="moto[server] is not installed")
 
@@ -42,15 +42,7 @@ class Sandbox:
         return sandbox_up(plan, self.port, self.env_file, self.state_dir, progress=self.lines.append, like=like)
 
     def ec2(self) -> Any:
-        import boto3
-
-        return boto3.client(
-            "ec2",
-            region_name="eu-west-1",
-            endpoint_url=f"http://127.0.0.1:{self.port}",
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-        )
+        return sandbox_client(self.port)
 
     def instances(self) -> dict[str, tuple[str, str]]:
         """Name tag -> (private IP, subnet CIDR) of every running instance."""

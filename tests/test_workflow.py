@@ -18,7 +18,7 @@ import yaml
 from ket_infra import workflow
 from ket_infra.errors import KetInfraError
 from ket_infra.sandbox import sandbox_down, sandbox_up
-from tests.conftest import base_plan, node, write_yaml
+from tests.conftest import base_plan, node, sandbox_client, write_yaml
 from tests.tf import PLUGIN_DIR, needs_terraform, terraform
 
 pytestmark = [needs_terraform, pytest.mark.slow]
@@ -194,15 +194,7 @@ def test_plan_apply_replan_destroy_in_process(box: Box) -> None:
 
 
 def _ec2(box: Box) -> Any:
-    import boto3
-
-    return boto3.client(
-        "ec2",
-        region_name="eu-west-1",
-        endpoint_url=f"http://127.0.0.1:{box.port}",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    return sandbox_client(box.port)
 
 
 def _source_dest_check(box: Box) -> bool:
