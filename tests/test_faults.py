@@ -341,3 +341,52 @@ def test_imports_tf_is_written_and_removed(tmp_path: Path) -> None:
         in path.read_text()
     )
     assert write_imports(tmp_path, []) is None and not path.exists()
+
+
+def test_orphans_skip_what_the_state_has_anywhere_and_count_every_leftover() -> None:
+    """What the state manages comes first in each list; duplicates (a group key or rule name made twice) and a
+    node no longer in the plan are leftovers, each counted."""
+    from ket_infra.aws import Discovery, NodeInterface, Owned, OwnedRule
+    from ket_infra.render import attachment_address, group_address, rule_address
+    from ket_infra.workflow import orphans
+
+    def nic(host: str, eni: str, groups: tuple[str, ...]) -> NodeInterface:
+        return NodeInterface(host, "10.0.0.1", "i-1", eni, "subnet-1", "vpc-1", groups, True)
+
+    found = Discovery(
+        "vpc-1", (nic("a1", "eni-a1", ("sg-a",)), nic("b1", "eni-b1", ("sg-b",)), nic("z9", "eni-z9", ("sg-c",)))
+    )
+    owned = Owned(
+        groups={"sg-a": "master", "sg-b": "worker", "sg-c": "gone", "sg-d": "older", "sg-e": "worker"},
+        rules=(
+            OwnedRule("sgr-1", "master-in-tcp-1-from-worker", "sg-a", "ingress"),
+            OwnedRule("sgr-2", "worker-in-tcp-2-from-master", "sg-b", "ingress"),
+            OwnedRule("sgr-3", "worker-in-tcp-2-from-master", "sg-b", "ingress"),
+        ),
+        carried={"a1": ("sg-a",), "b1": ("sg-b",), "z9": ("sg-c",)},
+    )
+    wanted: dict[str, Any] = {
+        "groups": {"master": {}, "worker": {}},
+        "ingress_rules": {
+            "master-in-tcp-1-from-worker": {"group": "master"},
+            "worker-in-tcp-2-from-master": {"group": "worker"},
+        },
+        "egress_rules": {},
+        "attachments": {
+            "a1": {"group": "master", "network_interface_id": "eni-a1"},
+            "b1": {"group": "worker", "network_interface_id": "eni-b1"},
+        },
+    }
+    managed = {
+        group_address("master"),
+        rule_address("ingress", "master-in-tcp-1-from-worker"),
+        attachment_address("a1"),
+    }
+    imports, unwanted = orphans(owned, wanted, managed, found)
+    assert [(i.address, i.id, i.kind) for i in imports] == [
+        (group_address("worker"), "sg-b", "group"),
+        (rule_address("ingress", "worker-in-tcp-2-from-master"), "sgr-2", "ingress"),
+        (attachment_address("b1"), "eni-b1_sg-b", "attachment"),
+    ]
+    # groups gone, older and the second worker; the second rule of one name; z9's interface carrying gone
+    assert unwanted == 5
