@@ -18,6 +18,7 @@ import yaml
 from ket_infra import workflow
 from ket_infra.errors import KetInfraError
 from ket_infra.sandbox import sandbox_down, sandbox_up
+from ket_infra.terraform import TerraformError
 from tests.conftest import base_plan, node, sandbox_client, write_yaml
 from tests.tf import PLUGIN_DIR, needs_terraform, terraform
 
@@ -301,3 +302,21 @@ def test_destroy_puts_back_what_detach_groups_took_off_first(box: Box) -> None:
     after = _interface(box)
     assert sorted(g["GroupId"] for g in after["Groups"]) == sorted([stand_in, default])
     assert not [t for t in after.get("TagSet", []) if t["Key"] == "ket-infra/detached-groups"]
+
+
+def test_a_failed_apply_says_what_may_be_half_done_and_how_to_converge(box: Box) -> None:
+    """AWS gone between plan and apply: Terraform fails, and the one line says a rerun converges."""
+    env_file = one_node(box, {"provider": "weave"}, "broken")
+    workflow.plan(box.context(env_file))
+    sandbox_down(box.port, box.root / ".work")
+    try:
+        with pytest.raises(TerraformError) as info:
+            workflow.apply(box.context(env_file), auto_approve=False)
+    finally:
+        one_node(box, {"provider": "weave"}, "broken")  # the sandbox back for the tests after this one
+    said = str(info.value)
+    assert "\n" not in said.strip()
+    assert said.endswith(
+        f" -- the apply may have made part of its changes; run ket-infra plan --env {env_file} "
+        "to see what is left, then apply again (a rerun converges)"
+    ), said
