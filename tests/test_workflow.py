@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from ket_infra import workflow
+from ket_infra.aws import AwsError
 from ket_infra.errors import KetInfraError
 from ket_infra.sandbox import sandbox_down, sandbox_up
 from ket_infra.terraform import TerraformError
@@ -320,3 +321,59 @@ def test_a_failed_apply_says_what_may_be_half_done_and_how_to_converge(box: Box)
         f" -- the apply may have made part of its changes; run ket-infra plan --env {env_file} "
         "to see what is left, then apply again (a rerun converges)"
     ), said
+
+
+def _cluster(box: Box, cni: dict[str, object], name: str, nodes: dict[str, tuple[str, str]]) -> Path:
+    """A sandbox environment for a plan with one node per role: role -> (host, address)."""
+    data = base_plan(cni)
+    for role, (host, ip) in nodes.items():
+        data[role]["nodes"] = [node(host, ip)]
+    plan = write_yaml(box.root / f"{name}.yaml", data)
+    return sandbox_up(plan, box.port, box.root / "environments" / f"{name}.yaml", box.root / ".work", lambda _m: None)
+
+
+def test_routed_mode_is_refused_across_subnets_before_anything_is_rendered(box: Box) -> None:
+    nodes = {"etcd": ("etcd01", "10.0.1.11"), "master": ("master01", "10.0.1.12"), "worker": ("worker01", "10.0.2.12")}
+    env_file = _cluster(box, ROUTED, "split", nodes)
+    ctx = box.context(env_file)
+    with pytest.raises(AwsError) as info:
+        workflow.discover_and_render(ctx)
+    assert str(info.value).startswith(
+        f"{box.root / 'split.yaml'}: add_ons.cni.options.calico.mode: routed needs every kubelet node in one subnet, "
+        "but they are in 2 ("
+    )
+    assert not (ctx.work / "main.tf").exists()
+    # etcd alone elsewhere is fine: it runs no kubelet and carries no pod traffic
+    nodes = {"etcd": ("etcd01", "10.0.2.11"), "master": ("master01", "10.0.1.12"), "worker": ("worker01", "10.0.1.13")}
+    ctx = box.context(_cluster(box, ROUTED, "etcd-apart", nodes))
+    found = workflow.discover_and_render(ctx)
+    assert ctx.found is found and (ctx.work / "main.tf").exists()
+    assert {n.host for n in found.nodes} == {"etcd01", "master01", "worker01"}
+
+
+def test_an_interface_with_no_room_for_a_group_is_refused_unless_one_is_ket_infras(box: Box) -> None:
+    env_file = one_node(box, {"provider": "weave"}, "full")
+    ctx = box.context(env_file)
+    ec2 = _ec2(box)
+    eni = _interface(box)
+    extra = [
+        ec2.create_security_group(GroupName=f"extra-{i}", Description="x", VpcId=eni["VpcId"])["GroupId"]
+        for i in range(4)
+    ]
+    groups = [g["GroupId"] for g in eni["Groups"]] + extra  # the AWS limit, 5
+    ec2.modify_network_interface_attribute(NetworkInterfaceId=eni["NetworkInterfaceId"], Groups=groups)
+    with pytest.raises(AwsError) as info:
+        workflow.discover_and_render(ctx)
+    assert str(info.value) == (
+        f"{box.root / 'full.yaml'}: solo01 ({eni['NetworkInterfaceId']}) already carry 5 security groups, "
+        "the AWS limit per interface; detach one before applying"
+    )
+    # a rerun, where one of the five is ket-infra's own group, goes on
+    (own,) = ctx.rules.groups
+    ours = ec2.create_security_group(GroupName=f"{ctx.rules.cluster}-{own.name}", Description="x", VpcId=eni["VpcId"])
+    ec2.modify_network_interface_attribute(
+        NetworkInterfaceId=eni["NetworkInterfaceId"], Groups=[*groups[:4], ours["GroupId"]]
+    )
+    ctx = box.context(env_file)
+    workflow.discover_and_render(ctx)
+    assert (ctx.work / "main.tf").exists()
