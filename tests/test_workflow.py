@@ -308,7 +308,14 @@ def test_destroy_puts_back_what_detach_groups_took_off_first(box: Box) -> None:
 def test_a_failed_apply_says_what_may_be_half_done_and_how_to_converge(box: Box) -> None:
     """AWS gone between plan and apply: Terraform fails, and the one line says a rerun converges."""
     env_file = one_node(box, {"provider": "weave"}, "broken")
+    doc = yaml.safe_load(env_file.read_text())
+    doc["detach_groups"] = ["default", "legacy"]
+    env_file.write_text(yaml.safe_dump(doc))
     workflow.plan(box.context(env_file))
+    assert box.lines[-1] == (
+        "after the apply: detach_groups default, legacy come off the nodes' interfaces once every required flow "
+        "is proven open without them (nothing is detached otherwise)"
+    )
     sandbox_down(box.port, box.root / ".work")
     try:
         with pytest.raises(TerraformError) as info:
@@ -343,6 +350,8 @@ def test_routed_mode_is_refused_across_subnets_before_anything_is_rendered(box: 
         "but they are in 2 ("
     )
     assert not (ctx.work / "main.tf").exists()
+    with pytest.raises(AwsError, match="routed needs every kubelet node in one subnet"):
+        workflow.plan(box.context(env_file))  # the same from plan, with no Terraform plan started ahead
     # etcd alone elsewhere is fine: it runs no kubelet and carries no pod traffic
     nodes = {"etcd": ("etcd01", "10.0.2.11"), "master": ("master01", "10.0.1.12"), "worker": ("worker01", "10.0.1.13")}
     ctx = box.context(_cluster(box, ROUTED, "etcd-apart", nodes))
