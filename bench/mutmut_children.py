@@ -3,9 +3,10 @@
 mutmut runs, for each mutant, only the tests it saw reach the mutated function, and it sees
 only the test process itself. Most tests of the command line start `python -m ket_infra` as a
 child (the way a user runs it), so without this plugin mutmut would think no test reaches most
-of workflow.py and would not run them. While mutmut maps the tests, this plugin puts
-bench/mutmut_site on the children's PYTHONPATH (its sitecustomize notes what a child reaches)
-and adds what they noted to the test that started them.
+of workflow.py and would not run them. While mutmut maps the tests, this plugin names a folder
+(KET_INFRA_MUTMUT_HITS) where each child writes what it reached (tests/conftest.py's child_env
+puts bench/mutmut_site, whose sitecustomize does that, on the child's PYTHONPATH), and adds what
+they noted to the test that started them.
 
 pyproject.toml's [tool.mutmut] pytest_add_cli_args loads it; `make test` does not.
 """
@@ -20,25 +21,19 @@ from typing import Any
 
 import pytest
 
-SITE = Path(__file__).resolve().parent / "mutmut_site"
 HITS = "KET_INFRA_MUTMUT_HITS"
 
 
-def mapping() -> bool:
-    return os.environ.get("MUTANT_UNDER_TEST") == "stats"
-
-
 def pytest_configure(config: pytest.Config) -> None:
-    if not mapping():
+    if os.environ.get("MUTANT_UNDER_TEST") != "stats":  # mutmut maps the tests
         return
     os.environ[HITS] = tempfile.mkdtemp(prefix="ket-infra-mutmut-")
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(SITE), os.environ.get("PYTHONPATH")) if p)
 
 
 @pytest.hookimpl(tryfirst=True)  # before mutmut's own teardown hook files what this test reached
 def pytest_runtest_teardown(item: pytest.Item, nextitem: Any) -> None:
     hits = os.environ.get(HITS)
-    if not hits or not mapping():
+    if not hits:  # named only while mapping
         return
     from mutmut.state import state
 
@@ -51,9 +46,3 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     hits = os.environ.pop(HITS, None)
     if hits:
         shutil.rmtree(hits, ignore_errors=True)
-        site = str(SITE)
-        rest = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != site]
-        if rest:
-            os.environ["PYTHONPATH"] = os.pathsep.join(rest)
-        else:
-            os.environ.pop("PYTHONPATH", None)

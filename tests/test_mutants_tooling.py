@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -18,11 +17,9 @@ MUTANT = "ket_infra.workflow.x_plan__mutmut_1"
 
 
 def _plugin() -> Any:
-    spec = importlib.util.spec_from_file_location("mutmut_children", ROOT / "bench" / "mutmut_children.py")
-    assert spec is not None and spec.loader is not None
-    plugin = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(plugin)
-    return plugin
+    from bench import mutmut_children
+
+    return mutmut_children
 
 
 def _child(tmp_path: Path, mutant: str) -> list[str]:
