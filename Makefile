@@ -82,10 +82,11 @@ bench: $(BIN)/ket-infra
 	$(BIN)/python bench/bench_aws.py --out bench/results.json
 	$(BIN)/python bench/report.py
 
-# Known breakages first (each must be caught), then mutation testing of the core modules (hours on
-# two cores; resumes where an interrupted run stopped; MODULES=workflow runs only the slow pass);
+# Known breakages first (each must be caught), then mutation testing in three passes (hours on two
+# cores; resumes where an interrupted run stopped; MODULES=workflow runs only the slow pass,
+# MODULES=audit only the verdicts pass);
 # writes bench/mutants.json and the README line.
-MODULES ?= plan,flows,layout,verify,aws,workflow,terraform
+MODULES ?= plan,flows,layout,verify,aws,workflow,terraform,audit,detach,compare
 mutants: $(BIN)/ket-infra
 	$(BIN)/python bench/breakages.py
 	$(BIN)/python bench/mutants.py --modules $(MODULES) $(ARGS)

@@ -8,12 +8,15 @@ when some test fails with it in place. Score = killed / all mutants, where
 survivors, mutants no test reaches, timeouts and suspicious ones all count
 against it.
 
-Two passes, because mutmut picks the tests to run per mutated function and a
-survivor runs every test that reaches its function: the core pass (every module
-but workflow, as pyproject.toml's only_mutate lists them) leaves out the tests
-marked `slow` (real Terraform runs that only the workflow needs); the workflow
-pass runs in a copy of the tree (.mutants-slow-pass/, kept between runs) whose
-only_mutate names the workflow alone, with those tests.
+Three passes, because mutmut picks the tests to run per mutated function and a
+survivor runs every test that reaches its function, and because a pass is
+checked again whole when its code or tests change: the core pass (the modules
+pyproject.toml's only_mutate lists) leaves out the tests marked `slow` (real
+Terraform runs that only the workflow needs); the workflow pass runs in a copy
+of the tree (.mutants-slow-pass/, kept between runs) whose only_mutate names
+the workflow alone, with those tests; the verdicts pass (audit, detach and
+compare, whose tests are moto's and the CLI's) runs in a copy of its own
+(.mutants-verdicts-pass/), without the slow tests.
 
 A run resumes: mutmut keeps each mutant's result in mutants/ and checks only
 the mutants it has no result for (new ones, and those of functions that
@@ -36,14 +39,37 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-MODULES = ("plan", "flows", "layout", "verify", "aws", "workflow", "terraform")
-SLOW_PASS = ("workflow",)  # modules whose mutants need the `slow` tests
-SLOW_COPY = ROOT / ".mutants-slow-pass"
+MODULES = ("plan", "flows", "layout", "verify", "aws", "workflow", "terraform", "audit", "detach", "compare")
+
+
+@dataclass(frozen=True)
+class Pass:
+    """Modules mutated together, where (the tree itself, or a copy whose only_mutate names them alone), and
+    whether the `slow` tests run."""
+
+    modules: tuple[str, ...]
+    copy: Path | None
+    slow: bool
+
+
+PASSES = (
+    Pass(("plan", "flows", "layout", "verify", "aws", "terraform"), None, slow=False),
+    Pass(("workflow",), ROOT / ".mutants-slow-pass", slow=True),  # its mutants need the `slow` tests
+    Pass(("audit", "detach", "compare"), ROOT / ".mutants-verdicts-pass", slow=False),
+)
 COPY_IGNORE = shutil.ignore_patterns(
-    ".venv", ".git", "mutants", ".mutants-slow-pass", ".work", ".hypothesis", "__pycache__", "*.egg-info"
+    ".venv",
+    ".git",
+    "mutants",
+    ".mutants-*-pass",
+    ".work",
+    ".hypothesis",
+    "__pycache__",
+    "*.egg-info",
 )
 TARGET = 85.0
 README_START = "<!-- mutants:start -->"
@@ -109,22 +135,27 @@ def forget(meta: Path, which: Callable[[int], bool], names: list[str] | None = N
         print(f"{meta.name}: {len(again)} mutant(s) to check again", flush=True)
 
 
-def only_workflow(pyproject: Path) -> None:
-    """The slow pass's copy mutates the workflow alone (its pyproject.toml's only_mutate)."""
+def only_mutate(pyproject: Path, modules: tuple[str, ...]) -> None:
+    """A pass's copy mutates its MODULES alone (its pyproject.toml's only_mutate)."""
     text = pyproject.read_text()
     listed = re.search(r"only_mutate = \[.*?\]", text, flags=re.S)
     if listed is None:
         raise SystemExit(f"error: {pyproject} has no [tool.mutmut] only_mutate list")
-    mutate = ", ".join(f'"ket_infra/{m}.py"' for m in SLOW_PASS)
+    mutate = ", ".join(f'"ket_infra/{m}.py"' for m in modules)
     made = pyproject.stat().st_mtime_ns
     pyproject.write_text(text[: listed.start()] + f"only_mutate = [{mutate}]" + text[listed.end() :])
     os.utime(pyproject, ns=(made, made))  # as old as the original: a rewrite alone does not drop the map
 
 
-def scores(where: dict[str, Path]) -> dict[str, dict[str, object]]:
+def scores(where: dict[str, Path], previous: dict[str, dict[str, object]]) -> dict[str, dict[str, object]]:
+    """Each module's score from its pass's results; a module whose pass has left no results on this
+    machine keeps its entry of the last run (PREVIOUS), with the date it was measured."""
     out: dict[str, dict[str, object]] = {}
     for module in MODULES:
         meta = where[module] / "mutants" / "ket_infra" / f"{module}.py.meta"
+        if not meta.exists() and module in previous:
+            out[module] = previous[module]
+            continue
         codes = json.loads(meta.read_text())["exit_code_by_key"] if meta.exists() else {}
         counts = Counter(status(code) for code in codes.values())
         total = sum(counts.values())
@@ -149,7 +180,8 @@ def readme_line(doc: dict[str, object]) -> str:
 
     def part(m: str, v: dict[str, object]) -> str:
         if v["score"] is not None:
-            return f"{m} {v['score']}%"
+            when = v.get("date", doc["date"])
+            return f"{m} {v['score']}%" + (f" ({when})" if when != doc["date"] else "")
         if not v["checked"]:
             return f"{m} not run yet"
         return f"{m} not finished ({v['checked']} of {v['mutants']} checked)"
@@ -192,16 +224,18 @@ def main() -> int:
     parser.add_argument(
         "--modules",
         default=",".join(MODULES),
-        help="which passes to run: any core module runs the core pass (all of them), workflow the slow pass; "
-        "results of earlier runs are kept and only what has none is checked; default: both",
+        help="which passes to run: a module runs the pass it belongs to (all of that pass's modules): "
+        "core (plan, flows, layout, verify, aws, terraform), workflow (the slow pass), verdicts (audit, "
+        "detach, compare); results of earlier runs are kept and only what has none is checked; default: all",
     )
     args = parser.parse_args()
     os.chdir(ROOT)
     seconds = 0.0
-    previous = json.loads(args.out.read_text()).get("modules", {}) if args.out.exists() else {}
+    last = json.loads(args.out.read_text()) if args.out.exists() else {}
+    previous, previous_date = last.get("modules", {}), last.get("date")
     wanted = [m.strip() for m in args.modules.split(",") if m.strip()]
-    copy = SLOW_COPY
-    where = {m: (copy if m in SLOW_PASS else ROOT) for m in MODULES}
+    ran = [m for p in PASSES if set(p.modules) & set(wanted) for m in p.modules]  # a pass runs whole
+    where = {m: p.copy or ROOT for p in PASSES for m in p.modules}
     if not args.report_only:
         started = time.monotonic()
         unknown = sorted(set(wanted) - set(MODULES))
@@ -211,25 +245,25 @@ def main() -> int:
             for m in wanted:
                 meta = where[m] / "mutants" / "ket_infra" / f"{m}.py.meta"
                 forget(meta, lambda code: status(code) != "killed", None if args.recheck_survivors else args.recheck)
-        core = tuple(m for m in wanted if m not in SLOW_PASS)
-        slow = tuple(m for m in wanted if m in SLOW_PASS)
-        if core:
-            mutmut(ROOT, core, args.max_children, skip_slow=True)
-        if slow:
-            # the copy keeps its mutants/ between runs, so mutmut can reuse what did not change
-            shutil.copytree(ROOT, copy, ignore=COPY_IGNORE, dirs_exist_ok=True)
-            only_workflow(copy / "pyproject.toml")
-            mutmut(copy, slow, args.max_children, skip_slow=False)
+        for p in PASSES:
+            if not set(p.modules) & set(wanted):
+                continue
+            if p.copy is not None:
+                # the copy keeps its mutants/ between runs, so mutmut can reuse what did not change
+                shutil.copytree(ROOT, p.copy, ignore=COPY_IGNORE, dirs_exist_ok=True)
+                only_mutate(p.copy / "pyproject.toml", p.modules)
+            mutmut(p.copy or ROOT, p.modules, args.max_children, skip_slow=not p.slow)
         seconds = time.monotonic() - started
-    modules = scores(where)
+    modules = scores(where, previous)
     for m, entry in modules.items():
         # how long the run that checked this module took (several modules checked together share it)
-        if m in wanted and not args.report_only:
-            entry["seconds"] = round(seconds, 1)
-            entry["checked_with"] = wanted
-        elif m in previous and "seconds" in previous[m]:
-            entry["seconds"] = previous[m]["seconds"]
-            entry["checked_with"] = previous[m].get("checked_with", [m])
+        if m in ran and not args.report_only:
+            entry.update(seconds=round(seconds, 1), checked_with=ran, date=time.strftime("%Y-%m-%d"))
+        elif m in previous:
+            if "seconds" in previous[m]:
+                entry["seconds"] = previous[m]["seconds"]
+                entry["checked_with"] = previous[m].get("checked_with", [m])
+            entry["date"] = previous[m].get("date", previous_date)
     killed = sum(int(m["killed"]) for m in modules.values())  # type: ignore[call-overload]
     total = sum(int(m["mutants"]) for m in modules.values())  # type: ignore[call-overload]
     doc: dict[str, object] = {
