@@ -87,9 +87,16 @@ def _models() -> Any:
     return create_loader()
 
 
-def client(env: Environment, service: str, counter: Counter | None = None) -> Any:
+def client(
+    env: Environment,
+    service: str,
+    counter: Counter | None = None,
+    region: str | None = None,
+    endpoint_url: str | None = None,
+) -> Any:
     """A botocore client (what boto3 hands out) for ENV: its region, endpoint, and standard retries
-    (throttling backs off). Made by botocore directly: boto3's resource layer is not needed."""
+    (throttling backs off). Made by botocore directly: boto3's resource layer is not needed.
+    REGION and ENDPOINT_URL stand in for ENV's (the state backend's may differ)."""
     import botocore.session
     from botocore.config import Config
 
@@ -99,8 +106,8 @@ def client(env: Environment, service: str, counter: Counter | None = None) -> An
     config = Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=5, read_timeout=30)
     c = core.create_client(
         service,
-        region_name=env.aws.region,
-        endpoint_url=env.aws.endpoint_url,
+        region_name=region or env.aws.region,
+        endpoint_url=endpoint_url or env.aws.endpoint_url,
         aws_access_key_id=creds.get("AWS_ACCESS_KEY_ID"),
         aws_secret_access_key=creds.get("AWS_SECRET_ACCESS_KEY"),
         config=config,
@@ -363,50 +370,56 @@ def owned_resources(env: Environment, cluster: str, discovery: Discovery, ec2: A
 
 # --- foreign groups ket-infra took off the nodes' interfaces (environment detach_groups) ------------
 
-DETACHED_TAG = "ket-infra/detached-groups"  # on an interface: the ids ket-infra took off it, space-separated
+DETACHED_TAG = "ket-infra/detached-groups"  # on an interface: the ids ket-infra took off it, for people to read
 
 
 @dataclass(frozen=True)
 class InterfaceGroups:
     network_interface_id: str
-    host: str
+    host: str  # the plan's host ("" for an interface the plan no longer names)
     groups: tuple[str, ...]  # on the interface now
-    detached: tuple[str, ...]  # taken off by ket-infra, to put back on destroy
+    detached: tuple[str, ...]  # taken off by ket-infra (its record, not the tag), to put back on destroy
+    tagged: tuple[str, ...] = ()  # what the interface's DETACHED_TAG says (anyone may have written it)
 
 
-def interface_groups(env: Environment, discovery: Discovery, ec2: Any | None = None) -> list[InterfaceGroups]:
-    """The groups on each node's interface and those ket-infra recorded taking off it."""
+def interface_groups(
+    env: Environment, discovery: Discovery, recorded: dict[str, tuple[str, ...]], ec2: Any | None = None
+) -> list[InterfaceGroups]:
+    """The groups on each node's interface, and on each interface RECORDED names (a node since removed
+    from the plan), with what the record says ket-infra took off it and what its tag says."""
     ec2 = ec2 or client(env, "ec2")
     host_of = {n.network_interface_id: n.host for n in discovery.nodes}
+    others = [eni for eni in sorted(recorded) if eni not in host_of]
     found: dict[str, InterfaceGroups] = {}
     with aws_errors(env, "reading the nodes' network interfaces"):
-        enis = described(
-            ec2, "describe_network_interfaces", "NetworkInterfaces", "network-interface-id", sorted(host_of)
-        )
+        wanted = sorted(host_of) + others
+        enis = described(ec2, "describe_network_interfaces", "NetworkInterfaces", "network-interface-id", wanted)
         for eni in enis:
             eni_id = eni["NetworkInterfaceId"]
             found[eni_id] = InterfaceGroups(
                 eni_id,
-                host_of[eni_id],
+                host_of.get(eni_id, ""),
                 tuple(g["GroupId"] for g in eni.get("Groups", [])),
+                tuple(recorded.get(eni_id, ())),
                 # an interface's tags are its TagSet (EC2 API reference, NetworkInterface)
                 tuple((_tag({"Tags": eni.get("TagSet", [])}, DETACHED_TAG) or "").split()),
             )
-    return [found[n.network_interface_id] for n in discovery.nodes if n.network_interface_id in found]
+    order = [n.network_interface_id for n in discovery.nodes] + others
+    return [found[eni] for eni in order if eni in found]
 
 
 def set_interface_groups(
     env: Environment, interface: InterfaceGroups, groups: list[str], detached: list[str], ec2: Any | None = None
 ) -> None:
-    """Put exactly GROUPS on the interface and record DETACHED on it (the record goes when it is empty).
+    """Put exactly GROUPS on the interface and mirror DETACHED in its tag (the tag goes when it is empty).
 
-    The record holds the old and the new groups while the interface changes: a run stopped half-way
-    still knows every group it has to put back.
+    The tag is for people; ket-infra's record (detach.Record) is written before this is called.
+    The tag holds the old and the new groups while the interface changes.
     """
     ec2 = ec2 or client(env, "ec2")
     eni = interface.network_interface_id
 
-    def record(ids: list[str]) -> None:
+    def tag(ids: list[str]) -> None:
         if ids:
             ec2.create_tags(Resources=[eni], Tags=[{"Key": DETACHED_TAG, "Value": " ".join(ids)}])
         else:
@@ -414,11 +427,12 @@ def set_interface_groups(
 
     both = sorted(set(interface.detached) | set(detached))
     with aws_errors(env, f"changing the security groups of {interface.host} ({eni})"):
-        if both != sorted(interface.detached):
-            record(both)
-        ec2.modify_network_interface_attribute(NetworkInterfaceId=eni, Groups=groups)
+        if both != sorted(interface.tagged):
+            tag(both)
+        if list(groups) != list(interface.groups):
+            ec2.modify_network_interface_attribute(NetworkInterfaceId=eni, Groups=groups)
         if sorted(detached) != both:
-            record(sorted(detached))
+            tag(sorted(detached))
 
 
 def group_names(env: Environment, group_ids: list[str], ec2: Any | None = None) -> dict[str, str]:

@@ -119,6 +119,8 @@ def _cidr_list(doc: yamldoc.Doc, name: str) -> tuple[str, ...]:
 
 
 _GROUP_ID = re.compile(r"sg-[0-9a-f]{8}([0-9a-f]{9})?")
+# what AWS allows in a VPC security group's name (EC2 API reference, CreateSecurityGroup GroupName)
+_GROUP_NAME = re.compile(r"[a-zA-Z0-9 ._\-:/()#,@\[\]+=&;{}!$*]+")
 
 
 def _detach_groups(doc: yamldoc.Doc) -> tuple[str, ...]:
@@ -128,6 +130,12 @@ def _detach_groups(doc: yamldoc.Doc) -> tuple[str, ...]:
         if not isinstance(value, str) or not value.strip() or len(value) > 255:
             doc.fail(key, f"{yamldoc.describe(value)} is not a security group", "give a group id (sg-...) or name")
         value = value.strip()
+        if not _GROUP_NAME.fullmatch(value):
+            doc.fail(
+                key,
+                f"{yamldoc.describe(value)} holds characters AWS never allows in a group name or id",
+                "a name is up to 255 of a-z A-Z 0-9, spaces and ._-:/()#,@[]+=&;{}!$*; an id is sg- and hex digits",
+            )
         if value.startswith("sg-") and not _GROUP_ID.fullmatch(value):
             doc.fail(key, f"{value!r} is not a security group id", "an id is sg- and 8 or 17 hex digits")
         out.append(value)

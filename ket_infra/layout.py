@@ -271,7 +271,7 @@ def _warnings(plan: Plan, env: Environment | None, groups: tuple[Group, ...]) ->
             "set it in the environment file"
         )
     out.extend(_download_warnings(plan, env))
-    lb = _load_balancer_warning(plan, env)
+    lb = load_balancer_warning(plan, env)
     if lb:
         out.append(lb)
     if (env is None or env.preflight) and (plan.first("master") or plan.first("worker")):
@@ -309,7 +309,7 @@ def _download_warnings(plan: Plan, env: Environment | None) -> list[str]:
     return out
 
 
-def _load_balancer_warning(plan: Plan, env: Environment | None) -> str | None:
+def load_balancer_warning(plan: Plan, env: Environment | None) -> str | None:
     """KET's nodes reach the API through master.load_balancer; its addresses need api_cidrs."""
     value = plan.load_balancer
     if not value:

@@ -300,7 +300,8 @@ def foreign_groups(ctx: Context) -> None:
     from ket_infra import aws, detach
 
     found = ctx.found or aws.discover(ctx.plan, ctx.env)
-    detach.apply_detach(ctx.plan, ctx.env, ctx.rules, found, ctx.progress)
+    record = detach.Record.of(ctx.env, ctx.work)
+    detach.apply_detach(ctx.plan, ctx.env, ctx.rules, found, ctx.progress, record=record)
 
 
 def _host_setting_targets(ctx: Context, found: Discovery) -> list[Any]:
@@ -345,14 +346,17 @@ def destroy(ctx: Context, approve: Approve) -> None:
     summary = tf.plan_destroy()
     restore: list[str] = []
     lost: KetInfraError | None = None  # the nodes whose check would be restored are gone
-    reattach: dict[str, list[str]] = {}  # host -> foreign groups ket-infra took off it
+    reattach: dict[str, list[str]] = {}  # interface -> foreign groups ket-infra took off it, to put back
+    record = detach.Record.of(ctx.env, ctx.work)
     try:
         ctx.found = aws.discover(ctx.plan, ctx.env)
         if ctx.rules.host_settings:
             restore = [n.host for n in _host_setting_targets(ctx, ctx.found)]
-        reattach = detach.recorded(ctx.env, ctx.found)
     except KetInfraError as exc:
         lost = exc
+    # the record names the interfaces, the plan's or not: they are found even when some nodes are gone
+    recorded_on = ctx.found or aws.Discovery("", ())
+    reattach = detach.recorded(ctx.env, recorded_on, record=record)
     if not summary.has_changes and not restore and not reattach:
         tf.forget_plan()
         ctx.progress(f"nothing to destroy: the Terraform state of environment {ctx.env.name} holds nothing")
@@ -376,9 +380,8 @@ def destroy(ctx: Context, approve: Approve) -> None:
         )
     if reattach:
         # before ket-infra's groups go: an interface is never left without the groups it needs
-        assert ctx.found is not None
         ctx.progress(f"re-attaching the groups detach_groups took off {len(reattach)} node(s)")
-        detach.reattach(ctx.env, ctx.found, ctx.progress)
+        detach.reattach(ctx.env, recorded_on, ctx.progress, record=record)
     tf.destroy()
     failed = lost if ctx.rules.host_settings else None  # nodes found missing above are not asked of AWS again
     if failed is None:

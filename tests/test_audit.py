@@ -14,10 +14,12 @@ import pytest
 
 from ket_infra.audit import Open, audit, junit_report, markdown_report, opening, text_report
 from ket_infra.aws import DETACHED_TAG, Counter, discover
-from ket_infra.detach import apply_detach, reattach
+from ket_infra.detach import Record, apply_detach, reattach
 from ket_infra.errors import EnvironmentFileError, KetInfraError
+from ket_infra.layout import layout
+from ket_infra.plan import load_plan
 from tests.conftest import EXAMPLES
-from tests.test_verify import Cloud, allow_all, build
+from tests.test_verify import Cloud, allow_all, build, env_for
 
 ALL_NODES = [
     "etcd01", "etcd02", "etcd03", "master01", "master02", "worker01", "worker02", "worker03", "ingress01", "storage01",
@@ -228,42 +230,64 @@ def test_reports_lead_with_the_verdict(aws: None) -> None:
 # ---------------------------------------------------------------- detach_groups
 
 
-def test_a_proven_group_is_detached_recorded_and_put_back(aws: None) -> None:
-    cloud, plan, env, rules = build(EXAMPLES / "calico-overlay.yaml")
+LB = ("10.0.1.100/32",)  # the example's master.load_balancer, named so that ket-infra opens 6443 to it
+WIDE_OPEN = [{"IpProtocol": "-1", "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}]
+
+
+def named() -> tuple[Cloud, Any, Any, Any]:
+    """The example cluster with its load balancer named in api_cidrs (and the installer in installer_cidr)."""
+    plan = load_plan(EXAMPLES / "calico-overlay.yaml")
+    env = replace(env_for(EXAMPLES / "calico-overlay.yaml"), api_cidrs=LB)
+    rules = layout(plan, env)
+    return Cloud(plan, rules), plan, env, rules
+
+
+@pytest.fixture
+def record(tmp_path: Path) -> Record:
+    """ket-infra's record of what it detached, where a local backend keeps it: beside the state."""
+    return Record(tmp_path / "terraform.tfstate.detached-groups.json")
+
+
+def test_a_proven_group_is_detached_recorded_and_put_back(aws: None, record: Record) -> None:
+    cloud, plan, env, rules = named()
     gid = foreign_group(cloud, "kismatic-open", [{"IpProtocol": "-1", "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}])
     assert not audit(plan, env, rules).ok
     said: list[str] = []
     found = discover(plan, env)
-    apply_detach(plan, replace(env, detach_groups=("kismatic-open",)), rules, found, said.append)
+    apply_detach(plan, replace(env, detach_groups=("kismatic-open",)), rules, found, said.append, record=record)
     assert all(gid not in groups_on(cloud, h) for h in ALL_NODES)
     assert all(tag_on(cloud, h) == gid for h in ALL_NODES)
+    assert record.read() == {cloud.enis[h]: (gid,) for h in ALL_NODES}
     assert said[0].startswith("detach_groups: every required flow is open without " + f"{gid} (kismatic-open) (")
     assert said[-1] == "detach_groups: done on 10 interface(s); destroy puts the groups back"
     assert audit(plan, env, rules).ok
     # a second run changes nothing
     said.clear()
-    apply_detach(plan, replace(env, detach_groups=(gid,)), rules, discover(plan, env), said.append)
+    apply_detach(plan, replace(env, detach_groups=(gid,)), rules, discover(plan, env), said.append, record=record)
     assert said == [f"detach_groups: {gid} (kismatic-open) already off every node's interface"]
-    assert reattach(env, discover(plan, env), said.append) == 10
+    assert reattach(env, discover(plan, env), said.append, record=record) == 10
     assert all(gid in groups_on(cloud, h) and tag_on(cloud, h) is None for h in ALL_NODES)
+    assert record.read() == {} and not record.path.exists()
 
 
-def test_a_group_no_longer_listed_is_put_back_by_the_next_apply(aws: None) -> None:
+def test_a_group_no_longer_listed_is_put_back_by_the_next_apply(aws: None, record: Record) -> None:
     cloud, plan, env, rules = build(EXAMPLES / "calico-overlay.yaml")
     gid = foreign_group(cloud, "old", [])
-    apply_detach(plan, replace(env, detach_groups=("old",)), rules, discover(plan, env), lambda _s: None)
+    apply_detach(plan, replace(env, detach_groups=("old",)), rules, discover(plan, env), lambda _s: None, record=record)
     assert all(gid not in groups_on(cloud, h) for h in ALL_NODES)
-    apply_detach(plan, env, rules, discover(plan, env), lambda _s: None)
+    apply_detach(plan, env, rules, discover(plan, env), lambda _s: None, record=record)
     assert all(gid in groups_on(cloud, h) and tag_on(cloud, h) is None for h in ALL_NODES)
 
 
-def test_a_group_the_flows_still_need_is_not_detached(aws: None) -> None:
+def test_a_group_the_flows_still_need_is_not_detached(aws: None, record: Record) -> None:
     cloud, plan, env, rules = build(EXAMPLES / "calico-overlay.yaml")
     gid = foreign_group(cloud, "kismatic-open", [{"IpProtocol": "-1", "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}])
     cloud.revoke_ipip_from_workers()  # only the foreign group still lets IP-in-IP into the masters
     before = {h: groups_on(cloud, h) for h in ALL_NODES}
     with pytest.raises(KetInfraError) as exc:
-        apply_detach(plan, replace(env, detach_groups=("kismatic-open",)), rules, discover(plan, env), print)
+        apply_detach(
+            plan, replace(env, detach_groups=("kismatic-open",)), rules, discover(plan, env), print, record=record
+        )
     message = str(exc.value)
     assert message.startswith(
         f"t.yaml: detach_groups: nothing was detached: without {gid} (kismatic-open) 4 required flow check(s) would "
@@ -273,14 +297,173 @@ def test_a_group_the_flows_still_need_is_not_detached(aws: None) -> None:
     assert {h: groups_on(cloud, h) for h in ALL_NODES} == before
 
 
-def test_detach_groups_naming_nothing_or_ket_infras_own_group_is_refused(aws: None) -> None:
+def test_detach_groups_naming_nothing_or_ket_infras_own_group_is_refused(aws: None, record: Record) -> None:
     cloud, plan, env, rules = build(EXAMPLES / "calico-overlay.yaml")
     found = discover(plan, env)
     with pytest.raises(EnvironmentFileError, match=r"t.yaml: detach_groups: kismatic-open is on none of the cluster"):
-        apply_detach(plan, replace(env, detach_groups=("kismatic-open",)), rules, found, print)
+        apply_detach(plan, replace(env, detach_groups=("kismatic-open",)), rules, found, print, record=record)
     with pytest.raises(EnvironmentFileError, match=r"detach_groups\[0\]: prod-east-worker is ket-infra's own group"):
-        apply_detach(plan, replace(env, detach_groups=("prod-east-worker",)), rules, found, print)
+        apply_detach(plan, replace(env, detach_groups=("prod-east-worker",)), rules, found, print, record=record)
     assert all(cloud.groups[plan.node(h).group] in groups_on(cloud, h) for h in ALL_NODES)
+
+
+def refusal(cloud: Any, plan: Any, env: Any, rules: Any, record: Record, group: str) -> str:
+    """The one line apply_detach refuses with; nothing on any interface changed."""
+    before = {h: groups_on(cloud, h) for h in ALL_NODES}
+    with pytest.raises(KetInfraError) as exc:
+        apply_detach(plan, replace(env, detach_groups=(group,)), rules, discover(plan, env), print, record=record)
+    assert {h: groups_on(cloud, h) for h in ALL_NODES} == before and record.read() == {}
+    message = str(exc.value)
+    assert "\n" not in message
+    return message
+
+
+def test_the_only_path_of_an_unnamed_installer_is_not_detached(aws: None, record: Record) -> None:
+    """installer_cidr unset: the foreign group's tcp 22 from 10.0.0.0/8 may be how the installer gets in."""
+    cloud, plan, env, rules = named()
+    env = replace(env, installer_cidr=None)
+    ssh = {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": "10.0.0.0/8"}]}
+    gid = foreign_group(cloud, "kismatic-ssh", [ssh])
+    assert refusal(cloud, plan, env, rules, record, "kismatic-ssh") == (
+        f"t.yaml: detach_groups: nothing was detached: {gid} (kismatic-ssh) is the only path for the installer "
+        "(installer_cidr is not set) (ssh: tcp 22 from 10.0.0.0/8 to 10 node(s)); name it in the environment "
+        "file (installer_cidr) so ket-infra opens it, or keep the group"
+    )
+    # once installer_cidr names it, ket-infra's groups open it and the group comes off
+    opened = replace(env, installer_cidr="10.0.9.5/32", detach_groups=(gid,))
+    apply_detach(plan, opened, rules, discover(plan, env), print, record=record)
+    assert all(gid not in groups_on(cloud, h) for h in ALL_NODES)
+
+
+def test_an_installer_inside_the_group_keeps_its_path_or_the_group_stays(aws: None, record: Record) -> None:
+    """The VPC's default group lets its members in; an instance outside the cluster carrying it may be the installer."""
+    cloud, plan, env, rules = named()
+    env = replace(env, installer_cidr=None)
+    gid = foreign_group(cloud, "shared", [])
+    cloud.ec2.authorize_security_group_ingress(
+        GroupId=gid, IpPermissions=[{"IpProtocol": "-1", "UserIdGroupPairs": [{"GroupId": gid}]}]
+    )
+    subnet = next(iter(cloud.subnets.values()))
+    cloud.ec2.create_network_interface(SubnetId=subnet, Groups=[gid], PrivateIpAddress="10.0.1.250")
+    assert refusal(cloud, plan, env, rules, record, "shared") == (
+        f"t.yaml: detach_groups: nothing was detached: {gid} (shared) is the only path for the installer "
+        f"(installer_cidr is not set) (apiserver-installer: tcp 6443 from 10.0.1.250 (a member of {gid}) to 2 "
+        f"node(s); ssh: tcp 22 from 10.0.1.250 (a member of {gid}) to 10 node(s)); name it in the environment file (installer_cidr) "
+        "so ket-infra opens it, or keep the group"
+    )
+
+
+def test_the_only_path_of_the_load_balancer_is_not_detached(aws: None, record: Record) -> None:
+    """master.load_balancer 10.0.1.100 outside api_cidrs: only the wide-open group lets it reach 6443."""
+    cloud, plan, env, rules = build(EXAMPLES / "calico-overlay.yaml")
+    gid = foreign_group(cloud, "kismatic-open", WIDE_OPEN)
+    assert refusal(cloud, plan, env, rules, record, "kismatic-open") == (
+        f"t.yaml: detach_groups: nothing was detached: {gid} (kismatic-open) is the only path for "
+        "master.load_balancer 10.0.1.100:6443 (apiserver-clients: tcp 6443 from 0.0.0.0/0 to 2 node(s)); name it "
+        "in the environment file (api_cidrs) so ket-infra opens it, or keep the group"
+    )
+
+
+def test_a_group_another_groups_rule_refers_to_is_not_detached(aws: None, record: Record) -> None:
+    """A proxy's group lets the nodes in by the foreign group: taking it off cuts them from the proxy."""
+    cloud, plan, env, rules = named()
+    gid = foreign_group(cloud, "kismatic-open", WIDE_OPEN)
+    proxy = cloud.ec2.create_security_group(GroupName="proxy", Description="proxy", VpcId=cloud.vpc)["GroupId"]
+    squid = {"IpProtocol": "tcp", "FromPort": 3128, "ToPort": 3128, "UserIdGroupPairs": [{"GroupId": gid}]}
+    cloud.ec2.authorize_security_group_ingress(GroupId=proxy, IpPermissions=[squid])
+    (rule,) = rule_ids(cloud, proxy)
+    assert refusal(cloud, plan, env, rules, record, "kismatic-open") == (
+        f"t.yaml: detach_groups: nothing was detached: {proxy} (proxy) lets {gid} (kismatic-open) in by its rule "
+        f"{rule} (ingress tcp 3128 from {gid}): taking {gid} off the nodes cuts them from what {proxy} guards; "
+        f"let ket-infra's groups in by that rule instead, or keep the group"
+    )
+
+
+def test_a_forged_record_on_an_interface_is_ignored(aws: None, record: Record) -> None:
+    """Anyone who can tag an interface could name a group for ket-infra to attach: only its own record counts."""
+    cloud, plan, env, rules = named()
+    evil = cloud.ec2.create_security_group(GroupName="evil", Description="evil", VpcId=cloud.vpc)["GroupId"]
+    cloud.ec2.create_tags(Resources=[cloud.enis["worker01"]], Tags=[{"Key": DETACHED_TAG, "Value": evil}])
+    said: list[str] = []
+    apply_detach(plan, env, rules, discover(plan, env), said.append, record=record)
+    assert evil not in groups_on(cloud, "worker01")
+    ignored = (
+        f"  worker01 ({cloud.enis['worker01']}): ignored the {DETACHED_TAG} tag naming {evil}: ket-infra's record "
+        f"({record.where}) does not hold it, so it is not attached"
+    )
+    assert said == [ignored]
+    said.clear()
+    assert reattach(env, discover(plan, env), said.append, record=record) == 0
+    assert said == [ignored] and evil not in groups_on(cloud, "worker01")
+
+
+def test_the_record_lives_in_the_s3_backend_and_a_fresh_folder_puts_the_groups_back(aws: None) -> None:
+    import boto3
+
+    from ket_infra.environment import Backend, TerraformConfig
+
+    cloud, plan, env, rules = named()
+    boto3.client("s3", region_name="us-east-1").create_bucket(Bucket="states")
+    backend = Backend(type="s3", bucket="states", key="ket/t.tfstate", region="us-east-1")
+    env = replace(env, terraform=TerraformConfig(backend=backend))
+    gid = foreign_group(cloud, "kismatic-open", WIDE_OPEN)
+    first = Record.of(env, Path("/nonexistent/one"))
+    assert first.where == "s3://states/ket/t.tfstate.detached-groups.json"
+    apply_detach(plan, replace(env, detach_groups=(gid,)), rules, discover(plan, env), print, record=first)
+    assert all(gid not in groups_on(cloud, h) for h in ALL_NODES)
+    again = Record.of(env, Path("/nonexistent/two"))  # another job, another (empty) work folder
+    assert reattach(env, discover(plan, env), print, record=again) == 10
+    assert all(gid in groups_on(cloud, h) for h in ALL_NODES) and again.read() == {}
+
+
+def test_a_deleted_group_is_skipped_and_never_sent(aws: None, record: Record) -> None:
+    """The operator deleted a group ket-infra had detached: AWS would refuse it (InvalidGroup.NotFound)."""
+    import boto3
+
+    cloud, plan, env, rules = named()
+    gid = foreign_group(cloud, "old", WIDE_OPEN, hosts=["worker01"])
+    apply_detach(plan, replace(env, detach_groups=(gid,)), rules, discover(plan, env), print, record=record)
+    cloud.ec2.delete_security_group(GroupId=gid)
+    assert not cloud.ec2.describe_security_groups(Filters=[{"Name": "group-id", "Values": [gid]}])["SecurityGroups"]
+    ec2 = boto3.client("ec2", region_name=env.aws.region)
+    sent: list[list[str]] = []
+    ec2.meta.events.register(
+        "provide-client-params.ec2.ModifyNetworkInterfaceAttribute", lambda params, **_: sent.append(params["Groups"])
+    )
+    said: list[str] = []
+    assert reattach(env, discover(plan, env), said.append, ec2=ec2, record=record) == 0
+    assert sent == [] and record.read() == {} and tag_on(cloud, "worker01") is None
+    assert said == [
+        f"  worker01 ({cloud.enis['worker01']}): {gid} no longer exists (deleted since ket-infra took it off): "
+        "not re-attached, dropped from the record"
+    ]
+
+
+def test_a_node_gone_from_the_plan_is_put_back_too(aws: None, record: Record) -> None:
+    """A node removed from the plan after the detach still carries the record: destroy restores it."""
+    cloud, plan, env, rules = named()
+    gid = foreign_group(cloud, "kismatic-open", WIDE_OPEN)
+    apply_detach(plan, replace(env, detach_groups=(gid,)), rules, discover(plan, env), print, record=record)
+    smaller = replace(plan, nodes=tuple(n for n in plan.nodes if n.host != "storage01"))
+    said: list[str] = []
+    assert reattach(env, discover(smaller, env), said.append, record=record) == 10
+    assert gid in groups_on(cloud, "storage01") and tag_on(cloud, "storage01") is None
+    assert f"  {cloud.enis['storage01']} (not in the plan): re-attached {gid}" in said
+    assert record.read() == {}
+
+
+def test_a_rerun_after_a_kill_mid_reattach_says_only_what_it_did(aws: None, record: Record) -> None:
+    cloud, plan, env, rules = named()
+    gid = foreign_group(cloud, "kismatic-open", WIDE_OPEN)
+    apply_detach(plan, replace(env, detach_groups=(gid,)), rules, discover(plan, env), print, record=record)
+    # killed after putting the group back on worker01, before its record was cleared
+    eni = cloud.enis["worker01"]
+    cloud.ec2.modify_network_interface_attribute(NetworkInterfaceId=eni, Groups=[*groups_on(cloud, "worker01"), gid])
+    said: list[str] = []
+    assert reattach(env, discover(plan, env), said.append, record=record) == 9
+    assert len(said) == 9 and all(line.endswith(f"re-attached {gid}") for line in said)
+    assert not [line for line in said if line.startswith("  worker01")]
+    assert all(gid in groups_on(cloud, h) and tag_on(cloud, h) is None for h in ALL_NODES) and record.read() == {}
 
 
 # ---------------------------------------------------------------- the diagram

@@ -152,6 +152,14 @@ BAD: list[tuple[str, dict[str, Any], str, str]] = [
     ("detach_groups entry not a name", {"detach_groups": ["default", 7]}, "detach_groups[1]", "not a security group"),
     ("detach_groups entry empty", {"detach_groups": [" "]}, "detach_groups[0]", "give a group id (sg-...) or name"),
     ("detach_groups bad id", {"detach_groups": ["sg-12"]}, "detach_groups[0]", "8 or 17 hex digits"),
+    (
+        "detach_groups newline forges a line",
+        {"detach_groups": ["default", "x\nerror: forged"]},
+        "detach_groups[1]",
+        "characters AWS never allows in a group name",
+    ),
+    ("detach_groups control character", {"detach_groups": ["de\tfault"]}, "detach_groups[0]", "never allows"),
+    ("detach_groups non-ascii", {"detach_groups": ["défaut"]}, "detach_groups[0]", "never allows"),
 ]
 
 
@@ -160,6 +168,8 @@ def test_detach_groups_keeps_ids_and_names_once_each(tmp_path: Path) -> None:
     env = load_environment(write_env(tmp_path, {**MINIMAL, "detach_groups": groups}))
     assert env.detach_groups == ("default", "sg-0123abcd", "sg-0123456789abcdef0")
     assert load_environment(write_env(tmp_path, MINIMAL)).detach_groups == ()
+    odd = "k8s nodes._-:/()#,@[]+=&;{}!$*"  # every character AWS allows in a group name
+    assert load_environment(write_env(tmp_path, {**MINIMAL, "detach_groups": [odd]})).detach_groups == (odd,)
 
 
 @pytest.mark.parametrize(("case", "change", "key", "words"), BAD, ids=[b[0] for b in BAD])

@@ -17,6 +17,7 @@ import yaml
 
 from ket_infra import workflow
 from ket_infra.aws import AwsError
+from ket_infra.detach import Record
 from ket_infra.errors import KetInfraError
 from ket_infra.sandbox import sandbox_down, sandbox_up
 from ket_infra.terraform import TerraformError
@@ -293,6 +294,7 @@ def test_destroy_puts_back_what_detach_groups_took_off_first(box: Box) -> None:
     )
     asked: list[list[str]] = []
     ctx = box.context(env_file)
+    Record.of(ctx.env, ctx.work).write({eni["NetworkInterfaceId"]: (default,)})  # ket-infra's record, beside the state
     workflow.destroy(ctx, lambda listing: asked.append(listing) or True)
     assert asked == [[f"  + re-attach {default} (detach_groups) to 1 node(s) first", "Destroy: 0 to remove"]]
     assert "re-attaching the groups detach_groups took off 1 node(s)" in box.lines
@@ -303,6 +305,7 @@ def test_destroy_puts_back_what_detach_groups_took_off_first(box: Box) -> None:
     after = _interface(box)
     assert sorted(g["GroupId"] for g in after["Groups"]) == sorted([stand_in, default])
     assert not [t for t in after.get("TagSet", []) if t["Key"] == "ket-infra/detached-groups"]
+    assert Record.of(ctx.env, ctx.work).read() == {}
 
 
 def test_a_failed_apply_says_what_may_be_half_done_and_how_to_converge(box: Box) -> None:
