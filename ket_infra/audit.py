@@ -33,7 +33,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ket_infra import flows as catalog
-from ket_infra.aws import Counter, Discovery, NodeInterface, aws_errors, client, described, discover
+from ket_infra.aws import (
+    Counter,
+    Discovery,
+    NodeInterface,
+    aws_errors,
+    check_account,
+    client,
+    described,
+    discover,
+)
 from ket_infra.environment import Environment
 from ket_infra.flows import Flow, protocol_label, protocol_name
 from ket_infra.layout import RuleSet, cidr_sources
@@ -260,10 +269,16 @@ class AuditReport:
     nodes: int = 0
     rules_checked: int = 0
     api_calls: int = 0
+    groups: int = 0  # the security groups on the nodes' interfaces
+
+    @property
+    def judged(self) -> bool:
+        """A verdict needs something read: no nodes, or no inbound rule on them, prove nothing clean."""
+        return self.nodes > 0 and self.rules_checked > 0
 
     @property
     def ok(self) -> bool:
-        return not self.excess
+        return self.judged and not self.excess
 
     def counts(self) -> dict[str, int]:
         out = {s: sum(1 for e in self.excess if e.severity == s) for s in SEVERITIES}
@@ -550,9 +565,12 @@ def _source_label(rule: SgRule, state: LiveState) -> str:
 
 
 def audit(plan: Plan, env: Environment, rules: RuleSet, counter: Counter | None = None) -> AuditReport:
-    """Read the live state (read-only calls, a fixed number whatever the node count) and find the excess."""
+    """Check the account, read the live state (read-only calls, a fixed number whatever the node count) and
+    find the excess. Instances at the plan's addresses in another account are not the cluster: refused, as
+    plan does."""
     del rules  # the required flows come from the catalog, as verify's do
     counter = counter or Counter()
+    check_account(env, client(env, "sts", counter))
     ec2 = client(env, "ec2", counter)
     discovery = discover(plan, env, ec2)
     state = read_state(env, discovery, ec2)
@@ -561,6 +579,7 @@ def audit(plan: Plan, env: Environment, rules: RuleSet, counter: Counter | None 
     referenced = sorted({r.group for r in sg_rules if r.group is not None and not r.egress})
     members = read_members(env, referenced, ec2) if referenced else {}
     report = evaluate(plan, env, discovery, state, sg_rules, members)
+    report.groups = len(group_ids)
     report.api_calls = counter.total
     return report
 
@@ -576,6 +595,16 @@ def _names(hosts: list[str], limit: int = 5) -> str:
 def verdict(report: AuditReport, env_name: str, cluster: str) -> str:
     """The report's first line: clean, or how many excess rules and the worst exposure."""
     head = f"audit {env_name} (cluster {cluster})"
+    if not report.judged:
+        unread = (
+            "no node was read"
+            if report.nodes == 0
+            else f"no inbound rule was read on the {report.groups} security group(s) of the {report.nodes} nodes"
+        )
+        return (
+            f"{head}: not judged: {unread} ({report.api_calls} AWS API calls); nothing is clean until something "
+            "is read: are these the cluster's nodes? run ket-infra verify"
+        )
     if report.ok:
         return (
             f"{head}: clean: nothing is open beyond the required flows on {report.nodes} nodes "
@@ -600,7 +629,9 @@ def text_report(report: AuditReport, env_name: str, cluster: str) -> str:
             lines.append(f"  {e.what} from {e.source_label} to {_names(e.targets)} via {e.via}")
             lines.append(f"    {e.reason}")
     lines.append("")
-    if report.ok:
+    if not report.judged:
+        lines.append("NOT JUDGED: no verdict without inbound rules read on the cluster's nodes (exit 3)")
+    elif report.ok:
         lines.append(f"OK: {report.rules_checked} inbound rules on {report.nodes} nodes open only what the plan needs")
     else:
         lines.append(
@@ -646,6 +677,9 @@ def junit_report(report: AuditReport, env_name: str, cluster: str) -> str:
     from xml.etree import ElementTree as ET
 
     cases: list[tuple[str, str, str | None, str]] = []
+    if not report.judged:
+        said = verdict(report, env_name, cluster)
+        cases.append((f"ket-infra.{env_name}.audit", "something read to judge", said, said))
     for severity in SEVERITIES:
         found = [e for e in report.excess if e.severity == severity]
         if not found:

@@ -233,15 +233,22 @@ def plan_cmd(env: str, detailed_exitcode: bool, fmt: str) -> None:
 @cli.command("apply")
 @ENV_OPTION
 @click.option("--auto-approve", is_flag=True, help="Plan and apply in one step (for pipelines).")
-@click.option("--verify", "then_verify", is_flag=True, help="Run verify after applying (exit 3 if a flow is blocked).")
+@click.option("--verify", "then_verify", is_flag=True, help="Print verify's full report of what was applied.")
 def apply_cmd(env: str, auto_approve: bool, then_verify: bool) -> None:
-    """Apply the saved plan (a stale one is refused), then the host settings."""
+    """Apply the saved plan (a stale one is refused), then the host settings.
+
+    Then judges the result as verify does: "ready" only when every required flow
+    is open, else the blocked flows and exit 3 (the cloud changed after the plan
+    was saved, or something ket-infra does not manage blocks them).
+    """
     from ket_infra import workflow
 
     ctx = _context(env, click.echo)
-    workflow.apply(ctx, auto_approve)
+    report = workflow.apply(ctx, auto_approve)
     if then_verify:
-        _verify(ctx, "text")
+        _verify(ctx, "text", report)  # the full report of what apply judged
+    elif not report.ok:
+        sys.exit(EXIT_BLOCKED)
 
 
 @cli.command("verify")
@@ -263,12 +270,13 @@ def verify_cmd(env: str, fmt: str) -> None:
     _verify(_context(env, _progress), fmt)
 
 
-def _verify(ctx: Any, fmt: str) -> None:
+def _verify(ctx: Any, fmt: str, report: Any = None) -> None:
+    """Print verify's REPORT (read now when not given) in FMT; exit 3 when it is not ok."""
     import json
 
     from ket_infra.verify import junit_report, node_checks, text_report, verify
 
-    report = verify(ctx.plan, ctx.env, ctx.rules)
+    report = report if report is not None else verify(ctx.plan, ctx.env, ctx.rules)
     on_nodes = node_checks(report, ctx.plan)
     if fmt == "json":
         doc = {**report.as_json(), "warnings": list(ctx.rules.warnings), "node_checks": on_nodes}

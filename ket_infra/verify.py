@@ -23,7 +23,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ket_infra import flows as catalog
-from ket_infra.aws import Counter, Discovery, NodeInterface, aws_errors, client, described, discover
+from ket_infra.aws import (
+    Counter,
+    Discovery,
+    NodeInterface,
+    aws_errors,
+    check_account,
+    client,
+    described,
+    discover,
+)
 from ket_infra.environment import Environment
 from ket_infra.flows import Flow, protocol_label, protocol_name
 from ket_infra.layout import RuleSet
@@ -148,9 +157,16 @@ class Report:
     nodes: int = 0
 
     @property
+    def judged(self) -> bool:
+        """A verdict needs something judged: no nodes or no checks prove nothing open."""
+        return self.nodes > 0 and bool(self.checks)
+
+    @property
     def ok(self) -> bool:
-        return all(c.status == "allowed" for c in self.checks) and all(
-            h.status == "allowed" for h in self.host_settings
+        return (
+            self.judged
+            and all(c.status == "allowed" for c in self.checks)
+            and all(h.status == "allowed" for h in self.host_settings)
         )
 
     def as_json(self) -> dict[str, Any]:
@@ -573,7 +589,12 @@ def _sources(
 def _pod_traffic(
     judge: Judge, t: Traffic, src: Endpoint, dst: Endpoint, classes: list[tuple[NodeInterface, ...]], plan: Plan
 ) -> str | None:
-    """Routed pod traffic: pod IPs on both ends, sent by any kubelet node."""
+    """Routed pod traffic: pod IPs on both ends, sent by any kubelet node.
+
+    It leaves a node unencapsulated, addressed to a pod, for the next node on the same link: the
+    VPC routes no pod address between subnets, so a sender in another subnet never gets through
+    (plan refuses that layout; aws.check_routed_subnets), whatever the groups and ACLs say.
+    """
     target = dst.rep
     assert target is not None and src.cidr is not None
     pods = Endpoint("pod_cidr", cidr=src.cidr)
@@ -586,15 +607,22 @@ def _pod_traffic(
             continue  # a node's pods reach its own pods without the network
         reasons.append(judge.sg(sender, "egress", t, pods) or "")
         if sender.subnet_id != target.subnet_id:
-            reasons.append(judge.acl(sender.subnet_id, True, t, pods.net, "pod traffic") or "")
-            reasons.append(judge.acl(target.subnet_id, False, t, pods.net, "pod traffic") or "")
+            reasons.append(
+                f"pod traffic from the kubelet nodes in {sender.subnet_id} to those in {target.subnet_id}: "
+                "Calico routed mode needs every kubelet node in one subnet (the VPC routes no pod address between "
+                "subnets); use mode overlay (IP-in-IP) or move the nodes into one subnet"
+            )
     found = list(dict.fromkeys(r for r in reasons if r))
     return "; ".join(found) if found else None
 
 
 def verify(plan: Plan, env: Environment, rules: RuleSet, counter: Counter | None = None) -> Report:
-    """Read the live state (read-only calls only) and judge every required flow."""
+    """Check the account, read the live state (read-only calls only) and judge every required flow.
+
+    Instances at the plan's addresses in another account are not the cluster: refused, as plan does.
+    """
     counter = counter or Counter()
+    check_account(env, client(env, "sts", counter))
     ec2 = client(env, "ec2", counter)
     discovery = discover(plan, env, ec2)
     state = read_state(env, discovery, ec2)
@@ -651,9 +679,15 @@ def text_report(report: Report, env_name: str, cluster: str, checks_on_nodes: It
         lines.append("the CNI's own view, once the cloud lets its flows through (KET's documented checks):")
         lines += [f"  {c}" for c in on_nodes]
     lines.append("")
-    lines.append(
-        "OK: every required flow is open" if report.ok else "FAILED: fix the causes above, then run verify again"
-    )
+    if not report.judged:
+        lines.append(
+            f"NOT JUDGED: nothing was checked ({len(report.checks)} checks over {report.nodes} nodes): "
+            "no verdict; check the plan file's nodes and the environment's account and region"
+        )
+    else:
+        lines.append(
+            "OK: every required flow is open" if report.ok else "FAILED: fix the causes above, then run verify again"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -677,6 +711,9 @@ def junit_report(report: Report, env_name: str, cluster: str, warnings: Iterable
         name = f"source/dest check {'on' if h.expected else 'off'} on {h.node.host} ({h.node.instance_id})"
         problem = h.problem if h.status == "blocked" else None
         cases.append((f"ket-infra.{env_name}.host-settings", name, problem, problem or ""))
+    if not report.judged:
+        said = f"nothing was checked ({len(report.checks)} checks over {report.nodes} nodes): no verdict"
+        cases.append((f"ket-infra.{env_name}.verify", "every required flow open", said, said))
     failures = sum(1 for case in cases if case[2] is not None)
     counts = {"tests": str(len(cases)), "failures": str(failures), "errors": "0", "skipped": "0"}
     root = ET.Element("testsuites", {"name": "ket-infra verify", **counts})

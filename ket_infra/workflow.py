@@ -41,6 +41,7 @@ from ket_infra.terraform import PlanSummary, Terraform, TerraformError, summary_
 
 if TYPE_CHECKING:
     from ket_infra.aws import Discovery, Owned
+    from ket_infra.verify import Report
 
 Progress = Callable[[str], None]
 
@@ -264,7 +265,9 @@ def plan(ctx: Context) -> PlanSummary:
     return summary
 
 
-def apply(ctx: Context, auto_approve: bool) -> None:
+def apply(ctx: Context, auto_approve: bool) -> Report:
+    """Apply the saved plan (or plan and apply), then the host settings and detach_groups; verify's report
+    of what that left (ready only when it is ok)."""
     tf = ctx.tf
     if auto_approve:
         plan(ctx)
@@ -292,7 +295,49 @@ def apply(ctx: Context, auto_approve: bool) -> None:
     tf.forget_plan()
     host_settings(ctx, restore=False)
     foreign_groups(ctx)
-    ctx.progress(f"applied: environment {ctx.env.name} is ready for kismatic install apply")
+    return proven(ctx)
+
+
+def proven(ctx: Context) -> Report:
+    """Judge what the apply left with verify (a fixed number of read calls): "ready" only when every required
+    flow is open. A saved plan made before the cloud changed (a rule removed by hand after plan said "no
+    changes") applies cleanly and leaves the flow blocked: that is said, with the way out."""
+    from ket_infra.verify import verify
+
+    report = verify(ctx.plan, ctx.env, ctx.rules)
+    if report.ok:
+        ctx.progress(f"applied: environment {ctx.env.name} is ready for kismatic install apply")
+        return report
+    flows = list(
+        dict.fromkeys(
+            f"{c.rule}: {c.what} from {c.source.label} to {c.target.label}"
+            for c in report.checks
+            if c.status == "blocked"
+        )
+    )
+    flows += [
+        f"source/dest check on {h.node.host} ({h.node.instance_id})"
+        for h in report.host_settings
+        if h.status == "blocked"
+    ]
+    if flows:
+        found = f"verify finds {len(flows)} required flow{'s' * (len(flows) != 1)} blocked"
+    else:
+        found = f"verify judged nothing ({len(report.checks)} checks over {report.nodes} nodes)"
+    it = "it" if len(flows) == 1 else "them"
+    ctx.progress(
+        f"applied, but environment {ctx.env.name} is not ready: {found}; the cloud changed after the saved plan was "
+        f"made (a rule removed by hand?), or something ket-infra does not manage (a network ACL) blocks {it}"
+    )
+    for flow in flows[:3]:
+        ctx.progress(f"  {flow}")
+    if len(flows) > 3:
+        ctx.progress(f"  and {len(flows) - 3} more")
+    ctx.progress(
+        f"run ket-infra plan --env {ctx.env.arg} again, then apply (ket-infra verify --env {ctx.env.arg} "
+        "names the causes)"
+    )
+    return report
 
 
 def foreign_groups(ctx: Context) -> None:

@@ -13,7 +13,7 @@ from xml.etree import ElementTree as ET
 import pytest
 
 from ket_infra.audit import Open, audit, junit_report, markdown_report, opening, text_report
-from ket_infra.aws import DETACHED_TAG, Counter, discover
+from ket_infra.aws import DETACHED_TAG, AwsError, Counter, discover
 from ket_infra.detach import Record, apply_detach, reattach
 from ket_infra.errors import EnvironmentFileError, KetInfraError
 from ket_infra.layout import layout
@@ -82,15 +82,16 @@ def test_ket_infras_own_rules_are_no_excess(aws: None, example: str) -> None:
     report = audit(plan, env, rules, counter)
     assert report.ok, [e.as_json() for e in report.excess]
     assert report.rules_checked > len(plan.nodes)
-    # a fixed number of calls: instances, groups, ACLs, rules, the members of referenced groups
+    # a fixed number of calls: the account, instances, groups, ACLs, rules, the members of referenced groups
     assert counter.calls == {
+        "GetCallerIdentity": 1,
         "DescribeInstances": 1,
         "DescribeSecurityGroups": 1,
         "DescribeNetworkAcls": 1,
         "DescribeSecurityGroupRules": 1,
         "DescribeNetworkInterfaces": 1,
     }
-    assert report.api_calls == 5
+    assert report.api_calls == 6
     assert report.as_json() == {
         "ok": True,
         "excess": [],
@@ -101,9 +102,45 @@ def test_ket_infras_own_rules_are_no_excess(aws: None, example: str) -> None:
             "excess": 0,
             "nodes": len(plan.nodes),
             "rules_checked": report.rules_checked,
-            "api_calls": 5,
+            "api_calls": 6,
         },
     }
+
+
+def test_another_accounts_cloud_is_refused(aws: None) -> None:
+    """Instances at the plan's addresses in another account are not the cluster: audit refuses, as plan does."""
+    _cloud, plan, env, rules = build(EXAMPLES / "calico-overlay.yaml")
+    elsewhere = replace(env, aws=replace(env.aws, account_id="210987654321"))
+    with pytest.raises(AwsError) as info:
+        audit(plan, elsewhere, rules)
+    assert str(info.value) == (
+        "t.yaml: aws.account_id: the credentials are for account 123456789012, not 210987654321; "
+        "use credentials of the right account or fix account_id"
+    )
+    assert audit(plan, replace(env, aws=replace(env.aws, account_id="123456789012")), rules).ok
+
+
+def test_no_inbound_rule_read_is_no_verdict(aws: None) -> None:
+    """Nodes whose groups hold no inbound rule at all judge nothing: never "clean"."""
+    cloud, plan, env, rules = build(EXAMPLES / "calico-overlay.yaml")
+    default = cloud.default_group()
+    for eni in cloud.enis.values():
+        cloud.ec2.modify_network_interface_attribute(NetworkInterfaceId=eni, Groups=[default])
+    cloud.ec2.revoke_security_group_ingress(GroupId=default, SecurityGroupRuleIds=rule_ids(cloud, default))
+    report = audit(plan, env, rules)
+    assert report.rules_checked == 0 and report.nodes == 10 and not report.excess
+    assert not report.ok and report.as_json()["ok"] is False
+    text = text_report(report, "lab", plan.cluster).splitlines()
+    assert text[0] == (
+        "audit lab (cluster prod-east): not judged: no inbound rule was read on the 1 security group(s) of the "
+        "10 nodes (5 AWS API calls); nothing is clean until something is read: are these the cluster's nodes? "
+        "run ket-infra verify"
+    )
+    assert not [ln for ln in text if "clean" in ln.split(":")[1:2] or ln.startswith("OK")]
+    assert text[-1].startswith("NOT JUDGED: ")
+    root = ET.fromstring(junit_report(report, "lab", plan.cluster))
+    assert root.get("failures") == "1"
+    assert markdown_report(report, "lab", plan.cluster).splitlines()[2] == text[0]
 
 
 def test_a_world_open_port_is_reported_alone(aws: None) -> None:

@@ -215,7 +215,7 @@ def test_verify_without_aws_credentials_says_so(tmp_path: Path) -> None:
     assert result.stdout == ""
     *warnings, error = result.stderr.splitlines()
     assert error == (
-        "error: finding the plan's nodes in EC2: no AWS credentials found; "
+        "error: checking the AWS account: no AWS credentials found; "
         "set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"
     )
     assert warnings and all(w.startswith("warning: ") for w in warnings)  # the layout's, as `rules` shows them
@@ -231,10 +231,40 @@ def test_verify_exits_1_when_aws_cannot_be_reached(tmp_path: Path) -> None:
     assert result.stdout == ""  # no half report
     *warnings, error = result.stderr.splitlines()
     assert error == (
-        f"error: finding the plan's nodes in EC2: cannot reach http://127.0.0.1:{port} (EndpointConnectionError); "
+        f"error: checking the AWS account: cannot reach http://127.0.0.1:{port} (EndpointConnectionError); "
         f"check {env_file}: aws.endpoint_url and the network"
     )
     assert all(w.startswith("warning: ") for w in warnings)
+
+
+@pytest.mark.parametrize("command", ["verify", "audit"])
+def test_verify_and_audit_refuse_another_account(tmp_path: Path, command: str) -> None:
+    """The sandbox's instances sit at the plan's addresses, in moto's account: an environment naming another
+    account is refused in one line, exit 1, before any verdict (plan refuses the same)."""
+    from ket_infra.sandbox import sandbox_down, sandbox_up
+    from tests.conftest import free_port
+
+    port = free_port()
+    env_file = sandbox_up(
+        EXAMPLES / "calico-overlay.yaml", port, tmp_path / "sandbox.yaml", tmp_path / ".work", lambda _m: None
+    )
+    try:
+        doc = yaml.safe_load(env_file.read_text())
+        assert doc["aws"]["account_id"] == "123456789012"  # moto's, as the sandbox writes it
+        doc["aws"]["account_id"] = "210987654321"
+        other = write_yaml(tmp_path / "other.yaml", doc)
+        result = run_with([command, "--env", str(other), "--format", "json"], tmp_path, clean_environ())
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert result.stdout == ""  # no verdict
+        assert result.stderr.splitlines()[-1] == (
+            f"error: {other}: aws.account_id: the credentials are for account 123456789012, not 210987654321; "
+            "use credentials of the right account or fix account_id"
+        )
+        assert "Traceback" not in result.stderr
+        right = run_with([command, "--env", str(env_file), "--format", "json"], tmp_path, clean_environ())
+        assert right.returncode in (0, 3) and json.loads(right.stdout)["ok"] is (right.returncode == 0)
+    finally:
+        sandbox_down(port, tmp_path / ".work")
 
 
 def _label(rule: dict[str, object]) -> str:

@@ -4,18 +4,20 @@ breakage is found, with nothing else reported."""
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import boto3
+import pytest
 
-from ket_infra.aws import Counter
+from ket_infra.aws import AwsError, Counter
 from ket_infra.environment import AwsConfig, Environment
 from ket_infra.layout import RuleSet, layout
 from ket_infra.plan import Plan, load_plan
 from ket_infra.sandbox import image_id, network_for
 from ket_infra.verify import Report, junit_report, text_report, verify
-from tests.conftest import EXAMPLES
+from tests.conftest import EXAMPLES, write_yaml
 
 REGION = "eu-west-1"
 
@@ -189,8 +191,37 @@ def test_clean_state_verifies(aws: None) -> None:
     assert report.ok, [c.reason for c in report.checks if c.status == "blocked"]
     assert report.checks and all(c.status == "allowed" for c in report.checks)
     assert sum(c.pairs for c in report.checks) > len(report.checks)
-    assert counter.calls == {"DescribeInstances": 1, "DescribeSecurityGroups": 1, "DescribeNetworkAcls": 1}
-    assert report.api_calls == counter.total == 3  # the node lookup is counted too
+    assert counter.calls == {
+        "GetCallerIdentity": 1,
+        "DescribeInstances": 1,
+        "DescribeSecurityGroups": 1,
+        "DescribeNetworkAcls": 1,
+    }
+    assert report.api_calls == counter.total == 4  # the account check and the node lookup are counted too
+
+
+def test_another_accounts_cloud_is_refused(aws: None) -> None:
+    """Instances at the plan's addresses in another account are not the cluster: verify refuses, as plan does."""
+    _cloud, plan, env, rules = build(EXAMPLES / "calico-overlay.yaml")
+    assert verify(plan, env, rules).ok  # moto's account, 123456789012, and no account named: judged
+    elsewhere = replace(env, aws=replace(env.aws, account_id="210987654321"))
+    with pytest.raises(AwsError) as info:
+        verify(plan, elsewhere, rules)
+    assert str(info.value) == (
+        "t.yaml: aws.account_id: the credentials are for account 123456789012, not 210987654321; "
+        "use credentials of the right account or fix account_id"
+    )
+    assert verify(plan, replace(env, aws=replace(env.aws, account_id="123456789012")), rules).ok
+
+
+def test_nothing_checked_is_no_verdict() -> None:
+    """Zero checks or zero nodes judge nothing: never "every required flow is open"."""
+    for report in (Report(), Report(nodes=3)):
+        assert not report.ok and report.as_json()["ok"] is False
+        text = text_report(report, "lab", "c").splitlines()
+        assert "OK" not in text[-1] and "every required flow is open" not in "\n".join(text)
+        assert text[-1].startswith("NOT JUDGED: nothing was checked")
+        assert 'failures="1"' in junit_report(report, "lab", "c")
 
 
 def test_before_apply_everything_is_blocked(aws: None) -> None:
@@ -514,25 +545,64 @@ def test_routed_pod_ingress_revoked(aws: None, tmp_path: Path) -> None:
     assert check.as_json()["source_nodes"] == ["172.16.0.0/16"] and check.as_json()["target_nodes"] == ["worker01"]
 
 
-def test_routed_pod_traffic_meets_the_acls_across_subnets(aws: None, tmp_path: Path) -> None:
-    cloud, plan, env, rules = build(routed_pair(tmp_path, worker_ip="10.0.2.31"))
-    assert len(cloud.subnets) == 2
+def test_routed_mode_across_subnets_is_blocked(aws: None, tmp_path: Path) -> None:
+    """Routed pod traffic goes from node to node unencapsulated: the VPC routes no pod address between subnets.
+
+    plan refuses this layout; verify judges it blocked, naming both subnets, whatever the groups and ACLs allow.
+    """
+    import yaml
+
+    data = yaml.safe_load((EXAMPLES / "calico-routed.yaml").read_text())
+    data["worker"]["nodes"][1]["ip"] = "10.0.4.22"  # node02 in a second subnet
+    cloud, plan, env, rules = build(write_yaml(tmp_path / "plan.yaml", data))
+    here, there = cloud.subnets["10.0.3.0/24"], cloud.subnets["10.0.4.0/24"]
+    report = verify(plan, env, rules)
+    assert not report.ok
+    assert blocked(report) == {
+        ("calico-pod-traffic", "pod_cidr", "master"),
+        ("calico-pod-traffic", "pod_cidr", "worker"),
+    }
+    bad = [c for c in report.checks if c.status == "blocked"]
+    # every class of targets meets node02's subnet, from one side or the other; the rest is open
+    assert {n.host for c in bad for n in c.target.nodes} == {"cp01", "cp02", "cp03", "node01", "node02"}
+    for c in bad:
+        ends = (here, there) if c.target.rep is not None and c.target.rep.subnet_id == there else (there, here)
+        assert c.reason == (
+            f"pod traffic from the kubelet nodes in {ends[0]} to those in {ends[1]}: Calico routed mode needs every "
+            "kubelet node in one subnet (the VPC routes no pod address between subnets); use mode overlay (IP-in-IP) "
+            "or move the nodes into one subnet"
+        ), c.reason
+    assert {c.rule for c in report.checks if c.status == "blocked"} == {"calico-pod-traffic"}
+    # (the same nodes in one subnet pass: test_text_report_when_all_is_open)
+
+
+def test_an_acl_allowing_part_of_a_named_cidr_leaves_the_rest_blocked(aws: None) -> None:
+    """An allow entry for 10.9.0.0/17 does not open a flow from ingress_cidrs 10.9.0.0/16: the other half is denied."""
+    plan = load_plan(EXAMPLES / "calico-overlay.yaml")
+    env = replace(env_for(EXAMPLES / "calico-overlay.yaml"), ingress_cidrs=("10.9.0.0/16",))
+    rules = layout(plan, env)
+    cloud = Cloud(plan, rules)
     assert verify(plan, env, rules).ok
-    deny_pods = {"RuleNumber": 5, "Protocol": "-1", "RuleAction": "deny", "Egress": False, "CidrBlock": "172.16.0.0/16"}
-    acl = cloud.own_acl("10.0.2.0/24", [deny_pods, *allow_all()])
+
+    def entries(clients: str) -> list[dict[str, Any]]:
+        return [
+            {"RuleNumber": 100, "Protocol": "-1", "RuleAction": "allow", "Egress": False, "CidrBlock": "10.0.0.0/16"},
+            {"RuleNumber": 110, "Protocol": "-1", "RuleAction": "allow", "Egress": False, "CidrBlock": clients},
+            {"RuleNumber": 100, "Protocol": "-1", "RuleAction": "allow", "Egress": True, "CidrBlock": "0.0.0.0/0"},
+        ]
+
+    acl = cloud.own_acl("10.0.2.0/24", entries("10.9.0.0/17"))
     report = verify(plan, env, rules)
-    assert blocked(report) == {("calico-pod-traffic", "pod_cidr", "worker")}
-    (check,) = [c for c in report.checks if c.status == "blocked"]
+    assert blocked(report) == {
+        ("ingress-http", "ingress_cidrs", "ingress"),
+        ("ingress-https", "ingress_cidrs", "ingress"),
+    }
     subnet = cloud.subnets["10.0.2.0/24"]
-    assert check.reason == f"network ACL {acl} rule 5 denies pod traffic all traffic inbound ({subnet})"
-    # and outbound: the worker's pods cannot send to pods on the masters
-    deny_out = {**deny_pods, "Egress": True}
-    acl = cloud.own_acl("10.0.2.0/24", [deny_out, *allow_all()])
-    report = verify(plan, env, rules)
-    assert blocked(report) == {("calico-pod-traffic", "pod_cidr", "master")}
-    assert [c.reason for c in report.checks if c.status == "blocked"] == [
-        f"network ACL {acl} rule 5 denies pod traffic all traffic outbound ({subnet})"
-    ]
+    assert {c.reason for c in report.checks if c.status == "blocked"} == {
+        f"no network ACL {acl} entry allows tcp {port} inbound ({subnet}): default deny" for port in (80, 443)
+    }
+    cloud.own_acl("10.0.2.0/24", entries("10.9.0.0/16"))
+    assert verify(plan, env, rules).ok
 
 
 def test_routed_pod_egress_revoked_on_another_node(aws: None, tmp_path: Path) -> None:
