@@ -266,7 +266,7 @@ class Dependency:
 
 
 def unnamed(plan: Plan, env: Environment) -> list[Dependency]:
-    """The installer without installer_cidr, the load balancer outside api_cidrs (layout's warnings)."""
+    """The installer without installer_cidr, a load balancer whose addresses no rule can name (layout's warnings)."""
     flows = catalog.required_flows(plan, env)
     out = []
     if env.installer_cidr is None:
@@ -280,7 +280,8 @@ def unnamed(plan: Plan, env: Environment) -> list[Dependency]:
         except ValueError:  # a DNS name: its addresses are unknown
             address = None
         name = f"master.load_balancer {plan.load_balancer}"
-        out.append(Dependency(name, catalog.API_CLIENTS, address, _from(flows, catalog.API_CLIENTS)))
+        through = _from(flows, catalog.LOAD_BALANCER) or _from(flows, catalog.API_CLIENTS)
+        out.append(Dependency(name, f"endpoint_cidrs.{catalog.LOAD_BALANCER}", address, through))
     return [d for d in out if d.flows]
 
 

@@ -14,7 +14,14 @@ from pathlib import Path
 
 from ket_infra import yamldoc
 from ket_infra.errors import EnvironmentFileError
-from ket_infra.flows import BRICK_PORTS_DEFAULT, BRICK_PORTS_MAX, CATALOG_NAMES, Flow, protocol_name
+from ket_infra.flows import (
+    BRICK_PORTS_DEFAULT,
+    BRICK_PORTS_MAX,
+    CATALOG_NAMES,
+    ENDPOINT_PREFIXES,
+    Flow,
+    protocol_name,
+)
 from ket_infra.plan import KUBELET_ROLES, ROLES, spans_the_internet
 
 TOP_KEYS = {
@@ -25,11 +32,15 @@ TOP_KEYS = {
     "ingress_cidrs",
     "api_cidrs",
     "egress_cidrs",
+    "endpoint_cidrs",
+    "nodeport_cidrs",
     "gluster_brick_ports",
     "extra_rules",
     "preflight",
     "detach_groups",
 }
+# Where endpoints the plan names by DNS name (or not at all) are: outbound destinations.
+ENDPOINT_KEYS = {"load_balancer", "nfs", "proxy", "aws_api", "heapster_sink"}
 AWS_KEYS = {"region", "account_id", "endpoint_url"}
 TERRAFORM_KEYS = {"binary", "backend", "plugin_dir"}
 BACKEND_KEYS = {"local": {"type", "path"}, "s3": {"type", "bucket", "key", "region", "use_lockfile", "endpoint_url"}}
@@ -78,6 +89,10 @@ class Environment:
     ingress_cidrs: tuple[str, ...] = ()
     api_cidrs: tuple[str, ...] = ()
     egress_cidrs: tuple[str, ...] = ()  # where nodes download packages and images while KET installs
+    # endpoint_cidrs: the addresses of endpoints the plan names by DNS name (load_balancer, nfs, proxy,
+    # heapster_sink) or not at all (aws_api: the AWS API endpoints the cloud provider calls)
+    endpoint_cidrs: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    nodeport_cidrs: tuple[str, ...] = ()  # who may reach the NodePort Services the plan turns on
     gluster_brick_ports: int = BRICK_PORTS_DEFAULT
     extra_flows: tuple[Flow, ...] = ()
     preflight: bool = True
@@ -85,6 +100,10 @@ class Environment:
     # them once the flows are proven open without them, destroy puts them back
     detach_groups: tuple[str, ...] = ()
     given: str = ""  # --env as the user gave it, for hints that repeat the command
+
+    def endpoint(self, kind: str) -> tuple[str, ...]:
+        """The CIDRs endpoint_cidrs names for KIND (one of ENDPOINT_KEYS)."""
+        return dict(self.endpoint_cidrs).get(kind, ())
 
     @property
     def arg(self) -> str:
@@ -116,6 +135,12 @@ def _cidr(doc: yamldoc.Doc, key: str, value: object) -> str:
 def _cidr_list(doc: yamldoc.Doc, name: str) -> tuple[str, ...]:
     items = doc.seq(name)
     return tuple(dict.fromkeys(_cidr(doc, f"{name}[{i}]", v) for i, v in enumerate(items)))
+
+
+def _endpoint_cidrs(root: yamldoc.Doc) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    doc = root.mapping("endpoint_cidrs")
+    doc.reject_unknown(ENDPOINT_KEYS)
+    return tuple((k, _cidr_list(doc, k)) for k in sorted(ENDPOINT_KEYS) if doc.seq(k))
 
 
 _GROUP_ID = re.compile(r"sg-[0-9a-f]{8}([0-9a-f]{9})?")
@@ -205,7 +230,7 @@ def _extra_rule(doc: yamldoc.Doc, reserved: set[str]) -> Flow:
     assert name is not None
     if not _NAME.match(name):
         doc.fail("name", f"{name!r} is not a valid rule name", "use lowercase letters, digits and dashes")
-    if name in reserved:
+    if name in reserved or name.startswith(ENDPOINT_PREFIXES):
         doc.fail("name", f"{name!r} is already the name of a built-in or earlier rule", "choose another name")
     protocol = doc.text("protocol", required=True)
     assert protocol is not None
@@ -314,6 +339,8 @@ def load_environment(env: str | Path) -> Environment:
         ingress_cidrs=_cidr_list(root, "ingress_cidrs"),
         api_cidrs=_cidr_list(root, "api_cidrs"),
         egress_cidrs=_cidr_list(root, "egress_cidrs"),
+        endpoint_cidrs=_endpoint_cidrs(root),
+        nodeport_cidrs=_cidr_list(root, "nodeport_cidrs"),
         gluster_brick_ports=_brick_ports(root),
         extra_flows=tuple(extra),
         preflight=root.flag("preflight", True),

@@ -22,11 +22,16 @@ from ket_infra import cni_facts
 from ket_infra import flows as catalog
 from ket_infra.errors import QuotaError
 from ket_infra.flows import Flow
-from ket_infra.plan import KUBELET_ROLES, Cni, Plan, group_name, role_key, spans_the_internet, split_host_port
+from ket_infra.plan import KUBELET_ROLES, Cni, Plan, group_name, role_key, spans_the_internet
 
 if TYPE_CHECKING:
     from ket_infra.environment import Environment
 
+CONTIV_LIMIT = (
+    "Contiv on KET v1.12.0 may not complete: the networking etcd health check runs docker without an image "
+    "(kismatic v1.12.0 ansible/roles/etcd/tasks/main.yaml:48-54), and KET's Contiv integration tests are "
+    "commented out (integration-tests/install_test.go:413-464)"
+)
 RULE_QUOTA = 60  # inbound (and, separately, outbound) rules per security group
 RULE_WARN = 50  # leave headroom for the user's own rules
 _PROTO_ORDER = {"tcp": 0, "udp": 1, "icmp": 2}
@@ -139,6 +144,10 @@ def cidr_sources(flow: Flow, plan: Plan, env: Environment | None) -> list[tuple[
         return [(c, None) for c in (env.ingress_cidrs if env is not None else ())]
     if kind == catalog.API_CLIENTS:
         return [(c, None) for c in (env.api_cidrs if env is not None else ())]
+    if kind == catalog.NODEPORT_CLIENTS:
+        return [(c, None) for c in (env.nodeport_cidrs if env is not None else ())]
+    if kind == catalog.LOAD_BALANCER:
+        return [(c, None) for c in endpoint_cidrs(kind, plan, env)]
     assert kind is not None
     return [(kind, None)]  # a literal CIDR from the environment's extra_rules
 
@@ -152,7 +161,42 @@ def cidr_destinations(flow: Flow, plan: Plan, env: Environment | None) -> list[s
         return [f"{address}/32"] if address is not None else egress
     if flow.dst_cidr == catalog.EGRESS:
         return egress
+    if flow.dst_cidr in ENDPOINT_ENV:
+        return endpoint_cidrs(flow.dst_cidr, plan, env)
     raise ValueError(f"flow {flow.name}: unknown destination {flow.dst_cidr!r}")
+
+
+# Where the environment names each endpoint kind's addresses when the plan gives a DNS name (or nothing).
+ENDPOINT_ENV = {
+    catalog.LOAD_BALANCER: "endpoint_cidrs.load_balancer",
+    catalog.NFS: "endpoint_cidrs.nfs",
+    catalog.HTTP_PROXY: "endpoint_cidrs.proxy",
+    catalog.HTTPS_PROXY: "endpoint_cidrs.proxy",
+    catalog.AWS_API: "endpoint_cidrs.aws_api",
+    catalog.HEAPSTER_SINK: "endpoint_cidrs.heapster_sink",
+}
+_FALLS_BACK_TO_EGRESS = (catalog.HTTP_PROXY, catalog.HTTPS_PROXY, catalog.AWS_API)
+
+
+def endpoint_cidrs(kind: str, plan: Plan, env: Environment | None) -> list[str]:
+    """The CIDRs of an endpoint the plan names: its /32 when it is an IPv4 address, else the environment's."""
+    ep = plan.endpoints
+    hosts: list[str | None] = []
+    if kind == catalog.LOAD_BALANCER and ep.load_balancer is not None:
+        hosts = [ep.load_balancer.address]
+    elif kind == catalog.NFS:
+        hosts = [v.address for v in ep.nfs if catalog.node_at(plan, v.host) is None]
+    elif kind in (catalog.HTTP_PROXY, catalog.HTTPS_PROXY):
+        hosts = [p.address for p in ep.proxies if p.key.endswith("." + kind)]
+    elif kind == catalog.HEAPSTER_SINK and ep.heapster_sink is not None:
+        hosts = [ep.heapster_sink.address]
+    elif kind == catalog.AWS_API:
+        hosts = [None]
+    out = [f"{h}/32" for h in hosts if h is not None]
+    if any(h is None for h in hosts) and env is not None:
+        named = env.endpoint(ENDPOINT_ENV[kind].partition(".")[2])
+        out += named or (env.egress_cidrs if kind in _FALLS_BACK_TO_EGRESS else ())
+    return list(dict.fromkeys(out))
 
 
 def _atoms(flow: Flow, groups: tuple[Group, ...], plan: Plan, env: Environment | None) -> list[_Atom]:
@@ -254,6 +298,7 @@ def _warnings(plan: Plan, env: Environment | None, groups: tuple[Group, ...]) ->
             out.append("Weave without options.weave.password: pod traffic between nodes is not encrypted")
     elif cni.provider == "contiv":
         out.append(cni_facts.CONTIV)
+        out.append(CONTIV_LIMIT)
     elif cni.provider == "custom" and not (env is not None and env.extra_flows):
         out.append(
             "CNI provider custom: ket-infra knows no ports for it and the environment file has no "
@@ -270,10 +315,13 @@ def _warnings(plan: Plan, env: Environment | None, groups: tuple[Group, ...]) ->
             f"installer_cidr is not set: nothing opens SSH (tcp {plan.install.ssh_port}) for the installer; "
             "set it in the environment file"
         )
-    out.extend(_download_warnings(plan, env))
+    names = {f.name for f in catalog.required_flows(plan, env)}
+    if names & {"downloads-http", "downloads-https", "registry"}:
+        out.extend(_download_warnings(plan, env))
     lb = load_balancer_warning(plan, env)
     if lb:
         out.append(lb)
+    out.extend(_endpoint_warnings(plan, env, names))
     if (env is None or env.preflight) and (plan.first("master") or plan.first("worker")):
         out.append(
             "preflight rules (kismatic-inspector from master[0] and worker[0]) are open; set preflight: false "
@@ -310,28 +358,104 @@ def _download_warnings(plan: Plan, env: Environment | None) -> list[str]:
 
 
 def load_balancer_warning(plan: Plan, env: Environment | None) -> str | None:
-    """KET's nodes reach the API through master.load_balancer; its addresses need api_cidrs."""
-    value = plan.load_balancer
-    if not value:
+    """What master.load_balancer's rules cannot cover, said where it matters."""
+    lb = plan.endpoints.load_balancer
+    if lb is None:
         return None
-    host, _port = split_host_port(value)
-    masters = [plan.node(h) for h in plan.hosts("master")]
-    if any(host in (m.host, m.ip, m.internalip) for m in masters):
+    value = f"{lb.host}:{lb.port}"
+    master = catalog.lb_master(plan)
+    if master is not None:
+        if lb.port != 6443:
+            return (
+                f"master.load_balancer {value} names master {master.host}, where kube-apiserver listens on 6443 "
+                f"({catalog.ALL_YAML}), not {lb.port}: nodes would dial a port nothing serves; use port 6443"
+            )
         return None
-    try:
-        addr = ipaddress.ip_address(host)
-    except ValueError:
+    public = catalog.lb_public_master(plan)
+    if public is not None:
         return (
-            f"master.load_balancer {value} is a DNS name that is not a master: kubelets and kube-proxy reach "
-            "kube-apiserver through it, so api_cidrs must cover the balancer's addresses (and its health checks)"
+            f"master.load_balancer {value} is the public ip of master {public.host}: nodes reach it through the "
+            "internet gateway with public source addresses, which no security-group reference matches, so "
+            f"ket-infra opens only the nodes' egress to {lb.host}/32 and cannot open the masters' side; use "
+            f"{public.host}'s internalip {public.address} or an internal load balancer"
         )
-    cidrs = env.api_cidrs if env is not None else ()
-    if any(addr in ipaddress.ip_network(c) for c in cidrs):
-        return None
-    return (
-        f"master.load_balancer {value} is not a master and api_cidrs does not cover {addr}: the nodes reach "
-        f"kube-apiserver through it; add {addr}/32 to api_cidrs in the environment file"
-    )
+    if lb.address is None and not (env is not None and env.endpoint("load_balancer")):
+        return (
+            f"master.load_balancer {value} is a DNS name: ket-infra cannot tell its addresses, and kubelets, "
+            f"kube-proxy, kubectl and Contiv reach kube-apiserver through it (tcp {lb.port}); set "
+            "endpoint_cidrs.load_balancer in the environment file to the balancer's addresses"
+        )
+    return None
+
+
+def _endpoint_warnings(plan: Plan, env: Environment | None, names: set[str]) -> list[str]:
+    """Endpoints the plan names whose addresses nobody gave, and KET's own limits around them."""
+    ep = plan.endpoints
+    out = list(ep.warnings)
+
+    def unnamed(kind: str) -> bool:
+        return not endpoint_cidrs(kind, plan, env)
+
+    dns = [v.host for v in ep.nfs if v.address is None and catalog.node_at(plan, v.host) is None]
+    if dns and not (env is not None and env.endpoint("nfs")):
+        out.append(
+            f"nfs.nfs_volume[].nfs_host {', '.join(dns)} is a DNS name: ket-infra cannot tell its addresses; set "
+            "endpoint_cidrs.nfs in the environment file, or master[0]'s install-time mount and the pods' volumes hang"
+        )
+    if ep.nfs:
+        out.append(
+            "nfs.nfs_volume: ket-infra opens NFSv4 (tcp 2049), what KET's mounts negotiate first; an NFSv3-only "
+            "server also needs rpcbind (tcp/udp 111), mountd and lock ports: add them as extra_rules"
+        )
+    for kind in (catalog.HTTP_PROXY, catalog.HTTPS_PROXY):
+        if kind in {p.key.rpartition(".")[2] for p in ep.proxies} and unnamed(kind):
+            out.append(
+                f"cluster.networking.{kind} is a DNS name: ket-infra cannot tell its addresses; set "
+                "endpoint_cidrs.proxy (or egress_cidrs) in the environment file, or docker pulls and packages fail"
+            )
+    if ep.proxies and ep.no_proxy and not (env is not None and env.egress_cidrs):
+        out.append(
+            "cluster.networking.no_proxy names hosts the nodes reach directly, not through the proxy: set "
+            "egress_cidrs to their addresses, or ket-infra opens nothing for them"
+        )
+    if "aws-api" in names:
+        if unnamed(catalog.AWS_API):
+            out.append(
+                "cluster.cloud_provider.provider is aws: kubelet, kube-apiserver and kube-controller-manager call "
+                "the AWS APIs (tcp 443); set endpoint_cidrs.aws_api (your VPC endpoints) or egress_cidrs in the "
+                "environment file, or nothing opens it"
+            )
+        out.append(
+            "cluster.cloud_provider.provider is aws: for LoadBalancer Services the provider picks the node's one "
+            "security group tagged kubernetes.io/cluster/<id> (kubernetes aws.go findSecurityGroupForInstance); "
+            "ket-infra's groups carry no such tag, so tag exactly one group per node"
+        )
+    for np in ep.nodeports:
+        if not (env is not None and env.nodeport_cidrs):
+            ports = str(np.lo) if np.lo == np.hi else f"{np.lo}-{np.hi}"
+            out.append(
+                f"{np.key} exposes a NodePort (tcp {ports}) on every kubelet node but nodeport_cidrs is empty: "
+                "nothing outside the cluster can reach it"
+            )
+    if "heapster-sink" in names and unnamed(catalog.HEAPSTER_SINK):
+        sink = ep.heapster_sink
+        assert sink is not None
+        out.append(
+            f"add_ons.heapster.options.heapster.sink {sink.host}:{sink.port} is a DNS name: ket-infra cannot tell "
+            "its addresses; set endpoint_cidrs.heapster_sink in the environment file"
+        )
+    if ep.sink_unmodelled:
+        out.append(
+            f"add_ons.heapster.options.heapster.sink {ep.sink_unmodelled!r} names no http(s)://host:port ket-infra "
+            "can read: add the sink's flow as extra_rules"
+        )
+    if any("storage" in n.roles for n in plan.nodes):
+        out.append(
+            "KET's volumes mount GlusterFS NFS (v3) through the kismatic-storage Service without nolock; blocking "
+            "file locks on them hang whatever the rules say, since the storage node calls the client back "
+            "(kismatic v1.12.0 ansible/roles/persistent-volume/templates/pv.yaml:15-17; GlusterFS nlm4.c)"
+        )
+    return out
 
 
 def _world_warnings(env: Environment | None, rules: list[Rule]) -> list[str]:

@@ -29,6 +29,7 @@ import ipaddress
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from ket_infra import yamldoc
 from ket_infra.errors import PlanError
@@ -93,20 +94,70 @@ class Cni:
 
 
 @dataclass(frozen=True)
-class Registry:
-    """A private image registry (`docker_registry.server`, "host:port")."""
+class HostPort:
+    """An endpoint the plan names as "host:port" (a registry, the load balancer, an NFS server...)."""
 
     host: str
     port: int
 
     @property
     def address(self) -> str | None:
-        """The registry's IPv4 address when the plan names one, else None (a DNS name)."""
+        """The IPv4 address when the plan names one, else None (a DNS name)."""
         try:
             addr = ipaddress.ip_address(self.host)
         except ValueError:
             return None
         return str(addr) if addr.version == 4 else None
+
+
+Registry = HostPort  # a private image registry (`docker_registry.server`, "host:port")
+
+
+@dataclass(frozen=True)
+class Proxy:
+    """An HTTP(S) proxy the nodes use (`cluster.networking.http_proxy` or `https_proxy`)."""
+
+    key: str  # the plan key that names it
+    host: str
+    ports: tuple[int, ...]  # more than one when the value names no port (clients disagree on the default)
+
+    @property
+    def address(self) -> str | None:
+        return HostPort(self.host, 0).address
+
+
+@dataclass(frozen=True)
+class NodePort:
+    """A Service the plan exposes on every kubelet node (`service_type: NodePort` or `LoadBalancer`)."""
+
+    key: str  # the plan key that asks for it
+    lo: int
+    hi: int
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """What the plan names outside the node-to-node flows, and where its pods run (PORTS.md section 8)."""
+
+    load_balancer: HostPort | None = None  # master.load_balancer (legacy load_balanced_fqdn + ":6443")
+    nfs: tuple[HostPort, ...] = ()  # nfs.nfs_volume[].nfs_host, port 2049 (NFSv4)
+    proxies: tuple[Proxy, ...] = ()  # cluster.networking.http_proxy / https_proxy
+    no_proxy: tuple[str, ...] = ()  # cluster.networking.no_proxy
+    cloud_provider: str | None = None  # cluster.cloud_provider.provider
+    heapster: bool = True  # add_ons.heapster.disable is false (KET's default)
+    metrics_server: bool = True  # add_ons.metrics_server.disable is false (KET's default)
+    heapster_sink: HostPort | None = None  # add_ons.heapster.options.heapster.sink outside the cluster
+    sink_unmodelled: str | None = None  # a sink value naming no host:port ket-infra can read
+    nodeports: tuple[NodePort, ...] = ()
+    # Roles whose nodes register schedulable (workers, unless option overrides say otherwise):
+    # where Deployments such as heapster and metrics-server run.
+    schedulable: tuple[str, ...] = ("worker",)
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def pod_roles(self) -> tuple[str, ...]:
+        """Roles whose nodes run pod-network pods: the schedulable ones, and ingress (its DaemonSets)."""
+        return tuple(r for r in ROLES if r in self.schedulable or r == "ingress")
 
 
 @dataclass(frozen=True)
@@ -131,6 +182,7 @@ class Plan:
     members: tuple[tuple[str, tuple[str, ...]], ...]
     load_balancer: str | None
     install: Install = Install(22, False, True, None)
+    endpoints: Endpoints = Endpoints()
     typos: tuple[str, ...] = ()  # keys KET does not know that look like one it does (warnings)
 
     def hosts(self, role: str) -> tuple[str, ...]:
@@ -328,6 +380,217 @@ def _install(root: yamldoc.Doc, cluster: yamldoc.Doc) -> Install:
     return Install(ssh_port, cluster.flag("disconnected_installation", False), packages, registry)
 
 
+KET_SRC = "kismatic v1.12.0"
+# pkg/install/plan_types.go:44-50 (serviceTypes, cloudProviders), checked at validate.go:248-252,332-352
+SERVICE_TYPES = ("ClusterIP", "NodePort", "LoadBalancer", "ExternalName")
+CLOUD_PROVIDERS = (
+    "aws", "azure", "cloudstack", "fake", "gce", "mesos", "openstack", "ovirt", "photon", "rackspace", "vsphere",
+)  # fmt: skip
+NODE_PORT_RANGE = (30000, 32767)  # Kubernetes' default --service-node-port-range; KET sets none (all.yaml:152-189)
+# heapster.options.heapster.sink when the plan gives none (pkg/install/plan.go:202-204): the in-cluster InfluxDB
+DEFAULT_SINK = "influxdb:http://heapster-influxdb.kube-system.svc:8086"
+
+
+def _host_name_or_ip(doc: yamldoc.Doc, name: str, value: str, host: str, fix: str) -> None:
+    if not host or not (_HOSTNAME.fullmatch(host) or HostPort(host, 0).address):
+        doc.fail(name, f"{value!r} does not name a host", fix)
+
+
+def _load_balancer(master: yamldoc.Doc) -> tuple[str | None, HostPort | None]:
+    """master.load_balancer as KET reads it: "host:port", required in that form (validate.go:515-519);
+    a legacy load_balanced_fqdn stands for it with port 6443 (pkg/install/plan.go:77-86)."""
+    key = "load_balancer"
+    value = master.text(key)
+    if value is None:
+        fqdn = master.text("load_balanced_fqdn")
+        if fqdn is None:
+            return None, None
+        key, value = "load_balanced_fqdn", f"{fqdn}:6443"
+    host, port = split_host_port(value)
+    fix = "write the balancer's address and port, such as 10.0.1.100:6443 (KET requires host:port)"
+    if port is None or not port.isdigit() or not 1 <= int(port) <= 65535:
+        master.fail(key, f"{value!r} is not host:port", fix)
+    _host_name_or_ip(master, key, value, host, fix)
+    return value, HostPort(host, int(port))
+
+
+def _proxy(networking: yamldoc.Doc, name: str) -> tuple[Proxy | None, str | None]:
+    """A proxy URL (http://host:port, or host:port as KET's own tests write it) and a warning."""
+    value = networking.text(name)
+    if value is None:
+        return None, None
+    fix = "write the proxy as http://host:port"
+    match = re.match(r"([A-Za-z][A-Za-z0-9+.-]*)://", value)
+    scheme = match.group(1).lower() if match else None
+    if scheme not in (None, "http", "https"):
+        networking.fail(name, f"{value!r} is not an http or https proxy URL", fix)
+    rest = value[match.end() :] if match else value
+    rest = rest.split("/", 1)[0].rpartition("@")[2]  # drop a path and user:password@
+    host, port = split_host_port(rest)
+    _host_name_or_ip(networking, name, value, host, fix)
+    key = f"cluster.networking.{name}"
+    if port is None:
+        # dockerd (Go) takes 80 (443 for https://); yum's libcurl 1080; apt 80: open what they dial.
+        ports = (443,) if scheme == "https" else (80, 1080)
+        shown = " and ".join(str(p) for p in ports)
+        return Proxy(key, host, ports), (
+            f"{key} {value} names no port: docker, yum and apt disagree on the default, so tcp {shown} are "
+            "opened to it; write the port (http://host:port) to open only that one"
+        )
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        networking.fail(name, f"{value!r} has no valid port after ':'", fix)
+    return Proxy(key, host, (int(port),)), None
+
+
+def _nfs(root: yamldoc.Doc) -> tuple[HostPort, ...]:
+    """nfs.nfs_volume[]: nfs_host and mount_path required, the path absolute, no duplicates (validate.go:626-652)."""
+    nfs = root.mapping("nfs")
+    out: list[HostPort] = []
+    seen: set[tuple[str, str]] = set()
+    for i, raw in enumerate(nfs.seq("nfs_volume")):
+        volume = nfs.item("nfs_volume", i, raw)
+        host = volume.text("nfs_host", required=True)
+        path = volume.text("mount_path", required=True)
+        assert host is not None and path is not None
+        _host_name_or_ip(volume, "nfs_host", host, host, "give the NFS server's address or DNS name")
+        if not path.startswith("/"):
+            volume.fail("mount_path", f"{path!r} is not an absolute path", "give the export's path, such as /exports")
+        if (host, path) in seen:
+            volume.fail("mount_path", f"{host}:{path} is listed twice", "list each NFS volume once")
+        seen.add((host, path))
+        out.append(HostPort(host, 2049))
+    return tuple(dict.fromkeys(out))
+
+
+def _service_type(doc: yamldoc.Doc) -> str:
+    kind = doc.text("service_type", default="ClusterIP")  # pkg/install/plan.go:205-207,216-218
+    assert kind is not None
+    if kind not in SERVICE_TYPES:
+        doc.fail("service_type", f"{kind!r} is not a Service type", f"use one of {', '.join(SERVICE_TYPES)}")
+    return kind
+
+
+def _node_port_range(cluster: yamldoc.Doc) -> tuple[int, int]:
+    overrides = cluster.mapping("kube_apiserver").mapping("option_overrides")
+    value = overrides.text("service-node-port-range")
+    if value is None:
+        return NODE_PORT_RANGE
+    match = re.fullmatch(r"(\d{1,5})-(\d{1,5})", value)
+    if match is None or not 1 <= int(match.group(1)) <= int(match.group(2)) <= 65535:
+        overrides.fail("service-node-port-range", f"{value!r} is not a port range", "write it as 30000-32767")
+    return int(match.group(1)), int(match.group(2))
+
+
+def _sink(heapster: yamldoc.Doc) -> tuple[HostPort | None, str | None]:
+    """heapster.options.heapster.sink ("influxdb:http://host:port"): an outside host, or None in the cluster."""
+    value = heapster.text("sink", default=DEFAULT_SINK)
+    assert value is not None
+    _kind, _, url = value.partition(":")
+    parts = urlsplit(url) if re.match(r"https?://", url) else None
+    try:
+        port = parts.port if parts is not None else None
+    except ValueError:
+        heapster.fail("sink", f"{value!r} has no valid port", "write the sink as influxdb:http://host:port")
+    host = parts.hostname if parts is not None else None
+    if parts is None or not host:
+        return None, value
+    in_cluster = host.endswith((".svc", ".cluster.local")) or ".svc." in host
+    if in_cluster or ("." not in host and HostPort(host, 0).address is None):
+        return None, None  # a Service name: pod network only
+    return HostPort(host, port or (443 if parts.scheme == "https" else 80)), None
+
+
+def _override(doc: yamldoc.Doc) -> bool | None:
+    """register-schedulable in a kubelet option_overrides mapping, when set."""
+    overrides = doc.mapping("kubelet").mapping("option_overrides")
+    value = overrides.raw("register-schedulable")
+    if value is None:
+        return None
+    text = str(value).lower()
+    if text not in ("true", "false"):
+        overrides.fail("register-schedulable", f"{yamldoc.describe(value)} is not true or false", 'write "true"')
+    return text == "true"
+
+
+def _schedulable(root: yamldoc.Doc, cluster: yamldoc.Doc, nodes: tuple[Node, ...]) -> tuple[str, ...]:
+    """Roles whose nodes register schedulable: workers (all.yaml:122,243), unless the cluster's or a
+    node's kubelet option_overrides set register-schedulable, which KET does not protect
+    (kubelet.service:9, pkg/install/kubelet_options.go:8-24). etcd-only nodes run no kubelet."""
+    default = _override(cluster)
+    per_node: dict[str, bool] = {}
+    for role in ROLES:
+        group = root.mapping(role)
+        for i, raw in enumerate(group.seq("nodes")):
+            entry = group.item("nodes", i, raw)
+            value = _override(entry)
+            if value is not None:
+                per_node[str(entry.text("host"))] = per_node.get(str(entry.text("host")), False) or value
+    roles: set[str] = set()
+    for n in nodes:
+        kubelet = n.roles & set(KUBELET_ROLES)
+        chosen = per_node.get(n.host, default)
+        if kubelet and (chosen if chosen is not None else "worker" in n.roles):
+            roles |= {"worker"} if "worker" in n.roles else kubelet
+    return tuple(r for r in ROLES if r in roles)
+
+
+def _endpoints(root: yamldoc.Doc, cluster: yamldoc.Doc, nodes: tuple[Node, ...], lb: HostPort | None) -> Endpoints:
+    networking = cluster.mapping("networking")
+    warnings: list[str] = []
+    proxies: list[Proxy] = []
+    for name in ("http_proxy", "https_proxy"):
+        proxy, warning = _proxy(networking, name)
+        if proxy is not None:
+            proxies.append(proxy)
+        if warning:
+            warnings.append(warning)
+    no_proxy = tuple(p.strip() for p in (networking.text("no_proxy") or "").split(",") if p.strip())
+    cloud = cluster.mapping("cloud_provider")
+    provider = cloud.text("provider")
+    if provider is not None and provider not in CLOUD_PROVIDERS:
+        cloud.fail(
+            "provider", f"{provider!r} is not a cloud provider KET knows", f"use one of {', '.join(CLOUD_PROVIDERS)}"
+        )
+    addons = root.mapping("add_ons")
+    heapster_doc = addons.mapping("heapster")
+    heapster = not heapster_doc.flag("disable", False)
+    options = heapster_doc.mapping("options").mapping("heapster")
+    node_ports = _node_port_range(cluster)
+    nodeports: list[NodePort] = []
+    sink, unmodelled = None, None
+    if heapster:
+        if _service_type(options) in ("NodePort", "LoadBalancer"):
+            nodeports.append(NodePort("add_ons.heapster.options.heapster.service_type", *node_ports))
+        sink, unmodelled = _sink(options)
+    dashboard = addons.mapping("dashboard")
+    if not dashboard.flag("disable", False):
+        dash = dashboard.mapping("options")
+        kind = _service_type(dash)
+        text = dash.text("node_port")  # a string; '' lets Kubernetes pick one
+        if text is not None and kind != "NodePort":  # validate.go:351-352
+            dash.fail("node_port", f"is only used with service_type NodePort, not {kind}", "remove it")
+        port = int(text) if text is not None and text.isdigit() else None
+        if text is not None and (port is None or not 1 <= port <= 65535):
+            dash.fail("node_port", f"{text!r} is not a port", f"use a port from {node_ports[0]} to {node_ports[1]}")
+        if kind in ("NodePort", "LoadBalancer"):
+            lo, hi = (port, port) if port is not None else node_ports
+            nodeports.append(NodePort("add_ons.dashboard.options.service_type", lo, hi))
+    return Endpoints(
+        load_balancer=lb,
+        nfs=_nfs(root),
+        proxies=tuple(proxies),
+        no_proxy=no_proxy,
+        cloud_provider=provider,
+        heapster=heapster,
+        metrics_server=not addons.mapping("metrics_server").flag("disable", False),
+        heapster_sink=sink,
+        sink_unmodelled=unmodelled,
+        nodeports=tuple(nodeports),
+        schedulable=_schedulable(root, cluster, nodes),
+        warnings=tuple(warnings),
+    )
+
+
 # The keys of a KET v1.12 plan in the sections ket-infra reads (apprenda/kismatic
 # pkg/install/plan_types.go at v1.12.0: a field without a yaml tag is its name in lower case).
 _GROUP_KEYS = ("expected_count", "nodes")
@@ -348,6 +611,15 @@ PLAN_KEYS: dict[str, tuple[str, ...]] = {
     "add_ons.cni.options": ("portmap", "calico", "weave"),
     "add_ons.cni.options.calico": ("mode", "log_level", "workload_mtu", "felix_input_mtu", "ip_autodetection_method"),
     "add_ons.cni.options.weave": ("password",),
+    "nfs": ("nfs_volume",),
+    "cluster.cloud_provider": ("provider", "config"),
+    "cluster.kubelet": ("option_overrides",),
+    "add_ons.heapster": ("disable", "options"),
+    "add_ons.heapster.options": ("heapster", "influxdb", "heapster_replicas", "influxdb_pvc_name"),
+    "add_ons.heapster.options.heapster": ("replicas", "service_type", "sink"),
+    "add_ons.metrics_server": ("disable",),
+    "add_ons.dashboard": ("disable", "options"),
+    "add_ons.dashboard.options": ("service_type", "node_port"),
     "master": ("load_balancer", "load_balanced_fqdn", "load_balanced_short_name", *_GROUP_KEYS),
     **{role: _GROUP_KEYS for role in ROLES if role != "master"},
 }  # fmt: skip
@@ -415,7 +687,19 @@ def load_plan(path: str | Path) -> Plan:
                 "pods and nodes must not share addresses: choose a pod CIDR outside the node network",
             )
     members = tuple((role, tuple(dict.fromkeys(h for h, *_ in listed[role]))) for role in ROLES)
-    master = root.mapping("master")
-    load_balancer = master.text("load_balancer") or master.text("load_balanced_fqdn")
+    load_balancer, lb = _load_balancer(root.mapping("master"))
     install = _install(root, cluster)
-    return Plan(root.path, name, pod_cidr, service_cidr, cni, nodes, members, load_balancer, install, _typos(root.data))
+    endpoints = _endpoints(root, cluster, nodes, lb)
+    return Plan(
+        root.path,
+        name,
+        pod_cidr,
+        service_cidr,
+        cni,
+        nodes,
+        members,
+        load_balancer,
+        install,
+        endpoints,
+        _typos(root.data),
+    )

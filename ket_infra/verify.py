@@ -487,6 +487,17 @@ def _destinations(flow: Flow, plan: Plan, env: Environment) -> list[Endpoint]:
     return [Endpoint(f"{flow.dst_cidr} (not set: the internet)", cidr=INTERNET)]
 
 
+def _env_key(flow: Flow) -> str:
+    """The environment key that names where an outbound flow goes."""
+    from ket_infra.layout import ENDPOINT_ENV
+
+    return ENDPOINT_ENV.get(str(flow.dst_cidr), catalog.EGRESS)
+
+
+def _asked_by(flow: Flow) -> str:
+    return f" (needed for plan key {flow.plan_key})" if flow.plan_key else ""
+
+
 def _outbound(
     judge: Judge, flow: Flow, plan: Plan, env: Environment, classes: list[tuple[NodeInterface, ...]]
 ) -> list[Check]:
@@ -501,8 +512,8 @@ def _outbound(
             check = Check(flow.name, flow.protocol, lo, hi, src, dst, pairs=len(cls))
             reason = judge.flow(t, src, dst)
             if reason:
-                hint = "" if dst.label == flow.dst_cidr else f"; set {catalog.EGRESS} so ket-infra opens it"
-                check.status, check.reason = "blocked", reason + hint
+                hint = "" if dst.label == flow.dst_cidr else f"; set {_env_key(flow)} so ket-infra opens it"
+                check.status, check.reason = "blocked", reason + hint + _asked_by(flow)
             out.append(check)
     return out
 
@@ -536,7 +547,7 @@ def evaluate(plan: Plan, env: Environment, rules: RuleSet, discovery: Discovery,
                 else:
                     reason = judge.flow(t, src, dst)
                 if reason:
-                    check.status, check.reason = "blocked", reason
+                    check.status, check.reason = "blocked", reason + _asked_by(flow)
                 report.checks.append(check)
     expected = {h.group: h.source_dest_check for h in rules.host_settings}
     for n in discovery.nodes:
@@ -578,7 +589,15 @@ def _sources(
         return out
     label = (
         flow.src_cidr
-        if flow.src_cidr in (catalog.INSTALLER, catalog.INGRESS_CLIENTS, catalog.API_CLIENTS, catalog.POD_CIDR)
+        if flow.src_cidr
+        in (
+            catalog.INSTALLER,
+            catalog.INGRESS_CLIENTS,
+            catalog.API_CLIENTS,
+            catalog.POD_CIDR,
+            catalog.NODEPORT_CLIENTS,
+            catalog.LOAD_BALANCER,
+        )
         else "cidr"
     )
     for cidr, _sender in cidr_sources(flow, plan, env):

@@ -97,12 +97,13 @@ PREFLIGHT = (
 CALICO = tcp((179,), KUBELET, KUBELET) | NETWORKING_ETCD
 CALICO_OVERLAY = CALICO | flows("4", (None,), KUBELET, KUBELET)  # IP-in-IP is protocol 4, never 94
 ANY_PORT = range(0, 65536)
-# node addresses to pods on other nodes: NodePort masquerade, the API server's proxy
+# node addresses to pods on other nodes: NodePort masquerade, the API server's proxy; pod-network
+# pods run on schedulable nodes (workers) and ingress nodes (DaemonSets), PORTS.md section 8
 CALICO_ROUTED = (
     CALICO
     | flows("all", (None,), "pods", KUBELET)
-    | flows("tcp", ANY_PORT, KUBELET, KUBELET)
-    | flows("udp", ANY_PORT, KUBELET, KUBELET)
+    | flows("tcp", ANY_PORT, KUBELET, (WORKER, INGRESS))
+    | flows("udp", ANY_PORT, KUBELET, (WORKER, INGRESS))
 )
 WEAVE = tcp((6783,), KUBELET, KUBELET) | flows("udp", (6783, 6784), KUBELET, KUBELET)  # never tcp 6784
 WEAVE_ENCRYPTED = WEAVE | flows("50", (None,), KUBELET, KUBELET)  # ESP

@@ -18,6 +18,7 @@ from node addresses, the pod's port itself.
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,9 @@ from ket_infra.layout import Rule, RuleSet, layout
 from ket_infra.plan import load_plan
 from tests.conftest import ROOT, node, write_yaml
 
-INVENTORY: list[dict[str, Any]] = yaml.safe_load((ROOT / "tests" / "ket_listeners.yaml").read_text())
+EVERYTHING: list[dict[str, Any]] = yaml.safe_load((ROOT / "tests" / "ket_listeners.yaml").read_text())
+INVENTORY = [e for e in EVERYTHING if "plan_key" not in e]
+ENDPOINTS = [e for e in EVERYTHING if "plan_key" in e]
 ROLES = ("etcd", "master", "worker", "ingress", "storage")
 KUBELET = ("master", "worker", "ingress", "storage")
 POD_CIDR = "172.16.0.0/16"
@@ -197,7 +200,7 @@ def missing(entry: dict[str, Any], cni: str, rules: Rules, first: dict[str, str]
 
 
 def test_every_entry_is_well_formed_and_cites_kets_source() -> None:
-    names = [e["name"] for e in INVENTORY]
+    names = [e["name"] for e in EVERYTHING]
     assert len(names) == len(set(names)), "duplicate names"
     assert len(INVENTORY) >= 80
     for e in INVENTORY:
@@ -257,3 +260,96 @@ def test_every_flow_answers_a_listener(tmp_path: Path, cni: str) -> None:
             and overlaps(flow.ports, e)
         ]
         assert served, f"{flow.name}: opens {flow.protocol} {flow.ports} for no listener in tests/ket_listeners.yaml"
+
+
+# How the endpoint test sets each plan key (one node per role: master01 is 10.0.1.21), the
+# environment it adds, and where the flow must go (egress) or come from (ingress).
+ENDPOINT_SETTINGS: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
+    "master.load_balancer": ({"master": {"load_balancer": "10.0.9.100:443"}}, {}, "10.0.9.100/32"),
+    "nfs.nfs_volume[].nfs_host": (
+        {"nfs": {"nfs_volume": [{"nfs_host": "10.0.9.50", "mount_path": "/exports"}]}},
+        {},
+        "10.0.9.50/32",
+    ),
+    "cluster.networking.http_proxy": (
+        {"cluster": {"networking": {"http_proxy": "http://10.0.9.3:3128"}}},
+        {},
+        "10.0.9.3/32",
+    ),
+    "cluster.cloud_provider.provider": (
+        {"cluster": {"cloud_provider": {"provider": "aws"}}},
+        {"endpoint_cidrs": (("aws_api", ("10.0.9.128/28",)),)},
+        "10.0.9.128/28",
+    ),
+    "add_ons.dashboard.options.service_type": (
+        {"add_ons": {"dashboard": {"options": {"service_type": "NodePort", "node_port": "30443"}}}},
+        {"nodeport_cidrs": ("198.18.0.0/24",)},
+        "198.18.0.0/24",
+    ),
+    "add_ons.heapster.options.heapster.service_type": (
+        {"add_ons": {"heapster": {"options": {"heapster": {"service_type": "NodePort"}}}}},
+        {"nodeport_cidrs": ("198.18.0.0/24",)},
+        "198.18.0.0/24",
+    ),
+    "add_ons.heapster.options.heapster.sink": (
+        {"add_ons": {"heapster": {"options": {"heapster": {"sink": "influxdb:http://10.0.9.86:8086"}}}}},
+        {},
+        "10.0.9.86/32",
+    ),
+    "docker_registry.server": ({"docker_registry": {"server": "10.0.1.21:8443"}}, {}, "master"),
+}
+
+
+def merged(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = merged(out.get(k) or {}, v) if isinstance(v, dict) else v
+    return out
+
+
+def endpoint_rules(tmp_path: Path, entry: dict[str, Any], set_key: bool) -> tuple[Rules, str]:
+    extra, env_extra, peer = ENDPOINT_SETTINGS[entry["plan_key"]]
+    hosts = LAYOUTS["one node per role"]
+    path = plan_for(tmp_path, "calico-overlay", hosts)
+    if set_key:
+        write_yaml(path, merged(yaml.safe_load(path.read_text()), extra))
+    env = replace(environment(path, preflight=False), **env_extra)
+    return Rules(layout(load_plan(path), env), hosts), peer
+
+
+def endpoint_gaps(rules: Rules, entry: dict[str, Any], peer: str) -> list[str]:
+    protocol, ports = str(entry["protocol"]), ports_of(entry)
+    out: list[str] = []
+    if entry.get("to") == "endpoint":
+        for sender in rules.with_role(entry["from"]):
+            if not any(
+                r.group == sender and r.direction == "egress" and r.peer.cidr == peer and covers(r, protocol, ports)
+                for r in rules.rs.rules
+            ):
+                out.append(f"{sender} -> {peer}")
+        return out
+    for target in rules.with_role(entry["on"]):
+        for src in entry["from"]:
+            if src in ROLES:
+                for sender in rules.with_role((src,)):
+                    if not rules.allows(target, protocol, ports, peer_group=sender):
+                        out.append(f"{sender} -> {target}")
+            elif not rules.allows(target, protocol, ports, cidr=peer):
+                out.append(f"{src} {peer} -> {target}")
+    return out
+
+
+def test_every_endpoint_entry_names_its_plan_key_and_cites_kets_source() -> None:
+    assert {e["plan_key"] for e in ENDPOINTS} == set(ENDPOINT_SETTINGS)
+    for e in ENDPOINTS:
+        assert CITATION.search(e["source"]), f"{e['name']}: no path:line in KET's repository"
+        assert (e.get("to") == "endpoint") != ("on" in e), e["name"]
+        assert set(e["from"]) <= set(ROLES) | {"load_balancer", "nodeport_clients"}, e["name"]
+
+
+@pytest.mark.parametrize("entry", ENDPOINTS, ids=[e["name"] for e in ENDPOINTS])
+def test_every_endpoint_the_plan_names_gets_its_flow_and_only_then(tmp_path: Path, entry: dict[str, Any]) -> None:
+    rules, peer = endpoint_rules(tmp_path, entry, set_key=True)
+    assert endpoint_gaps(rules, entry, peer) == []
+    unset, _ = endpoint_rules(tmp_path, entry, set_key=False)
+    assert endpoint_gaps(unset, entry, peer), f"{entry['name']}: opened although {entry['plan_key']} is unset"

@@ -43,7 +43,7 @@ def test_legacy_type_ignored_when_cni_block_present(plan_file) -> None:
 def test_v1_4_example_reads_as_calico_overlay() -> None:
     plan = load_plan(EXAMPLES / "v1-4-legacy.yaml")
     assert (plan.cni.provider, plan.cni.mode) == ("calico", "overlay")
-    assert plan.load_balancer == "10.3.1.21"
+    assert plan.load_balancer == "10.3.1.21:6443"  # KET's migration appends :6443 (pkg/install/plan.go:84-86)
     assert plan.node("worker01").roles == {"worker", "ingress"}
 
 

@@ -373,14 +373,19 @@ def cidr_destinations(flow: Flow, env: Environment | None) -> list[str]:
 
 def expected_flows(spec: Spec, env: Environment | None, plan: Plan) -> dict[str, Flow]:
     """The flows the plan needs, picked from the catalog tables by the test itself."""
-    tables: list[tuple[Flow, ...]] = [catalog.KET_RUNTIME, catalog.install_flows(plan, env)]
+    # the plans name no endpoint: of endpoint_flows only kubelet-scrape (heapster and metrics-server are on)
+    tables: list[tuple[Flow, ...]] = [
+        catalog.KET_RUNTIME,
+        catalog.install_flows(plan, env),
+        catalog.endpoint_flows(plan),
+    ]
     if env is None or env.preflight:
         tables.append(catalog.KET_PREFLIGHT)
     kind = spec.cni_kind
     if kind in ("calico-overlay", "legacy-overlay", "legacy-default"):
         tables += [catalog.CALICO_COMMON, catalog.CALICO_OVERLAY, catalog.NETWORKING_ETCD]
     elif kind in ("calico-routed", "legacy-routed"):
-        tables += [catalog.CALICO_COMMON, catalog.CALICO_ROUTED, catalog.NETWORKING_ETCD]
+        tables += [catalog.CALICO_COMMON, catalog.routed_pod_flows(plan), catalog.NETWORKING_ETCD]
     elif kind == "weave":
         tables += [catalog.WEAVE]
     elif kind == "weave-encrypted":

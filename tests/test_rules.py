@@ -11,7 +11,7 @@ import pytest
 from ket_infra.environment import AwsConfig, Environment
 from ket_infra.errors import QuotaError
 from ket_infra.flows import Flow
-from ket_infra.layout import RULE_QUOTA, RuleSet, layout
+from ket_infra.layout import CONTIV_LIMIT, RULE_QUOTA, RuleSet, layout
 from ket_infra.plan import load_plan
 from tests.conftest import base_plan, node
 
@@ -291,10 +291,11 @@ WARNING_CASES = [
         True,
         [
             CONTIV_PREVIEW,
+            CONTIV_LIMIT,
             "ingress nodes exist but ingress_cidrs is empty: nothing outside the cluster can reach 80/443",
         ],
     ),
-    ("contiv, full", {"provider": "contiv"}, FULL, True, [CONTIV_PREVIEW]),
+    ("contiv, full", {"provider": "contiv"}, FULL, True, [CONTIV_PREVIEW, CONTIV_LIMIT]),
     (
         "overlay, preflight on",
         {"provider": "calico", "options": {"calico": {"mode": "overlay"}}},
@@ -437,40 +438,59 @@ def test_adjacent_and_overlapping_ports_merge_others_do_not(plan_file) -> None:
     ]
 
 
+LB_DNS = (
+    "master.load_balancer api.example.com:6443 is a DNS name: ket-infra cannot tell its addresses, and kubelets, "
+    "kube-proxy, kubectl and Contiv reach kube-apiserver through it (tcp 6443); set endpoint_cidrs.load_balancer "
+    "in the environment file to the balancer's addresses"
+)
+
+
 @pytest.mark.parametrize(
-    ("balancer", "api_cidrs", "warning"),
+    ("balancer", "lb_cidrs", "warning", "egress"),
     [
-        (
-            "10.0.5.5:6443",
-            (),
-            "master.load_balancer 10.0.5.5:6443 is not a master and api_cidrs does not cover 10.0.5.5: the nodes "
-            "reach kube-apiserver through it; add 10.0.5.5/32 to api_cidrs in the environment file",
-        ),
-        (
-            "10.0.5.5:6443",
-            ("10.0.9.0/24",),
-            "master.load_balancer 10.0.5.5:6443 is not a master and api_cidrs does not cover 10.0.5.5: the nodes "
-            "reach kube-apiserver through it; add 10.0.5.5/32 to api_cidrs in the environment file",
-        ),
-        ("10.0.5.5:6443", ("10.0.5.0/24",), None),
-        ("10.0.1.21:6443", (), None),  # master01's address
-        ("master01:6443", (), None),
-        ("10.0.1.21", (), None),  # legacy load_balanced_fqdn has no port
-        (
-            "api.example.com:6443",
-            (),
-            "master.load_balancer api.example.com:6443 is a DNS name that is not a master: kubelets and kube-proxy "
-            "reach kube-apiserver through it, so api_cidrs must cover the balancer's addresses (and its health checks)",
-        ),
+        ("10.0.5.5:6443", (), None, ["10.0.5.5/32"]),  # an address that is no master: its /32, no warning
+        ("10.0.5.5:443", (), None, ["10.0.5.5/32"]),
+        ("10.0.1.21:6443", (), None, []),  # master01's address: the apiserver flow covers it
+        ("master01:6443", (), None, []),
+        ("10.0.1.21", (), None, []),  # legacy load_balanced_fqdn: KET appends :6443
+        ("api.example.com:6443", (), LB_DNS, []),
+        ("api.example.com:6443", ("10.0.7.0/24",), None, ["10.0.7.0/24"]),
     ],
 )
-def test_a_load_balancer_outside_api_cidrs_is_named(
-    plan_file, balancer: str, api_cidrs: tuple[str, ...], warning: str | None
+def test_the_load_balancer_gets_its_flows_or_a_warning(
+    plan_file, balancer: str, lb_cidrs: tuple[str, ...], warning: str | None, egress: list[str]
 ) -> None:
+    """Every kubelet node dials master.load_balancer on its own port; the masters take 6443 from it."""
     data = base_plan()
-    data["master"]["load_balancer"] = balancer
-    rs = layout(load_plan(plan_file(data)), replace(FULL, api_cidrs=api_cidrs))
+    key = "load_balanced_fqdn" if ":" not in balancer else "load_balancer"
+    data["master"][key] = balancer
+    env = replace(FULL, endpoint_cidrs=(("load_balancer", lb_cidrs),) if lb_cidrs else ())
+    rs = layout(load_plan(plan_file(data)), env)
     assert [w for w in rs.warnings if "load_balancer" in w] == ([warning] if warning else [])
+    port = int(balancer.rpartition(":")[2]) if ":" in balancer else 6443
+    out = [(r.group, r.peer.cidr, r.from_port) for r in rs.rules if "apiserver-lb" in r.flows]
+    assert out == [(g, c, port) for g in ("master", "worker") for c in egress]
+    into = [(r.group, r.peer.cidr, r.from_port) for r in rs.rules if "apiserver-from-lb" in r.flows]
+    assert into == [("master", c, 6443) for c in egress]  # the masters' port stays 6443
+
+
+def test_a_masters_public_ip_as_load_balancer_is_named_with_what_to_do(plan_file) -> None:
+    """KET's own tests point load_balancer at a master's public ip: group references never match that traffic."""
+    data = base_plan()
+    data["master"]["nodes"] = [node("master01", "203.0.113.21", "10.0.1.21")]
+    data["master"]["load_balancer"] = "203.0.113.21:6443"
+    rs = layout(load_plan(plan_file(data)), FULL)
+    assert [w for w in rs.warnings if "load_balancer" in w] == [
+        "master.load_balancer 203.0.113.21:6443 is the public ip of master master01: nodes reach it through the "
+        "internet gateway with public source addresses, which no security-group reference matches, so ket-infra "
+        "opens only the nodes' egress to 203.0.113.21/32 and cannot open the masters' side; use master01's "
+        "internalip 10.0.1.21 or an internal load balancer"
+    ]
+    assert {(r.group, r.peer.cidr) for r in rs.rules if "apiserver-lb" in r.flows} == {
+        ("master", "203.0.113.21/32"),
+        ("worker", "203.0.113.21/32"),
+    }
+    assert not [r for r in rs.rules if "apiserver-from-lb" in r.flows]
 
 
 def test_a_world_open_environment_is_named_with_what_it_exposes(plan_file) -> None:

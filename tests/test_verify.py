@@ -738,7 +738,7 @@ def test_downloads_are_judged_against_the_internet_when_egress_cidrs_is_unset(aw
     roles = {"etcd", "master", "worker", "ingress", "storage"}
     assert blocked(report) == {
         (name, role, INTERNET) for name in ("downloads-http", "downloads-https") for role in roles
-    }
+    } | {("aws-api", role, "aws_api (not set: the internet)") for role in roles - {"etcd"}}  # cloud_provider aws
     https = next(c for c in report.checks if c.status == "blocked" and c.rule == "downloads-https")
     assert "allows tcp 443 to 0.0.0.0/0" in https.reason
     assert https.reason.endswith("; set egress_cidrs so ket-infra opens it")
@@ -767,7 +767,9 @@ def test_downloads_meet_the_acls_both_ways(aws: None) -> None:
     replies = {**out443, "RuleNumber": 6, "Egress": False, "PortRange": {"From": 1024, "To": 65535}}
     acl = cloud.own_acl("10.0.1.0/24", [out443, *allow_all()])
     report = verify(plan, env, rules)
-    assert blocked(report) == {("downloads-https", r, "egress_cidrs") for r in ("etcd", "master")}
+    assert blocked(report) == {("downloads-https", r, "egress_cidrs") for r in ("etcd", "master")} | {
+        ("aws-api", "master", "aws_api")  # cloud_provider aws: the AWS API through egress_cidrs
+    }
     assert all(
         f"network ACL {acl} rule 5 denies tcp 443 outbound" in c.reason for c in report.checks if c.status == "blocked"
     )
@@ -776,7 +778,7 @@ def test_downloads_meet_the_acls_both_ways(aws: None) -> None:
     # the replies to 80 and 443 come back to ephemeral ports, and the ACL drops them
     assert blocked(report) == {
         (n, r, "egress_cidrs") for n in ("downloads-http", "downloads-https") for r in ("etcd", "master")
-    }
+    } | {("aws-api", "master", "aws_api")}
     assert all("the return path" in c.reason for c in report.checks if c.status == "blocked")
 
 
