@@ -11,6 +11,7 @@ from typing import Any
 from xml.etree import ElementTree as ET
 
 import pytest
+import yaml
 
 from ket_infra.audit import Open, audit, junit_report, markdown_report, opening, text_report
 from ket_infra.aws import DETACHED_TAG, AwsError, Counter, discover
@@ -18,7 +19,7 @@ from ket_infra.detach import Record, apply_detach, reattach
 from ket_infra.errors import EnvironmentFileError, KetInfraError
 from ket_infra.layout import layout
 from ket_infra.plan import load_plan
-from tests.conftest import EXAMPLES
+from tests.conftest import EXAMPLES, write_yaml
 from tests.test_verify import Cloud, allow_all, build, env_for
 
 ALL_NODES = [
@@ -390,14 +391,17 @@ def test_an_installer_inside_the_group_keeps_its_path_or_the_group_stays(aws: No
     )
 
 
-def test_the_only_path_of_the_load_balancer_is_not_detached(aws: None, record: Record) -> None:
-    """master.load_balancer 10.0.1.100 outside api_cidrs: only the wide-open group lets it reach 6443."""
-    cloud, plan, env, rules = build(EXAMPLES / "calico-overlay.yaml")
+def test_the_only_path_of_the_load_balancer_is_not_detached(aws: None, record: Record, tmp_path: Path) -> None:
+    """master.load_balancer is a DNS name and endpoint_cidrs names none of its addresses: ket-infra's groups
+    cannot open the masters to it, so the wide-open group is its only path to 6443."""
+    doc = yaml.safe_load((EXAMPLES / "calico-overlay.yaml").read_text())
+    doc["master"]["load_balancer"] = "api.cluster.internal:6443"
+    cloud, plan, env, rules = build(write_yaml(tmp_path / "dns-lb.yaml", doc))
     gid = foreign_group(cloud, "kismatic-open", WIDE_OPEN)
     assert refusal(cloud, plan, env, rules, record, "kismatic-open") == (
         f"t.yaml: detach_groups: nothing was detached: {gid} (kismatic-open) is the only path for "
-        "master.load_balancer 10.0.1.100:6443 (apiserver-clients: tcp 6443 from 0.0.0.0/0 to 2 node(s)); name it "
-        "in the environment file (api_cidrs) so ket-infra opens it, or keep the group"
+        "master.load_balancer api.cluster.internal:6443 (apiserver-from-lb: tcp 6443 from 0.0.0.0/0 to 2 node(s)); "
+        "name it in the environment file (endpoint_cidrs.load_balancer) so ket-infra opens it, or keep the group"
     )
 
 
