@@ -4,7 +4,9 @@
 of least privilege. For every class of cluster nodes (verify's classes: nodes no
 rule or ACL entry can tell apart) it takes each inbound security-group rule on
 the node's interface, whoever made it, and works out what that rule lets in
-that the plan does not need:
+that the plan does not need. Every other interface attached to a node's instance
+is judged the same way (as the node, its own groups and subnet); nothing the plan
+needs is addressed to it, but what the node's roles need is not counted twice.
 
 - from each class of cluster nodes the rule's source covers, what it opens minus
   what the catalog requires between those roles (and what the source's own
@@ -13,14 +15,25 @@ that the plan does not need:
   members of a referenced group), what it opens minus what the environment's
   named CIDRs (installer_cidr, ingress_cidrs, api_cidrs, extra_rules) and the pod
   CIDR require from exactly those addresses, less what the target subnet's network
-  ACL denies.
+  ACL denies (never for addresses inside that subnet: an ACL does not filter
+  traffic between the interfaces of one subnet);
+- a prefix list counts as its entries; a referenced group with no members now, or
+  whose members cannot be seen (another account's), is a standing door for
+  whatever joins it: all it opens is excess, `vpc` ("no members now", "members
+  unknown"), and so is a prefix list with no entries.
 
 A network ACL never adds an excess (a group still blocks what it does not open);
-it only removes one. Severity: `world` when the rule is open to 0.0.0.0/0 or
-::/0, `vpc` when addresses other than the cluster's nodes and named CIDRs get in,
-`cluster` when only nodes do, but more than the catalog requires.
+it only removes one. IPv6 sources reach no node (the plan's nodes have IPv4
+addresses) and ACLs' IPv6 entries are not read: an IPv6 source's whole opening
+is excess. Severity: `world` when any public internet address gets in beyond
+what the environment names, that is any address outside RFC 1918, RFC 6598
+(100.64.0.0/10), loopback, link-local, IPv6 unique-local and the VPC's own
+subnets, however the rule cuts it (0.0.0.0/1 plus 128.0.0.0/1 is the world too);
+`vpc` when other private addresses than the cluster's nodes and named CIDRs get
+in; `cluster` when only nodes do, but more than the catalog requires.
 
-AWS is read with a fixed number of paginated describe calls, whatever the node count.
+AWS is read with a fixed number of paginated describe calls, whatever the node count
+(the nodes' interfaces 200 instances a call; one call per prefix list a rule names).
 """
 
 from __future__ import annotations
@@ -29,7 +42,7 @@ import bisect
 import ipaddress
 import itertools
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ket_infra import flows as catalog
@@ -50,8 +63,18 @@ from ket_infra.plan import Plan, role_key
 from ket_infra.verify import AclEntry, LiveState, Permission, node_classes, read_state, subtract
 
 SEVERITIES = ("world", "vpc", "cluster")  # worst first
+# Addresses no one on the internet has: a source holding any other address is rated `world`.
+PRIVATE = tuple(
+    ipaddress.ip_network(c)
+    for c in (
+        "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",  # RFC 1918
+        "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16",  # shared (RFC 6598), loopback, link-local
+        "fc00::/7", "fe80::/10", "::1/128",  # unique-local, link-local, loopback
+    )
+)  # fmt: skip
 _FULL = {"tcp": (0, 65535), "udp": (0, 65535), "icmp": (0, 255)}
 Span = tuple[int, int]
+IpNet = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 # ---------------------------------------------------------------- traffic sets
@@ -179,6 +202,8 @@ class SgRule:
     cidr: str | None = None  # CidrIpv4 or CidrIpv6
     group: str | None = None  # a referenced group
     prefix_list: str | None = None
+    owner: str | None = None  # the account of the rule's group
+    group_owner: str | None = None  # the account of the referenced group
 
     @property
     def source(self) -> str:
@@ -210,6 +235,8 @@ def read_rules(env: Environment, group_ids: list[str], ec2: Any) -> list[SgRule]
                     cidr=r.get("CidrIpv4") or r.get("CidrIpv6"),
                     group=(r.get("ReferencedGroupInfo") or {}).get("GroupId"),
                     prefix_list=r.get("PrefixListId"),
+                    owner=r.get("GroupOwnerId"),
+                    group_owner=(r.get("ReferencedGroupInfo") or {}).get("UserId"),
                 )
             )
     return sorted(out, key=lambda r: (r.group_id, r.rule_id))
@@ -226,6 +253,43 @@ def read_members(env: Environment, group_ids: list[str], ec2: Any) -> dict[str, 
             for g in eni.get("Groups", []):
                 if g.get("GroupId") in out:
                     out[g["GroupId"]].update(addresses)
+    return out
+
+
+def read_other_interfaces(env: Environment, discovery: Discovery, ec2: Any) -> list[NodeInterface]:
+    """Every interface attached to a node's instance besides the one holding the node's address, as the node."""
+    host_of = {n.instance_id: n for n in discovery.nodes}
+    known = {n.network_interface_id for n in discovery.nodes}
+    out: list[NodeInterface] = []
+    with aws_errors(env, "reading the nodes' network interfaces"):
+        enis = described(
+            ec2, "describe_network_interfaces", "NetworkInterfaces", "attachment.instance-id", sorted(host_of)
+        )
+        for eni in enis:
+            node = host_of.get((eni.get("Attachment") or {}).get("InstanceId", ""))
+            if node is None or eni["NetworkInterfaceId"] in known or not eni.get("PrivateIpAddress"):
+                continue
+            out.append(
+                replace(
+                    node,
+                    address=eni["PrivateIpAddress"],
+                    network_interface_id=eni["NetworkInterfaceId"],
+                    subnet_id=eni.get("SubnetId", ""),
+                    vpc_id=eni.get("VpcId", node.vpc_id),
+                    security_groups=tuple(g["GroupId"] for g in eni.get("Groups", [])),
+                    security_group_names=tuple(g.get("GroupName", "") for g in eni.get("Groups", [])),
+                )
+            )
+    return sorted(out, key=lambda n: n.network_interface_id)
+
+
+def read_subnets(env: Environment, vpc_id: str, ec2: Any) -> dict[str, tuple[IpNet, ...]]:
+    """Each subnet of the VPC and its CIDRs (IPv4, then IPv6): one paginated call."""
+    out: dict[str, tuple[IpNet, ...]] = {}
+    with aws_errors(env, "reading the VPC's subnets"):
+        for s in described(ec2, "describe_subnets", "Subnets", "vpc-id", [vpc_id]):
+            v6 = [a["Ipv6CidrBlock"] for a in s.get("Ipv6CidrBlockAssociationSet", []) if a.get("Ipv6CidrBlock")]
+            out[s["SubnetId"]] = tuple(ipaddress.ip_network(c, strict=False) for c in [s["CidrBlock"], *v6])
     return out
 
 
@@ -322,10 +386,18 @@ def _acl_open(entries: list[AclEntry], egress: bool, lo: int, hi: int) -> Open:
 
 @dataclass(frozen=True)
 class _Piece:
-    """Addresses LO..HI that are no cluster node, covered by one rule's source."""
+    """Addresses LO..HI (integers of one family) that are no cluster node, covered by one rule's source.
+
+    INSIDE: within the target's own subnet, where no network ACL filters."""
 
     lo: int
     hi: int
+    v6: bool = False
+    inside: bool = False
+
+
+def _span(net: IpNet) -> Span:
+    return int(net.network_address), int(net.broadcast_address)
 
 
 class _Auditor:
@@ -337,33 +409,44 @@ class _Auditor:
         state: LiveState,
         rules: list[SgRule],
         members: dict[str, set[str]],
+        subnets: dict[str, tuple[IpNet, ...]],
+        node_groups: Iterable[str] = (),
     ) -> None:
-        self.plan, self.state = plan, state
+        self.plan, self.state, self.subnets = plan, state, subnets
         self.flows = [f for f in catalog.required_flows(plan, env) if f.to]
         # (net as integers, flow) for every required source CIDR
         self.cidr_flows: list[tuple[int, int, Flow]] = []
         for f in self.flows:
             if f.src_cidr is not None:
                 for c, _sender in cidr_sources(f, plan, env):
-                    n = _net(c)
-                    self.cidr_flows.append((int(n.network_address), int(n.broadcast_address), f))
+                    self.cidr_flows.append((*_span(_net(c)), f))
         # nodes one rule source or one required source CIDR tells apart are judged apart
-        extra = [_net(plan.pod_cidr)] + [_net(r.cidr) for r in rules if r.cidr is not None and _v4(r.cidr)]
+        extra = [_net(plan.pod_cidr)] + [_net(c) for r in rules for c in self.cidrs(r) if _v4(c)]
         extra += [_net(c) for f in self.flows if f.src_cidr is not None for c, _sender in cidr_sources(f, plan, env)]
         self.classes = node_classes(plan, discovery, state, extra)
         self.node_ints = sorted(int(ipaddress.IPv4Address(n.address)) for n in discovery.nodes)
         self.addresses = {n.address for n in discovery.nodes}
         self.members = members
-        self._required: dict[tuple[int, int], Open] = {}
+        self.node_groups = {g for n in discovery.nodes for g in n.security_groups} | set(node_groups)
+        # addresses no one on the internet has, per family (True: IPv6)
+        private = [*PRIVATE, *(c for nets in subnets.values() for c in nets)]
+        self.private = {v6: [_span(n) for n in private if (n.version == 6) == v6] for v6 in (False, True)}
+        self._required: dict[tuple[int, str], Open] = {}
 
     def roles(self, node: NodeInterface) -> frozenset[str]:
         return self.plan.node(node.host).roles
 
-    def required_between(self, s: int, t: int) -> Open:
-        """What the catalog requires from class S to class T (indices into self.classes)."""
-        key = (s, t)
+    def cidrs(self, rule: SgRule) -> tuple[str, ...]:
+        """The CIDRs of RULE's source: its own, or its prefix list's entries."""
+        if rule.prefix_list is not None:
+            return self.state.prefix_lists.get(rule.prefix_list, ())
+        return (rule.cidr,) if rule.cidr is not None else ()
+
+    def required_between(self, s: int, dst: NodeInterface) -> Open:
+        """What the catalog requires from class S (an index into self.classes) to node DST."""
+        key = (s, self.plan.node(dst.host).group)
         if key not in self._required:
-            src, dst = self.classes[s][0], self.classes[t][0]
+            src = self.classes[s][0]
             addr = int(ipaddress.IPv4Address(src.address))
             need = Open()
             for f in self.flows:
@@ -379,6 +462,8 @@ class _Auditor:
 
     def required_from(self, piece: _Piece, target: NodeInterface) -> Open:
         need = Open()
+        if piece.v6:
+            return need  # the environment names IPv4 CIDRs only
         for lo, hi, f in self.cidr_flows:
             if lo <= piece.lo and piece.hi <= hi and self.roles(target) & set(f.to):
                 need = need | flow_opening(f)
@@ -399,61 +484,82 @@ class _Auditor:
             return Open(rest=True)
         return _acl_open(self.state.acl_entries.get(acl_id, []), egress, lo, hi)
 
-    def pieces(self, rule: SgRule) -> list[_Piece]:
-        """The addresses RULE's source covers that are no cluster node, cut where a required CIDR begins or ends."""
+    def public(self, piece: _Piece) -> bool:
+        """Does PIECE hold an address someone on the internet may have?"""
+        return bool(_cut([(piece.lo, piece.hi)], self.private[piece.v6]))
+
+    def door(self, rule: SgRule) -> str | None:
+        """Why RULE's source is a standing door (its members or entries cannot be known now), or None."""
+        if rule.group is not None:
+            owner = rule.owner or self.state.group_owners.get(rule.group_id)
+            if rule.group_owner and owner and rule.group_owner != owner:
+                return f"members unknown: a group of account {rule.group_owner}, whatever joins it gets in"
+            if rule.group not in self.node_groups and not self.members.get(rule.group):
+                return "no members now: whatever joins the group gets in"
+        if rule.prefix_list is not None and not self.cidrs(rule):
+            return "no entries now: whatever is added to the prefix list gets in"
+        return None
+
+    def pieces(self, rule: SgRule, target: NodeInterface) -> list[_Piece]:
+        """The addresses RULE's source covers that are no cluster node, cut where a required CIDR or the
+        target's subnet begins or ends."""
+        own = [_span(n) for n in self.subnets.get(target.subnet_id, ()) if n.version == 4]
+
+        def inside(lo: int, hi: int) -> bool:
+            return any(a <= lo and hi <= b for a, b in own)
+
         if rule.group is not None:
             others = {a for a in self.members.get(rule.group, set()) if _v4(a) and a not in self.addresses}
-            return [_Piece(a, a) for a in sorted(int(ipaddress.IPv4Address(x)) for x in others)]
-        if not _v4(rule.cidr):
-            return []
-        net = ipaddress.IPv4Network(rule.cidr, strict=False)
-        lo, hi = int(net.network_address), int(net.broadcast_address)
-        cuts = {lo, hi + 1}
-        for a, b, _f in self.cidr_flows:
-            for x in (a, b + 1):
-                if lo < x <= hi:
-                    cuts.add(x)
-        edges = sorted(cuts)
+            ints = sorted(int(ipaddress.IPv4Address(x)) for x in others)
+            return [_Piece(a, a, inside=inside(a, a)) for a in ints]
         out = []
-        for a, b in itertools.pairwise(edges):
-            nodes = bisect.bisect_right(self.node_ints, b - 1) - bisect.bisect_left(self.node_ints, a)
-            if b - a > nodes:
-                out.append(_Piece(a, b - 1))
+        for cidr in self.cidrs(rule):
+            net = ipaddress.ip_network(cidr, strict=False)
+            lo, hi = _span(net)
+            if net.version == 6:
+                out.append(_Piece(lo, hi, v6=True))
+                continue
+            cuts = {lo, hi + 1}
+            for a, b in [(a, b) for a, b, _f in self.cidr_flows] + own:
+                for x in (a, b + 1):
+                    if lo < x <= hi:
+                        cuts.add(x)
+            for a, b in itertools.pairwise(sorted(cuts)):
+                nodes = bisect.bisect_right(self.node_ints, b - 1) - bisect.bisect_left(self.node_ints, a)
+                if b - a > nodes:
+                    out.append(_Piece(a, b - 1, inside=inside(a, b - 1)))
         return out
 
     def source_classes(self, rule: SgRule) -> Iterator[int]:
+        nets = [_net(c) for c in self.cidrs(rule) if _v4(c)]
         for i, cls in enumerate(self.classes):
             rep = cls[0]
             if rule.group is not None:
                 if rule.group in rep.security_groups:
                     yield i
-            elif _v4(rule.cidr) and ipaddress.IPv4Address(rep.address) in ipaddress.IPv4Network(
-                str(rule.cidr), strict=False
-            ):
+            elif any(ipaddress.IPv4Address(rep.address) in n for n in nets):
                 yield i
 
-    def judge(self, rule: SgRule, t: int) -> list[tuple[str, Open, str]]:
-        """What RULE (inbound, on class T) lets in beyond the required: (severity, excess, from whom)."""
-        target = self.classes[t][0]
+    def judge(self, rule: SgRule, target: NodeInterface, t: int | None) -> list[tuple[str, Open, str]]:
+        """What RULE (inbound, on TARGET: class T's first node, or another interface of a node when T is None)
+        lets in beyond the required: (severity, excess, from whom)."""
         opened = opening(rule.protocol, rule.from_port, rule.to_port)
+        door = self.door(rule)
+        if door is not None:
+            return [("vpc", opened, door)]
         out: list[tuple[str, Open, str]] = []
-        if rule.prefix_list is not None or (rule.cidr is not None and not _v4(rule.cidr)):
-            world = rule.cidr is not None and ipaddress.ip_network(rule.cidr, strict=False).prefixlen == 0
-            out.append(("world" if world else "vpc", opened, rule.source))
-            return out
-        world = rule.cidr is not None and ipaddress.ip_network(rule.cidr, strict=False).prefixlen == 0
-        for piece in self.pieces(rule):
+        for piece in self.pieces(rule, target):
             extra = opened - self.required_from(piece, target)
-            if extra:
+            if extra and not piece.inside and not piece.v6:
                 extra = extra & self.acl(target.subnet_id, False, piece.lo, piece.hi)
             if extra:
-                out.append(("world" if world else "vpc", extra, rule.source))
+                out.append(("world" if self.public(piece) else "vpc", extra, rule.source))
         for s in self.source_classes(rule):
             cls = self.classes[s]
-            if s == t and len(cls) == 1:
+            if len(cls) == 1 and (s == t or (t is None and cls[0].host == target.host)):
                 continue  # a node does not reach itself through the network
             src = cls[0]
-            extra = opened - self.required_between(s, t)
+            extra = opened - self.required_between(s, target)
             if extra:
                 extra = extra & self.egress_open(src, target)
             if extra and src.subnet_id != target.subnet_id:
@@ -488,6 +594,8 @@ class _Found:
     between: Open = field(default_factory=Open)  # from cluster nodes
     senders: set[str] = field(default_factory=set)  # the node groups of those nodes
     targets: set[str] = field(default_factory=set)
+    door: str = ""  # why the source's members cannot be known
+    interfaces: set[str] = field(default_factory=set)  # the nodes' other interfaces it is on: "host's interface eni-"
 
 
 def evaluate(
@@ -497,19 +605,30 @@ def evaluate(
     state: LiveState,
     rules: list[SgRule],
     members: dict[str, set[str]],
+    subnets: dict[str, tuple[IpNet, ...]] | None = None,
+    others: Iterable[NodeInterface] = (),
 ) -> AuditReport:
-    auditor = _Auditor(plan, env, discovery, state, rules, members)
+    """Judge every inbound rule on every node's interface (one class at a time) and on OTHERS, the
+    nodes' other interfaces."""
+    others = list(others)
+    auditor = _Auditor(
+        plan, env, discovery, state, rules, members, subnets or {}, (g for n in others for g in n.security_groups)
+    )
     report = AuditReport(nodes=len(discovery.nodes))
     inbound = [r for r in rules if not r.egress]
-    on_nodes = {g for n in discovery.nodes for g in n.security_groups}
+    on_nodes = {g for n in [*discovery.nodes, *others] for g in n.security_groups}
     report.rules_checked = sum(1 for r in inbound if r.group_id in on_nodes)
     found: dict[str, _Found] = {}
-    for t, cls in enumerate(auditor.classes):
-        groups = set(cls[0].security_groups)
+    targets: list[tuple[NodeInterface, int | None, tuple[NodeInterface, ...]]] = [
+        (cls[0], t, cls) for t, cls in enumerate(auditor.classes)
+    ]
+    targets += [(n, None, (n,)) for n in others]
+    for target, t, cls in targets:
+        groups = set(target.security_groups)
         for rule in inbound:
             if rule.group_id not in groups:
                 continue
-            parts = auditor.judge(rule, t)
+            parts = auditor.judge(rule, target, t)
             if not parts:
                 continue
             f = found.setdefault(rule.rule_id, _Found())
@@ -518,20 +637,29 @@ def evaluate(
                 if severity == "cluster":
                     f.between = f.between | extra
                     f.senders.add(sender)
+                elif auditor.door(rule) is not None:
+                    f.outside, f.door = f.outside | extra, sender
                 else:
                     f.outside = f.outside | extra
             f.targets.update(n.host for n in cls)
+            if t is None:
+                f.interfaces.add(f"{target.host}'s interface {target.network_interface_id}")
     order = {n.host: i for i, n in enumerate(plan.nodes)}
     by_id = {r.rule_id: r for r in inbound}
     for rule_id, f in found.items():
         rule = by_id[rule_id]
         severity = SEVERITIES[f.worst]
         said = []
-        if f.outside:
+        if f.door:
+            said.append(f"{f.outside.describe()} from {_source_label(rule, state)} ({f.door})")
+        elif f.outside:
             whence = "the internet" if severity == "world" else f"{rule.source} beyond the nodes and named CIDRs"
             said.append(f"{f.outside.describe()} from {whence}")
         if f.between:
             said.append(f"{f.between.describe()} from {', '.join(sorted(f.senders, key=_group_order))} nodes")
+        where = ""
+        if f.interfaces:
+            where = f" (on {', '.join(sorted(f.interfaces))}, besides the one holding the node's address)"
         report.excess.append(
             Excess(
                 severity=severity,
@@ -539,7 +667,7 @@ def evaluate(
                 group_name=state.group_names.get(rule.group_id, rule.group_id),
                 source_label=_source_label(rule, state),
                 targets=sorted(f.targets, key=order.__getitem__),
-                reason=f"{_WHY[severity]}: {'; '.join(said)} is more than the plan needs",
+                reason=f"{_WHY[severity]}: {'; '.join(said)} is more than the plan needs{where}",
             )
         )
     report.excess.sort(key=lambda e: (SEVERITIES.index(e.severity), e.rule.group_id, e.rule.rule_id))
@@ -573,12 +701,14 @@ def audit(plan: Plan, env: Environment, rules: RuleSet, counter: Counter | None 
     check_account(env, client(env, "sts", counter))
     ec2 = client(env, "ec2", counter)
     discovery = discover(plan, env, ec2)
-    state = read_state(env, discovery, ec2)
-    group_ids = sorted({g for n in discovery.nodes for g in n.security_groups})
+    others = read_other_interfaces(env, discovery, ec2)
+    state = read_state(env, discovery, ec2, extra_groups=[g for n in others for g in n.security_groups])
+    group_ids = sorted({g for n in [*discovery.nodes, *others] for g in n.security_groups})
     sg_rules = read_rules(env, group_ids, ec2)
+    subnets = read_subnets(env, discovery.vpc_id, ec2)
     referenced = sorted({r.group for r in sg_rules if r.group is not None and not r.egress})
     members = read_members(env, referenced, ec2) if referenced else {}
-    report = evaluate(plan, env, discovery, state, sg_rules, members)
+    report = evaluate(plan, env, discovery, state, sg_rules, members, subnets, others)
     report.groups = len(group_ids)
     report.api_calls = counter.total
     return report

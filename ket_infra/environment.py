@@ -38,6 +38,7 @@ TOP_KEYS = {
     "extra_rules",
     "preflight",
     "detach_groups",
+    "ephemeral_ports",
 }
 # Where endpoints the plan names by DNS name (or not at all) are: outbound destinations.
 ENDPOINT_KEYS = {"load_balancer", "nfs", "proxy", "aws_api", "heapster_sink"}
@@ -48,6 +49,9 @@ EXTRA_RULE_KEYS = {"name", "protocol", "ports", "to", "from", "from_cidr", "purp
 PROTOCOL_NAMES = ("tcp", "udp", "icmp", "all")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 _REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
+# The nodes' ephemeral ports (Linux's default net.ipv4.ip_local_port_range): where TCP answers go back to,
+# so what a stateless network ACL must let through on the return path.
+EPHEMERAL_PORTS = (32768, 60999)
 # The environment's name (its file name without .yaml) names its work folder and tags every resource:
 # one safe path component that AWS tags and Terraform strings take as it is.
 ENV_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
@@ -99,6 +103,7 @@ class Environment:
     # foreign security groups to take off the cluster's interfaces (ids or names); apply detaches
     # them once the flows are proven open without them, destroy puts them back
     detach_groups: tuple[str, ...] = ()
+    ephemeral_ports: tuple[int, int] = EPHEMERAL_PORTS
     given: str = ""  # --env as the user gave it, for hints that repeat the command
 
     def endpoint(self, kind: str) -> tuple[str, ...]:
@@ -177,6 +182,22 @@ def _brick_ports(doc: yamldoc.Doc) -> int:
             f"give the most bricks (volumes) one storage node serves, 1 to {BRICK_PORTS_MAX}",
         )
     return count
+
+
+def _ephemeral_ports(doc: yamldoc.Doc) -> tuple[int, int]:
+    value = doc.raw("ephemeral_ports")
+    if value is None:
+        return EPHEMERAL_PORTS
+    text = value.strip() if isinstance(value, str) else ""
+    match = re.fullmatch(r"([0-9]{1,5})\s*-\s*([0-9]{1,5})", text)
+    lo, hi = (int(match.group(1)), int(match.group(2))) if match else (0, 0)
+    if not 1 <= lo <= hi <= 65535:
+        doc.fail(
+            "ephemeral_ports",
+            f"{yamldoc.describe(value)} is not a port range",
+            'give the nodes\' net.ipv4.ip_local_port_range as "LOW-HIGH", such as "32768-60999"',
+        )
+    return (lo, hi)
 
 
 def _roles(doc: yamldoc.Doc, name: str) -> tuple[str, ...]:
@@ -345,5 +366,6 @@ def load_environment(env: str | Path) -> Environment:
         extra_flows=tuple(extra),
         preflight=root.flag("preflight", True),
         detach_groups=_detach_groups(root),
+        ephemeral_ports=_ephemeral_ports(root),
         given=str(env),
     )

@@ -33,12 +33,12 @@ from ket_infra.aws import (
     described,
     discover,
 )
-from ket_infra.environment import Environment
+from ket_infra.environment import EPHEMERAL_PORTS, Environment
 from ket_infra.flows import Flow, protocol_label, protocol_name
 from ket_infra.layout import RuleSet
 from ket_infra.plan import ROLES, Plan
 
-EPHEMERAL = (1024, 65535)
+EPHEMERAL = EPHEMERAL_PORTS  # Linux's net.ipv4.ip_local_port_range; the environment's ephemeral_ports overrides it
 INTERNET = "0.0.0.0/0"  # judged, never opened: where downloads go when egress_cidrs names nothing
 Net = ipaddress.IPv4Network
 
@@ -208,11 +208,20 @@ class LiveState:
     egress: dict[str, list[Permission]]
     acl_of_subnet: dict[str, str]
     acl_entries: dict[str, list[AclEntry]]
+    # every prefix list a rule of those groups names, as its entries (IPv4 and IPv6 CIDRs)
+    prefix_lists: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    ephemeral: tuple[int, int] = EPHEMERAL  # the clients' port range that TCP answers go back to
+    group_owners: dict[str, str] = field(default_factory=dict)  # group id -> its account
 
 
-def _permissions(group_id: str, perms: Iterable[dict[str, Any]]) -> list[Permission]:
+def _permissions(
+    group_id: str, perms: Iterable[dict[str, Any]], prefix_lists: dict[str, tuple[str, ...]] | None = None
+) -> list[Permission]:
+    """One Permission per AWS permission; a prefix list counts as its IPv4 entries (IPv6 reaches no node)."""
+    lists = prefix_lists or {}
     out = []
     for p in perms:
+        listed = [c for pl in p.get("PrefixListIds", []) for c in lists.get(pl.get("PrefixListId", ""), ())]
         proto = protocol_name(p.get("IpProtocol", "-1"))
         lo, hi = p.get("FromPort"), p.get("ToPort")
         if proto in ("-1",) or proto not in ("tcp", "udp", "icmp"):
@@ -224,23 +233,45 @@ def _permissions(group_id: str, perms: Iterable[dict[str, Any]]) -> list[Permiss
                 lo,
                 hi,
                 frozenset(g["GroupId"] for g in p.get("UserIdGroupPairs", []) if g.get("GroupId")),
-                tuple(_net(r["CidrIp"]) for r in p.get("IpRanges", []) if r.get("CidrIp")),
+                tuple(_net(r["CidrIp"]) for r in p.get("IpRanges", []) if r.get("CidrIp"))
+                + tuple(_net(c) for c in listed if ":" not in c),
             )
         )
     return out
 
 
-def read_state(env: Environment, discovery: Discovery, ec2: Any) -> LiveState:
-    """Security groups on the nodes' interfaces and the VPC's network ACLs."""
-    group_ids = sorted({g for n in discovery.nodes for g in n.security_groups})
+def read_prefix_lists(env: Environment, ids: Iterable[str], ec2: Any) -> dict[str, tuple[str, ...]]:
+    """The entries of each managed prefix list: one paginated call per list, whatever the node count."""
+    out: dict[str, tuple[str, ...]] = {}
+    with aws_errors(env, "reading managed prefix lists"):
+        for pl in sorted(set(ids)):
+            pages = ec2.get_paginator("get_managed_prefix_list_entries").paginate(PrefixListId=pl)
+            out[pl] = tuple(e["Cidr"] for page in pages for e in page.get("Entries", []) if e.get("Cidr"))
+    return out
+
+
+def read_state(env: Environment, discovery: Discovery, ec2: Any, extra_groups: Iterable[str] = ()) -> LiveState:
+    """Security groups on the nodes' interfaces (and EXTRA_GROUPS), the prefix lists their rules name,
+    and the VPC's network ACLs."""
+    group_ids = sorted({g for n in discovery.nodes for g in n.security_groups} | set(extra_groups))
     names: dict[str, str] = {}
     ingress: dict[str, list[Permission]] = {}
     egress: dict[str, list[Permission]] = {}
     with aws_errors(env, "reading security groups"):
-        for g in described(ec2, "describe_security_groups", "SecurityGroups", "group-id", group_ids):
-            names[g["GroupId"]] = g.get("GroupName", g["GroupId"])
-            ingress[g["GroupId"]] = _permissions(g["GroupId"], g.get("IpPermissions", []))
-            egress[g["GroupId"]] = _permissions(g["GroupId"], g.get("IpPermissionsEgress", []))
+        found = list(described(ec2, "describe_security_groups", "SecurityGroups", "group-id", group_ids))
+    named = (
+        pl["PrefixListId"]
+        for g in found
+        for p in (*g.get("IpPermissions", []), *g.get("IpPermissionsEgress", []))
+        for pl in p.get("PrefixListIds", [])
+        if pl.get("PrefixListId")
+    )
+    lists = read_prefix_lists(env, named, ec2)
+    owners = {g["GroupId"]: str(g["OwnerId"]) for g in found if g.get("OwnerId")}
+    for g in found:
+        names[g["GroupId"]] = g.get("GroupName", g["GroupId"])
+        ingress[g["GroupId"]] = _permissions(g["GroupId"], g.get("IpPermissions", []), lists)
+        egress[g["GroupId"]] = _permissions(g["GroupId"], g.get("IpPermissionsEgress", []), lists)
     acl_of_subnet: dict[str, str] = {}
     entries: dict[str, list[AclEntry]] = {}
     default_acl = None
@@ -276,7 +307,7 @@ def read_state(env: Environment, discovery: Discovery, ec2: Any) -> LiveState:
     for n in discovery.nodes:
         if n.subnet_id not in acl_of_subnet and default_acl is not None:
             acl_of_subnet[n.subnet_id] = default_acl
-    return LiveState(names, ingress, egress, acl_of_subnet, entries)
+    return LiveState(names, ingress, egress, acl_of_subnet, entries, lists, env.ephemeral_ports, owners)
 
 
 # ---------------------------------------------------------------- judging
@@ -420,7 +451,7 @@ class Judge:
         src_subnet = src.rep.subnet_id if src.rep is not None else None
         dst_subnet = dst.rep.subnet_id if dst.rep is not None else None
         if src_subnet != dst_subnet:
-            back = _return_traffic(t)
+            back = _return_traffic(t, self.state.ephemeral)
             if src_subnet is not None:
                 reasons.append(self.acl(src_subnet, True, t, dst.net, "") or "")
                 if back is not None:
@@ -433,12 +464,12 @@ class Judge:
         return "; ".join(found) if found else None
 
 
-def _return_traffic(t: Traffic) -> Traffic | None:
-    # TCP answers to the client's ephemeral port. The UDP flows here (Weave,
+def _return_traffic(t: Traffic, ephemeral: tuple[int, int] = EPHEMERAL) -> Traffic | None:
+    # TCP answers to the client's ephemeral port (EPHEMERAL). The UDP flows here (Weave,
     # VXLAN) send from and to their fixed ports, and their reverse direction
     # is a required flow of its own, like IP-in-IP's and ESP's.
     if t.protocol == "tcp":
-        return Traffic(t.protocol, EPHEMERAL)
+        return Traffic(t.protocol, ephemeral)
     if t.protocol == "icmp" and t.ports is not None and t.ports[0] == 8:
         return Traffic("icmp", (0, 0))  # echo reply
     return None

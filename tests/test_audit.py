@@ -4,6 +4,7 @@ group only once the flows are proven open without it."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -83,16 +84,18 @@ def test_ket_infras_own_rules_are_no_excess(aws: None, example: str) -> None:
     report = audit(plan, env, rules, counter)
     assert report.ok, [e.as_json() for e in report.excess]
     assert report.rules_checked > len(plan.nodes)
-    # a fixed number of calls: the account, instances, groups, ACLs, rules, the members of referenced groups
+    # a fixed number of calls: the account, instances, the nodes' interfaces, groups, ACLs, rules, subnets,
+    # the members of referenced groups
     assert counter.calls == {
         "GetCallerIdentity": 1,
         "DescribeInstances": 1,
         "DescribeSecurityGroups": 1,
         "DescribeNetworkAcls": 1,
         "DescribeSecurityGroupRules": 1,
-        "DescribeNetworkInterfaces": 1,
+        "DescribeNetworkInterfaces": 2,
+        "DescribeSubnets": 1,
     }
-    assert report.api_calls == 6
+    assert report.api_calls == 8
     assert report.as_json() == {
         "ok": True,
         "excess": [],
@@ -103,7 +106,7 @@ def test_ket_infras_own_rules_are_no_excess(aws: None, example: str) -> None:
             "excess": 0,
             "nodes": len(plan.nodes),
             "rules_checked": report.rules_checked,
-            "api_calls": 6,
+            "api_calls": 8,
         },
     }
 
@@ -235,8 +238,9 @@ def test_a_network_acl_that_denies_the_world_open_port_removes_the_excess(aws: N
     }
     cloud.own_acl("10.0.2.0/24", [deny, *allow_all()])
     report = audit(plan, env, rules)
-    # from outside, the ACL stops it; from the nodes of the same subnet it still gets in
-    assert [(e.severity, e.targets) for e in report.excess] == [("cluster", WORKERS)]
+    # from outside, the ACL stops it; from the nodes and other hosts of the same subnet it still gets in
+    assert [(e.severity, e.targets) for e in report.excess] == [("vpc", WORKERS)]
+    assert "tcp 22 from 0.0.0.0/0 beyond the nodes and named CIDRs" in report.excess[0].reason
     assert "tcp 22 from worker, ingress, storage nodes" in report.excess[0].reason
 
 
@@ -562,3 +566,150 @@ def test_rules_takes_an_audit_only_for_a_diagram(tmp_path: Path) -> None:
         f"error: {wrong}: excess[0] lacks severity, protocol, source or targets; "
         "give the file ket-infra audit --format json wrote\n"
     )
+
+
+# ---------------------------------------------------------------- no way to be fooled into "clean"
+
+
+def bystander(cloud: Cloud, address: str, groups: list[str] | None = None) -> str:
+    """An ordinary instance (no cluster node) at ADDRESS, in the subnet that holds it; returns its interface."""
+    from ket_infra.sandbox import image_id
+
+    subnet = next(s for cidr, s in cloud.subnets.items() if ipaddress.ip_address(address) in ipaddress.ip_network(cidr))
+    extra = {"SecurityGroupIds": groups} if groups else {}
+    inst = cloud.ec2.run_instances(
+        ImageId=image_id(cloud.ec2), MinCount=1, MaxCount=1, SubnetId=subnet, PrivateIpAddress=address, **extra
+    )["Instances"][0]
+    return str(inst["NetworkInterfaces"][0]["NetworkInterfaceId"])
+
+
+def deny_in(number: int, cidr: str) -> dict[str, Any]:
+    return {"RuleNumber": number, "Protocol": "-1", "RuleAction": "deny", "Egress": False, "CidrBlock": cidr}
+
+
+ETCD = ["etcd01", "etcd02", "etcd03"]
+
+
+def test_an_acl_does_not_filter_a_host_in_the_targets_own_subnet(aws: None) -> None:
+    cloud, plan, env, rules = build(EXAMPLES / "calico-overlay.yaml")
+    bystander(cloud, "10.0.1.50")
+    everything = {"IpProtocol": "-1", "IpRanges": [{"CidrIp": "10.0.1.50/32"}]}
+    gid = foreign_group(cloud, "from-a-neighbour", [everything], hosts=ETCD)
+    cloud.own_acl("10.0.1.0/24", [deny_in(5, "10.0.1.50/32"), *allow_all()])
+    report = audit(plan, env, rules)
+    assert [(e.severity, e.what, e.source_label, e.rule.group_id, e.targets) for e in report.excess] == [
+        ("vpc", "all traffic", "10.0.1.50/32", gid, ETCD)
+    ]
+
+
+def test_an_acl_does_not_filter_a_referenced_groups_member_in_the_targets_own_subnet(aws: None) -> None:
+    cloud, plan, env, rules = build(EXAMPLES / "calico-overlay.yaml")
+    admins = foreign_group(cloud, "admins", [], hosts=[])
+    bystander(cloud, "10.0.1.50", [admins])
+    everything = {"IpProtocol": "-1", "UserIdGroupPairs": [{"GroupId": admins}]}
+    foreign_group(cloud, "from-admins", [everything], hosts=ETCD)
+    cloud.own_acl("10.0.1.0/24", [deny_in(5, "10.0.1.50/32"), *allow_all()])
+    report = audit(plan, env, rules)
+    assert [(e.severity, e.what, e.source_label, e.targets) for e in report.excess] == [
+        ("vpc", "all traffic", admins, ETCD)
+    ]
+    assert f"all traffic from {admins} beyond the nodes and named CIDRs" in report.excess[0].reason
+
+
+def test_a_cidr_straddling_the_targets_subnet_is_split_at_its_edge(aws: None) -> None:
+    cloud, plan, env, rules = build(EXAMPLES / "calico-overlay.yaml")
+    port = {"IpProtocol": "tcp", "FromPort": 9999, "ToPort": 9999, "IpRanges": [{"CidrIp": "10.0.0.0/16"}]}
+    foreign_group(cloud, "vpc-9999", [port], hosts=ETCD)
+    # the ACL stops all of 10.0.0.0/16, but not the etcd subnet's own addresses
+    cloud.own_acl("10.0.1.0/24", [deny_in(5, "10.0.0.0/16"), *allow_all()])
+    report = audit(plan, env, rules)
+    assert [(e.severity, e.what, e.targets) for e in report.excess] == [("vpc", "tcp 9999", ETCD)]
+    assert "tcp 9999 from 10.0.0.0/16 beyond the nodes and named CIDRs" in report.excess[0].reason
+
+
+def second_interface(cloud: Cloud, host: str, groups: list[str]) -> str:
+    """Another interface attached to HOST's instance, carrying GROUPS."""
+    own = cloud.ec2.describe_network_interfaces(NetworkInterfaceIds=[cloud.enis[host]])["NetworkInterfaces"][0]
+    eni = cloud.ec2.create_network_interface(SubnetId=own["SubnetId"], Groups=groups)["NetworkInterface"]
+    cloud.ec2.attach_network_interface(
+        NetworkInterfaceId=eni["NetworkInterfaceId"], InstanceId=cloud.instances[host], DeviceIndex=1
+    )
+    return str(eni["NetworkInterfaceId"])
+
+
+def test_a_nodes_other_interface_is_audited(aws: None) -> None:
+    cloud, plan, env, rules = build(EXAMPLES / "calico-overlay.yaml")
+    everything = {"IpProtocol": "-1", "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}
+    gid = foreign_group(cloud, "side-door", [everything], hosts=[])
+    eni = second_interface(cloud, "worker01", [gid])
+    counter = Counter()
+    report = audit(plan, env, rules, counter)
+    assert [(e.severity, e.what, e.rule.group_id, e.targets) for e in report.excess] == [
+        ("world", "all traffic", gid, ["worker01"])
+    ]
+    assert f"worker01's interface {eni}" in report.excess[0].reason
+    assert counter.calls["DescribeNetworkInterfaces"] == 2  # the nodes' interfaces, the referenced groups' members
+
+
+@pytest.mark.parametrize("kind", ["no members", "deleted", "other account"])
+def test_a_group_source_without_visible_members_is_a_standing_door(aws: None, kind: str) -> None:
+    cloud, plan, env, rules = build(EXAMPLES / "calico-overlay.yaml")
+    pair = {"GroupId": foreign_group(cloud, "nobody-yet", [], hosts=[])}
+    if kind == "other account":
+        pair["UserId"] = "111122223333"  # a group of another account: its members are not ours to see
+    ssh = {"IpProtocol": "tcp", "FromPort": 2379, "ToPort": 2379, "UserIdGroupPairs": [pair]}
+    gid = foreign_group(cloud, "from-a-group", [ssh], hosts=ETCD)
+    if kind == "deleted":
+        cloud.ec2.delete_security_group(GroupId=pair["GroupId"])
+    report = audit(plan, env, rules)
+    assert [(e.severity, e.what, e.rule.group_id, e.targets) for e in report.excess] == [("vpc", "tcp 2379", gid, ETCD)]
+    said = "members unknown" if kind == "other account" else "no members now"
+    assert said in report.excess[0].reason
+
+
+@pytest.mark.parametrize(
+    "cidrs",
+    [["0.0.0.0/1", "128.0.0.0/1"], ["52.0.0.0/8"], ["203.0.113.0/24"]],
+    ids=["two-halves", "public-8", "public-24"],
+)
+def test_public_address_space_is_world_however_it_is_cut(aws: None, cidrs: list[str]) -> None:
+    cloud, plan, env, rules = build(EXAMPLES / "calico-overlay.yaml")
+    perms = [{"IpProtocol": "tcp", "FromPort": 9999, "ToPort": 9999, "IpRanges": [{"CidrIp": c}]} for c in cidrs]
+    foreign_group(cloud, "halves", perms, hosts=WORKERS)
+    report = audit(plan, env, rules)
+    assert sorted((e.severity, e.source_label) for e in report.excess) == [("world", c) for c in cidrs]
+
+
+def prefix_list(cloud: Cloud, cidrs: list[str], family: str = "IPv4") -> str:
+    return str(
+        cloud.ec2.create_managed_prefix_list(
+            PrefixListName=f"pl-{len(cidrs)}-{cidrs[0].replace('/', '-').replace(':', '-')}",
+            AddressFamily=family,
+            MaxEntries=10,
+            Entries=[{"Cidr": c} for c in cidrs],
+        )["PrefixList"]["PrefixListId"]
+    )
+
+
+def test_a_prefix_list_is_judged_by_its_entries(aws: None) -> None:
+    cloud, plan, env, rules = build(EXAMPLES / "calico-overlay.yaml")
+    installer = prefix_list(cloud, ["10.0.9.5/32"])
+    ssh = {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "PrefixListIds": [{"PrefixListId": installer}]}
+    foreign_group(cloud, "installer-ssh", [ssh])
+    assert audit(plan, env, rules).ok
+    halves = prefix_list(cloud, ["0.0.0.0/1", "128.0.0.0/1"])
+    wide = {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "PrefixListIds": [{"PrefixListId": halves}]}
+    gid = foreign_group(cloud, "the-world-in-halves", [wide], hosts=WORKERS)
+    report = audit(plan, env, rules)
+    assert [(e.severity, e.source_label, e.rule.group_id, e.targets) for e in report.excess] == [
+        ("world", halves, gid, WORKERS)
+    ]
+
+
+@pytest.mark.parametrize(("cidr", "severity"), [("::/0", "world"), ("2001:db8::/32", "world"), ("fd00::/8", "vpc")])
+def test_ipv6_sources_are_rated_by_what_they_span(aws: None, cidr: str, severity: str) -> None:
+    cloud, plan, env, rules = build(EXAMPLES / "calico-overlay.yaml")
+    ssh = {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "Ipv6Ranges": [{"CidrIpv6": cidr}]}
+    foreign_group(cloud, "v6", [ssh], hosts=WORKERS)
+    report = audit(plan, env, rules)
+    assert [(e.severity, e.source_label, e.targets) for e in report.excess] == [(severity, cidr, WORKERS)]

@@ -85,8 +85,8 @@ def test_env_by_name_reads_environments_folder(tmp_path: Path) -> None:
     result = run("rules", str(EXAMPLES / "contiv.yaml"), "--env", "dev", cwd=tmp_path)
     assert result.returncode == 1
     assert result.stderr == "error: environments/dev.yaml: bogus: unknown key; remove it (allowed here: " + (
-        "api_cidrs, aws, detach_groups, egress_cidrs, endpoint_cidrs, extra_rules, gluster_brick_ports, ingress_cidrs, "
-        "installer_cidr, nodeport_cidrs, plan_file, preflight, terraform)\n"
+        "api_cidrs, aws, detach_groups, egress_cidrs, endpoint_cidrs, ephemeral_ports, extra_rules, "
+        "gluster_brick_ports, ingress_cidrs, installer_cidr, nodeport_cidrs, plan_file, preflight, terraform)\n"
     )
 
 

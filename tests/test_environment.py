@@ -160,7 +160,16 @@ BAD: list[tuple[str, dict[str, Any], str, str]] = [
     ),
     ("detach_groups control character", {"detach_groups": ["de\tfault"]}, "detach_groups[0]", "never allows"),
     ("detach_groups non-ascii", {"detach_groups": ["défaut"]}, "detach_groups[0]", "never allows"),
+    ("ephemeral_ports not a range", {"ephemeral_ports": 32768}, "ephemeral_ports", '"LOW-HIGH", such as'),
+    ("ephemeral_ports upside down", {"ephemeral_ports": "60999-32768"}, "ephemeral_ports", "not a port range"),
+    ("ephemeral_ports too high", {"ephemeral_ports": "32768-65536"}, "ephemeral_ports", "not a port range"),
 ]
+
+
+def test_ephemeral_ports_default_to_linuxs_range(tmp_path: Path) -> None:
+    assert load_environment(write_env(tmp_path, MINIMAL)).ephemeral_ports == (32768, 60999)
+    changed = load_environment(write_env(tmp_path, {**MINIMAL, "ephemeral_ports": "49152 - 65535"}))
+    assert changed.ephemeral_ports == (49152, 65535)
 
 
 def test_detach_groups_keeps_ids_and_names_once_each(tmp_path: Path) -> None:

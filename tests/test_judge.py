@@ -139,7 +139,7 @@ ACL_CASES = [
         [],
         TCP_6443,
         "no network ACL acl-subnet-2 entry allows tcp 6443 inbound (subnet-2): default deny; "
-        "no network ACL acl-subnet-2 entry allows the return path tcp 1024-65535 outbound (subnet-2): default deny",
+        "no network ACL acl-subnet-2 entry allows the return path tcp 32768-60999 outbound (subnet-2): default deny",
     ),
     (
         "deny first",
@@ -229,7 +229,7 @@ ACL_CASES = [
         "tcp in, no ephemeral ports out",
         [acl(10, False, "6", True, ports=(6443, 6443)), acl(10, True, "6", True, ports=(1024, 2000))],
         TCP_6443,
-        "no network ACL acl-subnet-2 entry allows the return path tcp 1024-65535 outbound (subnet-2): default deny",
+        "no network ACL acl-subnet-2 entry allows the return path tcp 32768-60999 outbound (subnet-2): default deny",
     ),
     (
         "tcp in, ephemeral ports out",
@@ -267,7 +267,7 @@ def test_the_source_subnet_acl_both_ways() -> None:
     st = state(OPEN_B, {"subnet-1": reply_denied, "subnet-2": ALLOW_ALL})
     assert (
         judge(st, TCP_6443)
-        == "network ACL acl-subnet-1 rule 10 denies the return path tcp 1024-65535 inbound (subnet-1)"
+        == "network ACL acl-subnet-1 rule 10 denies the return path tcp 32768-60999 inbound (subnet-1)"
     )
 
 

@@ -310,7 +310,7 @@ def test_acl_denies_the_return_path(aws: None) -> None:
     found = blocked(report)
     assert found, "a denied return path must be found"
     assert all(src in ("worker", "ingress", "storage", "worker[0]") for _rule, src, _dst in found)
-    assert all("the return path tcp 1024-65535 outbound" in c.reason for c in report.checks if c.status == "blocked")
+    assert all("the return path tcp 32768-60999 outbound" in c.reason for c in report.checks if c.status == "blocked")
     assert ("apiserver", "worker", "master") in found and ("calico-bgp", "worker", "master") in found
     assert ("calico-ipip", "worker", "master") not in found  # IP-in-IP has no return path of its own
 
@@ -498,7 +498,7 @@ def test_acl_judges_sources_outside_the_cluster(aws: None) -> None:
     report = verify(plan, env, rules)
     assert blocked(report) == {("apiserver-clients", "api_cidrs", "master")}
     assert (
-        "denies the return path tcp 1024-65535 outbound"
+        "denies the return path tcp 32768-60999 outbound"
         in report.checks[next(i for i, c in enumerate(report.checks) if c.status == "blocked")].reason
     )
 
@@ -996,3 +996,59 @@ def test_a_blocked_cni_flow_ends_with_the_cnis_own_checks(aws: None) -> None:
     text = text_report(report, "lab", plan.cluster, checks).splitlines()
     at = text.index("the CNI's own view, once the cloud lets its flows through (KET's documented checks):")
     assert text[at + 1 : at + 3] == [f"  {c}" for c in checks] and text[-1].startswith("FAILED: ")
+
+
+def test_the_return_path_is_judged_against_the_nodes_ephemeral_ports(aws: None) -> None:
+    """Answers to the installer leave the workers' subnet for its ephemeral ports: Linux's 32768-60999
+    by default (the environment's ephemeral_ports), not all of 1024-65535."""
+    from dataclasses import replace
+
+    cloud, plan, env, rules = build(EXAMPLES / "calico-overlay.yaml")
+
+    def answers_to_the_installer(lo: int, hi: int) -> list[dict[str, Any]]:
+        tcp = {"Protocol": "6", "Egress": True, "CidrBlock": "10.0.9.5/32"}
+        return [
+            {**tcp, "RuleNumber": 10, "RuleAction": "allow", "PortRange": {"From": lo, "To": hi}},
+            {**tcp, "RuleNumber": 20, "RuleAction": "deny", "PortRange": {"From": 0, "To": 65535}},
+            *allow_all(),
+        ]
+
+    cloud.own_acl("10.0.2.0/24", answers_to_the_installer(32768, 60999))
+    assert verify(plan, env, rules).ok
+    cloud.own_acl("10.0.2.0/24", answers_to_the_installer(1024, 30000))
+    report = verify(plan, env, rules)
+    assert {(src, dst) for _rule, src, dst in blocked(report)} == {
+        ("installer_cidr", "worker"),
+        ("installer_cidr", "ingress"),
+        ("installer_cidr", "storage"),
+    }
+    assert all("the return path tcp 32768-60999 outbound" in c.reason for c in report.checks if c.status == "blocked")
+    # nodes set to another range are judged by that one
+    assert verify(plan, replace(env, ephemeral_ports=(1024, 30000)), rules).ok
+
+
+def test_a_flow_through_a_prefix_list_is_open(aws: None) -> None:
+    cloud, plan, env, rules = build(EXAMPLES / "calico-overlay.yaml")
+    installer = cloud.ec2.create_managed_prefix_list(
+        PrefixListName="installer", AddressFamily="IPv4", MaxEntries=5, Entries=[{"Cidr": "10.0.9.5/32"}]
+    )["PrefixList"]["PrefixListId"]
+    for gid in cloud.groups.values():
+        found = cloud.ec2.describe_security_group_rules(Filters=[{"Name": "group-id", "Values": [gid]}])
+        direct = [r for r in found["SecurityGroupRules"] if r.get("CidrIpv4") == "10.0.9.5/32" and not r["IsEgress"]]
+        for r in direct:
+            cloud.ec2.revoke_security_group_ingress(GroupId=gid, SecurityGroupRuleIds=[r["SecurityGroupRuleId"]])
+            cloud.ec2.authorize_security_group_ingress(
+                GroupId=gid,
+                IpPermissions=[
+                    {
+                        "IpProtocol": r["IpProtocol"],
+                        "FromPort": r["FromPort"],
+                        "ToPort": r["ToPort"],
+                        "PrefixListIds": [{"PrefixListId": installer}],
+                    }
+                ],
+            )
+    counter = Counter()
+    report = verify(plan, env, rules, counter)
+    assert report.ok, [c.reason for c in report.checks if c.status == "blocked"]
+    assert counter.calls["GetManagedPrefixListEntries"] == 1
