@@ -137,7 +137,7 @@ def test_no_inbound_rule_read_is_no_verdict(aws: None) -> None:
     text = text_report(report, "lab", plan.cluster).splitlines()
     assert text[0] == (
         "audit lab (cluster prod-east): not judged: no inbound rule was read on the 1 security group(s) of the "
-        "10 nodes (5 AWS API calls); nothing is clean until something is read: are these the cluster's nodes? "
+        "10 nodes (7 AWS API calls); nothing is clean until something is read: are these the cluster's nodes? "
         "run ket-infra verify"
     )
     assert not [ln for ln in text if "clean" in ln.split(":")[1:2] or ln.startswith("OK")]
