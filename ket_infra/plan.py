@@ -28,6 +28,7 @@ import difflib
 import ipaddress
 import re
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from pathlib import Path
 
 from ket_infra import yamldoc
@@ -132,6 +133,7 @@ class Plan:
     load_balancer: str | None
     install: Install = Install(22, False, True, None)
     typos: tuple[str, ...] = ()  # keys KET does not know that look like one it does (warnings)
+    meaning: bytes = dataclass_field(default=b"", repr=False, compare=False)  # what the file said when read
 
     def hosts(self, role: str) -> tuple[str, ...]:
         return dict(self.members).get(role, ())
@@ -418,4 +420,16 @@ def load_plan(path: str | Path) -> Plan:
     master = root.mapping("master")
     load_balancer = master.text("load_balancer") or master.text("load_balanced_fqdn")
     install = _install(root, cluster)
-    return Plan(root.path, name, pod_cidr, service_cidr, cni, nodes, members, load_balancer, install, _typos(root.data))
+    return Plan(
+        root.path,
+        name,
+        pod_cidr,
+        service_cidr,
+        cni,
+        nodes,
+        members,
+        load_balancer,
+        install,
+        _typos(root.data),
+        yamldoc.meaning(root.data),
+    )

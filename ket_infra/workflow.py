@@ -62,12 +62,13 @@ class Context:
         return Terraform(self.env, self.work, self.progress)
 
     def inputs(self) -> list[tuple[str, bytes]]:
-        """What a saved plan depends on: what the plan and environment files say, and the rendered module.
+        """What a saved plan depends on: what the plan and environment files said, and the rendered module now.
 
         The two YAML files count by their meaning, not their bytes: a comment or a reformat does
-        not make a saved plan stale.
+        not make a saved plan stale. They count as this run read them, not as they are when asked:
+        an edit while the plan runs is not what the plan was made from, and makes it stale.
         """
-        parts = [(str(path), _meaning(path)) for path in (Path(self.plan.path), Path(self.env.path))]
+        parts = [(str(Path(self.plan.path)), self.plan.meaning), (str(Path(self.env.path)), self.env.meaning)]
         files = [
             self.work / MAIN,
             self.work / TFVARS,
@@ -95,7 +96,7 @@ def _meaning(path: Path) -> bytes:
     except OSError:
         return b"<missing>"
     try:
-        return json.dumps(yaml.load(raw, Loader=yamldoc.LOADER), sort_keys=True, default=str).encode()
+        return yamldoc.meaning(yaml.load(raw, Loader=yamldoc.LOADER))
     except yaml.YAMLError:
         return raw
 
@@ -233,12 +234,15 @@ def plan(ctx: Context) -> PlanSummary:
     """Discover, render, adopt orphans, and save Terraform's plan; what it would change.
 
     When the folder is rendered and initialised from an earlier run, Terraform's plan starts at
-    once, while the nodes are looked up: it is kept when rendering changes nothing, else stopped
-    (before the first file changes) and made again.
+    once, while the nodes are looked up: it is kept when the folder is then as it was when that
+    plan started, else stopped (before this run's first file changes) and made again. The saved
+    fingerprint is of the files the plan was made from: the plan and environment files as this
+    run read them, the folder as rendered before Terraform started.
     """
     tf = ctx.tf
     tf.check_version()
     tf.forget_plan()
+    started = ctx.inputs()  # what a plan started now reads
     ahead = tf.plan_ahead()
     if ahead is not None:
         ctx.changing = ahead.cancel
@@ -246,6 +250,9 @@ def plan(ctx: Context) -> PlanSummary:
         found = discover_and_render(ctx)
         tf.init()
         ctx.imports = adopt_orphans(ctx, tf, found)
+        planned = ctx.inputs()
+        if ahead is not None and planned != started:
+            ahead.cancel()  # the folder changed under it, though not by this run's render (another run, a hand)
     except BaseException:
         if ahead is not None:
             ahead.cancel()
@@ -253,7 +260,7 @@ def plan(ctx: Context) -> PlanSummary:
     finally:
         ctx.changing = no_hook
     summary = tf.plan(ctx.purposes()) if ahead is None or ahead.cancelled else ahead.result(ctx.purposes())
-    tf.save_fingerprint(tf.fingerprint(ctx.inputs()))
+    tf.save_fingerprint(tf.fingerprint(planned))
     for line in summary_lines(summary):
         ctx.progress(line)
     if ctx.env.detach_groups:

@@ -133,6 +133,13 @@ class Doc:
         return Doc(value, self.path, self.error, key)
 
 
+def meaning(data: Any) -> bytes:
+    """Parsed YAML as canonical JSON: what a file says, whatever its comments, layout or key order."""
+    import json
+
+    return json.dumps(data, sort_keys=True, default=str).encode()
+
+
 def shown_path(path: Path) -> str:
     """A path as a message shows it: as it is, or quoted when it holds a newline or another control character."""
     return str(path) if str(path).isprintable() else repr(str(path))
