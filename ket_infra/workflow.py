@@ -7,9 +7,13 @@ Every check that can refuse runs before anything changes.
 
 from __future__ import annotations
 
+import fcntl
 import json
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+import os
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -120,17 +124,64 @@ def context(env_arg: str, progress: Progress = print, base: Path | None = None, 
     return Context(env, plan, layout(plan, env), work_dir(env, base), progress)
 
 
+LOCK_FILE = ".ket-infra.lock"  # in the work folder: held by the one run working on it, naming its pid
+
+
+@contextmanager
+def work_lock(ctx: Context) -> Iterator[None]:
+    """Hold the work folder for one run (render, plan, apply, destroy) from start to end; refuse a second.
+
+    Two runs of one environment would render and plan the same folder under each other, and the
+    local backend locks the state only while a Terraform command runs. The lock is the operating
+    system's (flock), so it goes with the process however it ends; Terraform does not inherit it.
+    """
+    ctx.work.mkdir(parents=True, exist_ok=True)
+    with open(ctx.work / LOCK_FILE, "a+", encoding="utf-8") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise KetInfraError(
+                f"another ket-infra run ({_holder(handle)}) is working on {ctx.work}; runs of one environment "
+                "cannot overlap: wait until it ends, then run this again"
+            ) from None
+        handle.truncate(0)
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        yield
+
+
+def _holder(handle: Any) -> str:
+    """The pid the lock file names (its holder may not have written it yet: asked again for a moment)."""
+    import time
+
+    for _ in range(20):
+        handle.seek(0)
+        pid = handle.read().strip()
+        if pid.isdigit():
+            return f"pid {pid}"
+        time.sleep(0.05)
+    return "pid unknown"
+
+
 def discover_and_render(ctx: Context) -> Discovery:
     """Guard the account, find the nodes, refuse what cannot work, render."""
     from ket_infra import aws
 
     ctx.progress(f"checking AWS account and finding {len(ctx.plan.nodes)} node(s) in {ctx.env.aws.region}")
     # Both only read: the nodes are looked up while the account is checked, and a wrong account
-    # is still what is reported first.
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        finding = pool.submit(aws.discover, ctx.plan, ctx.env)
-        aws.check_account(ctx.env)
-        found = finding.result()
+    # is still what is reported first. The lookup's thread is a daemon: a signal that stops the
+    # run does not wait for an answer from AWS.
+    finding: Future[Discovery] = Future()
+
+    def find() -> None:
+        try:
+            finding.set_result(aws.discover(ctx.plan, ctx.env))
+        except BaseException as exc:
+            finding.set_exception(exc)
+
+    threading.Thread(target=find, name="discover", daemon=True).start()
+    aws.check_account(ctx.env)
+    found = finding.result()
     own = {f"{ctx.rules.cluster}-{g.name}" for g in ctx.rules.groups}
     aws.check_interfaces(found, own, ctx.plan)
     if ctx.rules.host_settings:
