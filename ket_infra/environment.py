@@ -85,7 +85,7 @@ class Environment:
     # them once the flows are proven open without them, destroy puts them back
     detach_groups: tuple[str, ...] = ()
     given: str = ""  # --env as the user gave it, for hints that repeat the command
-    meaning: bytes = field(default=b"", repr=False, compare=False)  # what the file said when read (yamldoc.meaning)
+    source: bytes = field(default=b"", repr=False, compare=False)  # the file's bytes as read
 
     @property
     def arg(self) -> str:
@@ -312,5 +312,5 @@ def load_environment(env: str | Path) -> Environment:
         preflight=root.flag("preflight", True),
         detach_groups=_detach_groups(root),
         given=str(env),
-        meaning=yamldoc.meaning(root.data),
+        source=root.source,
     )

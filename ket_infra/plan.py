@@ -133,7 +133,7 @@ class Plan:
     load_balancer: str | None
     install: Install = Install(22, False, True, None)
     typos: tuple[str, ...] = ()  # keys KET does not know that look like one it does (warnings)
-    meaning: bytes = dataclass_field(default=b"", repr=False, compare=False)  # what the file said when read
+    source: bytes = dataclass_field(default=b"", repr=False, compare=False)  # the file's bytes as read
 
     def hosts(self, role: str) -> tuple[str, ...]:
         return dict(self.members).get(role, ())
@@ -431,5 +431,5 @@ def load_plan(path: str | Path) -> Plan:
         load_balancer,
         install,
         _typos(root.data),
-        yamldoc.meaning(root.data),
+        root.source,
     )

@@ -72,7 +72,7 @@ class Context:
         not make a saved plan stale. They count as this run read them, not as they are when asked:
         an edit while the plan runs is not what the plan was made from, and makes it stale.
         """
-        parts = [(str(Path(self.plan.path)), self.plan.meaning), (str(Path(self.env.path)), self.env.meaning)]
+        parts = [(str(Path(f.path)), _meaning(f.source)) for f in (self.plan, self.env)]
         files = [
             self.work / MAIN,
             self.work / TFVARS,
@@ -91,17 +91,13 @@ class Context:
         return out
 
 
-def _meaning(path: Path) -> bytes:
-    """A YAML file as canonical JSON of its data (its raw bytes when it does not parse)."""
+def _meaning(raw: bytes) -> bytes:
+    """A YAML file's bytes as canonical JSON of its data (the bytes themselves when that cannot be made)."""
     import yaml
 
     try:
-        raw = path.read_bytes()
-    except OSError:
-        return b"<missing>"
-    try:
-        return yamldoc.meaning(yaml.load(raw, Loader=yamldoc.LOADER))
-    except yaml.YAMLError:
+        return json.dumps(yaml.load(raw, Loader=yamldoc.LOADER), sort_keys=True, default=str).encode()
+    except (yaml.YAMLError, TypeError, ValueError, RecursionError):  # keys of mixed types, huge numbers, cycles
         return raw
 
 

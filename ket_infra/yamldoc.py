@@ -49,11 +49,14 @@ def describe(value: Any) -> str:
 class Doc:
     """A mapping inside a YAML file, remembering where it came from."""
 
-    def __init__(self, data: Mapping[Any, Any], path: str, error: type[InputError], prefix: str = "") -> None:
+    def __init__(
+        self, data: Mapping[Any, Any], path: str, error: type[InputError], prefix: str = "", source: bytes = b""
+    ) -> None:
         self.data = data
         self.path = path
         self.error = error
         self.prefix = prefix
+        self.source = source  # the file's bytes as read and parsed (for the root mapping)
 
     def key(self, name: str) -> str:
         name = safe_key(name)
@@ -133,13 +136,6 @@ class Doc:
         return Doc(value, self.path, self.error, key)
 
 
-def meaning(data: Any) -> bytes:
-    """Parsed YAML as canonical JSON: what a file says, whatever its comments, layout or key order."""
-    import json
-
-    return json.dumps(data, sort_keys=True, default=str).encode()
-
-
 def shown_path(path: Path) -> str:
     """A path as a message shows it: as it is, or quoted when it holds a newline or another control character."""
     return str(path) if str(path).isprintable() else repr(str(path))
@@ -186,4 +182,4 @@ def load(path: Path, error: type[InputError], what: str) -> Doc:
         raise error(shown, None, f"is empty, expected a {what}", "check that this is the right file")
     if not isinstance(data, dict):
         raise error(shown, None, f"must be a YAML mapping, got {describe(data)}", f"check that this is a {what}")
-    return Doc(data, shown, error)
+    return Doc(data, shown, error, source=raw)
