@@ -7,18 +7,19 @@ the commands that need them, so `ket-infra --help` starts fast.
 
 from __future__ import annotations
 
+import signal
 import sys
 from typing import Any
 
 import click
 
 from ket_infra import __version__
-from ket_infra.errors import Interrupted, KetInfraError
+from ket_infra.errors import Interrupted, KetInfraError, Stopped
 
 EXIT_ERROR = 1
 EXIT_CHANGES = 2
 EXIT_BLOCKED = 3
-EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it; 128 + the signal for SIGTERM (143) and SIGHUP (129)
 
 
 class _Cli(click.Group):
@@ -27,7 +28,7 @@ class _Cli(click.Group):
             return super().invoke(ctx)
         except Interrupted as exc:
             click.echo(f"error: {exc}", err=True)
-            ctx.exit(EXIT_INTERRUPTED)
+            ctx.exit(128 + exc.signum)
         except KetInfraError as exc:
             if ctx.params.get("debug") or ctx.meta.get("debug"):
                 raise
@@ -183,13 +184,18 @@ def _progress(message: str) -> None:
     click.echo(message, err=True)
 
 
-def _context(env: str, progress: Any) -> Any:
-    """The workflow context for ENV, its layout warnings printed on stderr (as `rules` shows them)."""
+def _context(env: str, progress: Any, lock: bool = False) -> Any:
+    """The workflow context for ENV, its layout warnings printed on stderr (as `rules` shows them).
+
+    LOCK: the command works on the work folder, which it then holds until it ends.
+    """
     from ket_infra import workflow
 
     ctx = workflow.context(env, progress)
     for warning in ctx.rules.warnings:
         click.echo(f"warning: {warning}", err=True)
+    if lock:
+        click.get_current_context().with_resource(workflow.work_lock(ctx))
     return ctx
 
 
@@ -199,7 +205,7 @@ def render_cmd(env: str) -> None:
     """Write the Terraform root module for ENV (finds the nodes in AWS)."""
     from ket_infra import workflow
 
-    ctx = _context(env, _progress)
+    ctx = _context(env, _progress, lock=True)
     workflow.discover_and_render(ctx)
 
 
@@ -213,7 +219,7 @@ def plan_cmd(env: str, detailed_exitcode: bool, fmt: str) -> None:
 
     from ket_infra import workflow
 
-    ctx = _context(env, _progress if fmt == "json" else click.echo)
+    ctx = _context(env, _progress if fmt == "json" else click.echo, lock=True)
     summary = workflow.plan(ctx)
     if fmt == "json":
         doc = {
@@ -243,7 +249,7 @@ def apply_cmd(env: str, auto_approve: bool, then_verify: bool) -> None:
     """
     from ket_infra import workflow
 
-    ctx = _context(env, click.echo)
+    ctx = _context(env, click.echo, lock=True)
     report = workflow.apply(ctx, auto_approve)
     if then_verify:
         _verify(ctx, "text", report)  # the full report of what apply judged
@@ -347,6 +353,7 @@ def destroy_cmd(env: str, auto_approve: bool) -> None:
         )
 
     ctx = workflow.context(env, click.echo, strict=False)
+    click.get_current_context().with_resource(workflow.work_lock(ctx))
 
     def approve(listing: list[str]) -> bool:
         click.echo(f"ket-infra will destroy for environment {ctx.env.name}:")
@@ -414,15 +421,34 @@ for _command in [*cli.commands.values(), *sandbox.commands.values()]:
     )
 
 
+def _stop(signum: int, _frame: object) -> None:
+    raise Stopped(signum)
+
+
 def main() -> None:
-    """Run the CLI; usage errors and unwritable files are one line and exit 1 too (a traceback with --debug)."""
+    """Run the CLI; usage errors and unwritable files are one line and exit 1 too (a traceback with --debug).
+
+    SIGTERM and SIGHUP stop a run as Ctrl-C does: raised where it is, so that what it started
+    (a plan started ahead) is stopped on the way out; during a Terraform command they are that
+    command's to hand on (see terraform._handing_on_signals).
+    """
     debug = "--debug" in sys.argv[1:]
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _stop)
     try:
         code = cli.main(prog_name="ket-infra", standalone_mode=False)
         if isinstance(code, int) and code:
             sys.exit(code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
+    except Stopped as exc:
+        name = signal.Signals(exc.signum).name
+        click.echo(
+            f"error: stopped by {name}; nothing ket-infra started is left running; run the same command again, "
+            "it converges",
+            err=True,
+        )
+        sys.exit(128 + exc.signum)
     except click.Abort:
         # Ctrl-C outside a Terraform run (those hand it to Terraform and say what stopped)
         click.echo("error: interrupted; run the same command again, it converges", err=True)

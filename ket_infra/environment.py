@@ -105,6 +105,7 @@ class Environment:
     detach_groups: tuple[str, ...] = ()
     ephemeral_ports: tuple[int, int] = EPHEMERAL_PORTS
     given: str = ""  # --env as the user gave it, for hints that repeat the command
+    source: bytes = field(default=b"", repr=False, compare=False)  # the file's bytes as read
 
     def endpoint(self, kind: str) -> tuple[str, ...]:
         """The CIDRs endpoint_cidrs names for KIND (one of ENDPOINT_KEYS)."""
@@ -368,4 +369,5 @@ def load_environment(env: str | Path) -> Environment:
         detach_groups=_detach_groups(root),
         ephemeral_ports=_ephemeral_ports(root),
         given=str(env),
+        source=root.source,
     )

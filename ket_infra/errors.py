@@ -7,6 +7,7 @@ what to do. The CLI prints it as one line on stderr and exits 1.
 from __future__ import annotations
 
 import re
+import signal
 
 _LONG = 100  # a word of a message longer than this (a 1 MB cluster name, say) is cut
 
@@ -46,4 +47,20 @@ class QuotaError(KetInfraError):
 
 
 class Interrupted(KetInfraError):
-    """SIGINT or SIGTERM stopped a run; whatever was running was let finish its own cleanup first."""
+    """SIGINT, SIGTERM or SIGHUP stopped a run; whatever was running was let finish its own cleanup first."""
+
+    def __init__(self, message: str, signum: int = signal.SIGINT) -> None:
+        super().__init__(message)
+        self.signum = signum  # the first signal taken: the exit code is 128 + it
+
+
+class Stopped(BaseException):
+    """SIGTERM or SIGHUP came outside a Terraform run: raised where the run is, as Ctrl-C's KeyboardInterrupt is.
+
+    Not an Exception: nothing that handles errors may take it for one and go on; what cleans up
+    on the way out (a plan started ahead is stopped) runs.
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum

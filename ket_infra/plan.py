@@ -28,6 +28,7 @@ import difflib
 import ipaddress
 import re
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -184,6 +185,7 @@ class Plan:
     install: Install = Install(22, False, True, None)
     endpoints: Endpoints = Endpoints()
     typos: tuple[str, ...] = ()  # keys KET does not know that look like one it does (warnings)
+    source: bytes = dataclass_field(default=b"", repr=False, compare=False)  # the file's bytes as read
 
     def hosts(self, role: str) -> tuple[str, ...]:
         return dict(self.members).get(role, ())
@@ -702,4 +704,5 @@ def load_plan(path: str | Path) -> Plan:
         install,
         endpoints,
         _typos(root.data),
+        root.source,
     )

@@ -115,11 +115,16 @@ class _Signals:
         self.proc: subprocess.Popen[bytes] | None = None
         self.caught: list[tuple[str, bool]] = []  # (signal name, handed on)
         self.pending: list[int] = []  # to hand on once the process exists
+        self.first = 0  # the first signal taken
 
     def take(self, signum: int, _frame: object) -> None:
         name = signal.Signals(signum).name
         held = self.hold and signum == signal.SIGINT and not any(n == "SIGINT" for n, _ in self.caught)
         self.caught.append((name, not held))
+        if not self.first:
+            self.first = signum
+        if signum == signal.SIGHUP:
+            signum = signal.SIGTERM  # Terraform stops gracefully on SIGTERM; SIGHUP would kill it outright
         if held:
             below_bar = "\n" if os.isatty(2) else ""  # on a terminal, below the progress bar, not on it
             said = (
@@ -140,19 +145,20 @@ class _Signals:
 
 @contextmanager
 def _handing_on_signals(what: str, hold: bool) -> Iterator[_Signals]:
-    """While a Terraform process runs, SIGINT and SIGTERM are ket-infra's to decide on, not Terraform's.
+    """While a Terraform process runs, SIGINT, SIGTERM and SIGHUP are ket-infra's to decide on, not Terraform's.
 
     A command that changes the cloud (HOLD) is let finish on the first Ctrl-C: an AWS call in
     flight when Terraform stops is lost to its state, and the next plan would have to adopt what
-    it made. A second Ctrl-C, or SIGTERM (a pipeline cancelling the job), is handed to Terraform,
-    which stops gracefully and saves its state; one more makes Terraform exit at once. The
-    handlers are in place before the process starts. Only the main thread takes signals.
+    it made. A second Ctrl-C, or SIGTERM (a pipeline cancelling the job) or SIGHUP (its terminal
+    gone), is handed to Terraform, which stops gracefully and saves its state; one more makes
+    Terraform exit at once. The handlers are in place before the process starts. Only the main
+    thread takes signals.
     """
     signals = _Signals(what, hold)
     if threading.current_thread() is not threading.main_thread():
         yield signals
         return
-    saved = {s: signal.signal(s, signals.take) for s in (signal.SIGINT, signal.SIGTERM)}
+    saved = {s: signal.signal(s, signals.take) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
         yield signals
     finally:
@@ -324,7 +330,7 @@ class Terraform:
         out = out_bytes.decode("utf-8", errors="replace")
         err = err_bytes.decode("utf-8", errors="replace")
         if signals.caught:
-            raise self._interrupted(what, signals.caught, rc)
+            raise self._interrupted(what, signals, rc)
         if rc is not None and rc < 0:
             raise TerraformError(
                 f"{what} was killed by {_signal_name(-rc)} in {self.work}; Terraform keeps its state as it goes: "
@@ -339,19 +345,21 @@ class Terraform:
             raise TerraformError(self._failure(label, _last_error(err or "", out or "")))
         return rc, out or ""
 
-    def _interrupted(self, what: str, caught: list[tuple[str, bool]], rc: int | None) -> Interrupted:
+    def _interrupted(self, what: str, signals: _Signals, rc: int | None) -> Interrupted:
         """What to say when a signal came while WHAT ran: let finish, or handed on and stopped."""
-        first = caught[0][0]
+        first = signals.caught[0][0]
         again = f"run the same ket-infra command for environment {self.env.name} again, it converges"
-        if not any(handed for _, handed in caught):
+        if not any(handed for _, handed in signals.caught):
             return Interrupted(
                 f"interrupted by {first}: {what} in {self.work} was let finish (exit {rc}), so its state is "
-                f"whole, and nothing after it ran; {again}"
+                f"whole, and nothing after it ran; {again}",
+                signals.first,
             )
         how = f"exit {rc}" if rc is None or rc >= 0 else f"killed by {_signal_name(-rc)}"
         return Interrupted(
             f"interrupted by {first}: {what} in {self.work} was asked to stop, finished the calls it had "
-            f"under way and stopped ({how}); {again}"
+            f"under way and stopped ({how}); {again}",
+            signals.first,
         )
 
     def _failure(self, cmd: str, error: str) -> str:
@@ -614,7 +622,7 @@ class Ahead:
                     signals.started(self._proc)
                 self._thread.join(timeout=0.1)
         if signals.caught:
-            raise self.tf._interrupted(what, signals.caught, self._proc.returncode if self._proc else None)
+            raise self.tf._interrupted(what, signals, self._proc.returncode if self._proc else None)
         if self._error is not None:
             raise self._error
         return _summarized(self.watch, purposes)

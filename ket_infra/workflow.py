@@ -7,9 +7,13 @@ Every check that can refuse runs before anything changes.
 
 from __future__ import annotations
 
+import fcntl
 import json
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+import os
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -63,12 +67,13 @@ class Context:
         return Terraform(self.env, self.work, self.progress)
 
     def inputs(self) -> list[tuple[str, bytes]]:
-        """What a saved plan depends on: what the plan and environment files say, and the rendered module.
+        """What a saved plan depends on: what the plan and environment files said, and the rendered module now.
 
         The two YAML files count by their meaning, not their bytes: a comment or a reformat does
-        not make a saved plan stale.
+        not make a saved plan stale. They count as this run read them, not as they are when asked:
+        an edit while the plan runs is not what the plan was made from, and makes it stale.
         """
-        parts = [(str(path), _meaning(path)) for path in (Path(self.plan.path), Path(self.env.path))]
+        parts = [(str(Path(f.path)), _meaning(f.source)) for f in (self.plan, self.env)]
         files = [
             self.work / MAIN,
             self.work / TFVARS,
@@ -87,17 +92,13 @@ class Context:
         return out
 
 
-def _meaning(path: Path) -> bytes:
-    """A YAML file as canonical JSON of its data (its raw bytes when it does not parse)."""
+def _meaning(raw: bytes) -> bytes:
+    """A YAML file's bytes as canonical JSON of its data (the bytes themselves when that cannot be made)."""
     import yaml
 
     try:
-        raw = path.read_bytes()
-    except OSError:
-        return b"<missing>"
-    try:
         return json.dumps(yaml.load(raw, Loader=yamldoc.LOADER), sort_keys=True, default=str).encode()
-    except yaml.YAMLError:
+    except (yaml.YAMLError, TypeError, ValueError, RecursionError):  # keys of mixed types, huge numbers, cycles
         return raw
 
 
@@ -120,17 +121,64 @@ def context(env_arg: str, progress: Progress = print, base: Path | None = None, 
     return Context(env, plan, layout(plan, env), work_dir(env, base), progress)
 
 
+LOCK_FILE = ".ket-infra.lock"  # in the work folder: held by the one run working on it, naming its pid
+
+
+@contextmanager
+def work_lock(ctx: Context) -> Iterator[None]:
+    """Hold the work folder for one run (render, plan, apply, destroy) from start to end; refuse a second.
+
+    Two runs of one environment would render and plan the same folder under each other, and the
+    local backend locks the state only while a Terraform command runs. The lock is the operating
+    system's (flock), so it goes with the process however it ends; Terraform does not inherit it.
+    """
+    ctx.work.mkdir(parents=True, exist_ok=True)
+    with open(ctx.work / LOCK_FILE, "a+", encoding="utf-8") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise KetInfraError(
+                f"another ket-infra run ({_holder(handle)}) is working on {ctx.work}; runs of one environment "
+                "cannot overlap: wait until it ends, then run this again"
+            ) from None
+        handle.truncate(0)
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        yield
+
+
+def _holder(handle: Any) -> str:
+    """The pid the lock file names (its holder may not have written it yet: asked again for a moment)."""
+    import time
+
+    for _ in range(20):
+        handle.seek(0)
+        pid = handle.read().strip()
+        if pid.isdigit():
+            return f"pid {pid}"
+        time.sleep(0.05)
+    return "pid unknown"
+
+
 def discover_and_render(ctx: Context) -> Discovery:
     """Guard the account, find the nodes, refuse what cannot work, render."""
     from ket_infra import aws
 
     ctx.progress(f"checking AWS account and finding {len(ctx.plan.nodes)} node(s) in {ctx.env.aws.region}")
     # Both only read: the nodes are looked up while the account is checked, and a wrong account
-    # is still what is reported first.
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        finding = pool.submit(aws.discover, ctx.plan, ctx.env)
-        aws.check_account(ctx.env)
-        found = finding.result()
+    # is still what is reported first. The lookup's thread is a daemon: a signal that stops the
+    # run does not wait for an answer from AWS.
+    finding: Future[Discovery] = Future()
+
+    def find() -> None:
+        try:
+            finding.set_result(aws.discover(ctx.plan, ctx.env))
+        except BaseException as exc:
+            finding.set_exception(exc)
+
+    threading.Thread(target=find, name="discover", daemon=True).start()
+    aws.check_account(ctx.env)
+    found = finding.result()
     own = {f"{ctx.rules.cluster}-{g.name}" for g in ctx.rules.groups}
     aws.check_interfaces(found, own, ctx.plan)
     if ctx.rules.host_settings:
@@ -234,12 +282,15 @@ def plan(ctx: Context) -> PlanSummary:
     """Discover, render, adopt orphans, and save Terraform's plan; what it would change.
 
     When the folder is rendered and initialised from an earlier run, Terraform's plan starts at
-    once, while the nodes are looked up: it is kept when rendering changes nothing, else stopped
-    (before the first file changes) and made again.
+    once, while the nodes are looked up: it is kept when the folder is then as it was when that
+    plan started, else stopped (before this run's first file changes) and made again. The saved
+    fingerprint is of the files the plan was made from: the plan and environment files as this
+    run read them, the folder as rendered before Terraform started.
     """
     tf = ctx.tf
     tf.check_version()
     tf.forget_plan()
+    started = ctx.inputs()  # what a plan started now reads
     ahead = tf.plan_ahead()
     if ahead is not None:
         ctx.changing = ahead.cancel
@@ -247,6 +298,9 @@ def plan(ctx: Context) -> PlanSummary:
         found = discover_and_render(ctx)
         tf.init()
         ctx.imports = adopt_orphans(ctx, tf, found)
+        planned = ctx.inputs()
+        if ahead is not None and planned != started:
+            ahead.cancel()  # the folder changed under it, though not by this run's render (another run, a hand)
     except BaseException:
         if ahead is not None:
             ahead.cancel()
@@ -254,7 +308,7 @@ def plan(ctx: Context) -> PlanSummary:
     finally:
         ctx.changing = no_hook
     summary = tf.plan(ctx.purposes()) if ahead is None or ahead.cancelled else ahead.result(ctx.purposes())
-    tf.save_fingerprint(tf.fingerprint(ctx.inputs()))
+    tf.save_fingerprint(tf.fingerprint(planned))
     for line in summary_lines(summary):
         ctx.progress(line)
     if ctx.env.detach_groups:

@@ -49,11 +49,14 @@ def describe(value: Any) -> str:
 class Doc:
     """A mapping inside a YAML file, remembering where it came from."""
 
-    def __init__(self, data: Mapping[Any, Any], path: str, error: type[InputError], prefix: str = "") -> None:
+    def __init__(
+        self, data: Mapping[Any, Any], path: str, error: type[InputError], prefix: str = "", source: bytes = b""
+    ) -> None:
         self.data = data
         self.path = path
         self.error = error
         self.prefix = prefix
+        self.source = source  # the file's bytes as read and parsed (for the root mapping)
 
     def key(self, name: str) -> str:
         name = safe_key(name)
@@ -179,4 +182,4 @@ def load(path: Path, error: type[InputError], what: str) -> Doc:
         raise error(shown, None, f"is empty, expected a {what}", "check that this is the right file")
     if not isinstance(data, dict):
         raise error(shown, None, f"must be a YAML mapping, got {describe(data)}", f"check that this is a {what}")
-    return Doc(data, shown, error)
+    return Doc(data, shown, error, source=raw)

@@ -8,12 +8,15 @@ throttling test, which runs in-process under moto's mock_aws.
 
 from __future__ import annotations
 
+import http.client
 import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -222,6 +225,168 @@ def test_endpoint_gone_between_runs(tmp_path: Path) -> None:
     line = one_line_error(box.run("plan"))
     assert f"cannot reach http://127.0.0.1:{box.port}" in line, line
     assert f"check {box.env_file}: aws.endpoint_url and the network" in line, line
+
+
+class HeldLookup:
+    """A pass-through HTTP proxy before the sandbox that holds ket-infra's next node lookup (boto3's
+    DescribeInstances; Terraform's calls pass) until released: how a test acts while a run looks nodes up.
+
+    It changes no answer, it only delays one, as a slow endpoint would.
+    """
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.arrived = threading.Event()
+        self.released = threading.Event()
+        self.to_hold = 0
+        self._lock = threading.Lock()
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *_args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                proxy.forward(self)
+
+            do_GET = do_POST
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def hold_next_lookup(self) -> None:
+        with self._lock:
+            self.to_hold = 1
+            self.arrived.clear()
+            self.released.clear()
+
+    def forward(self, request: BaseHTTPRequestHandler) -> None:
+        body = request.rfile.read(int(request.headers.get("Content-Length") or 0))
+        if b"Action=DescribeInstances" in body and "Boto" in request.headers.get("User-Agent", ""):
+            with self._lock:
+                hold = self.to_hold > 0
+                self.to_hold = 0
+            if hold:
+                self.arrived.set()
+                self.released.wait(timeout=120)
+        upstream = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
+        try:
+            skip = {"connection", "keep-alive", "proxy-connection"}
+            upstream.request(
+                request.command,
+                request.path,
+                body=body,
+                headers={k: v for k, v in request.headers.items() if k.lower() not in skip},
+            )
+            answer = upstream.getresponse()
+            data = answer.read()
+        finally:
+            upstream.close()
+        try:
+            request.send_response(answer.status, answer.reason)
+            for key, value in answer.getheaders():
+                if key.lower() not in {"transfer-encoding", "connection", "content-length", "server", "date"}:
+                    request.send_header(key, value)
+            request.send_header("Content-Length", str(len(data)))
+            request.end_headers()
+            request.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):  # the asker is gone (a run that was stopped)
+            request.close_connection = True
+
+    def close(self) -> None:
+        self.released.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def held(sandbox: Sandbox) -> Iterator[HeldLookup]:
+    sandbox.up(CONTIV, preflight=False)
+    proxy = HeldLookup(sandbox.port)
+    yield proxy
+    proxy.close()
+
+
+def start_held(sandbox: Sandbox, held: HeldLookup, env_file: Path, *args: str) -> subprocess.Popen[str]:
+    """Start `ket-infra ARGS --env ENV_FILE` and wait until its node lookup is held."""
+    held.hold_next_lookup()
+    cmd, env = sandbox.command(*args, env_file=env_file)
+    proc = subprocess.Popen(cmd, cwd=sandbox.root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if not held.arrived.wait(timeout=120):
+        proc.kill()
+        pytest.fail("no node lookup came: " + "".join(proc.communicate(timeout=30)))
+    return proc
+
+
+@needs_terraform
+@pytest.mark.e2e
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_a_signal_during_the_node_lookup_stops_the_plan_started_ahead(
+    sandbox: Sandbox, held: HeldLookup, sig: signal.Signals
+) -> None:
+    """A pipeline cancelling the job (SIGTERM) or a closed terminal (SIGHUP) while plan looks the nodes up:
+    the plan Terraform started ahead stops with ket-infra, its provider too, and the state lock is free."""
+    env_file = sandbox.env_with("held", **{"aws.endpoint_url": held.url})
+    work = sandbox.root / ".work" / "held"
+    first = sandbox.run("plan", env_file=env_file)  # the folder rendered and initialised: the next plan starts ahead
+    assert first.returncode == 0, first.stdout + first.stderr
+    proc = start_held(sandbox, held, env_file, "plan")
+    try:
+        deadline = time.monotonic() + 30
+        while not terraform_pids(work) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert terraform_pids(work), "no plan was started ahead"
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=30)
+        held.released.set()
+    assert proc.returncode == 128 + sig, out + err
+    assert err.splitlines()[-1] == (
+        f"error: stopped by {sig.name}; nothing ket-infra started is left running; run the same command again, "
+        "it converges"
+    ), err
+    assert [ln for ln in err.splitlines() if ln.startswith("error: ")] == [err.splitlines()[-1]]
+    assert "Traceback" not in err
+    assert not terraform_pids(work), "Terraform outlived ket-infra"
+    again = sandbox.run("plan", env_file=env_file)  # the state lock went with it
+    assert again.returncode == 0, again.stdout + again.stderr
+
+
+@needs_terraform
+@pytest.mark.e2e
+def test_a_second_run_of_one_environment_is_refused_while_the_first_runs(sandbox: Sandbox, held: HeldLookup) -> None:
+    """Two ket-infra runs of one environment would render and plan the same folder under each other: the second
+    stops at once, naming the first's pid and the folder, and changes nothing."""
+    env_file = sandbox.env_with("twice", **{"aws.endpoint_url": held.url})
+    work = sandbox.root / ".work" / "twice"
+    first = start_held(sandbox, held, env_file, "plan")
+    try:
+        second = sandbox.run("render", env_file=env_file)
+        assert one_line_error(second) == (
+            f"error: another ket-infra run (pid {first.pid}) is working on {work}; runs of one environment "
+            "cannot overlap: wait until it ends, then run this again"
+        )
+        assert first.poll() is None
+        held.released.set()
+        out, err = first.communicate(timeout=300)
+    finally:
+        held.released.set()
+        if first.poll() is None:
+            first.kill()
+            first.communicate(timeout=30)
+    assert first.returncode == 0, out + err
+    again = sandbox.run("render", env_file=env_file)
+    assert again.returncode == 0, again.stdout + again.stderr
 
 
 RATE_LIMITED = (

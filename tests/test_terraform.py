@@ -762,6 +762,21 @@ def test_a_signal_before_terraform_starts_is_handed_on_once_it_runs() -> None:
     assert signals.caught == [("SIGINT", False), ("SIGTERM", True)]
 
 
+def test_sighup_is_handed_to_terraform_as_sigterm() -> None:
+    """A closed terminal (SIGHUP) stops Terraform as a pipeline's SIGTERM does: gracefully (SIGHUP would kill
+    it outright), even during an apply, and ket-infra's exit names SIGHUP (128 + 1)."""
+    from ket_infra.terraform import _Signals
+
+    signals = _Signals("terraform apply", hold=True)
+    proc = subprocess.Popen(["sleep", "30"], start_new_session=True)
+    signals.started(proc)
+    signals.take(signal.SIGHUP, None)
+    assert proc.wait(timeout=10) == -signal.SIGTERM
+    assert signals.caught == [("SIGHUP", True)] and signals.first == signal.SIGHUP
+    tf = Terraform(env(), Path("work"), lambda _m: None)
+    assert tf._interrupted("terraform apply", signals, -signal.SIGTERM).signum == signal.SIGHUP
+
+
 def test_progress_follows_terraforms_messages() -> None:
     out = io.StringIO()
     watch = _Watch(Live("terraform apply", stream=out, tty=False), "applying")

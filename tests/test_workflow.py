@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -389,3 +390,87 @@ def test_an_interface_with_no_room_for_a_group_is_refused_unless_one_is_ket_infr
     ctx = box.context(env_file)
     workflow.discover_and_render(ctx)
     assert (ctx.work / "main.tf").exists()
+
+
+def world_open(box: Box, name: str) -> Path:
+    """A one-node cluster that is also an ingress node, its environment opening 80 and 443 to the world."""
+    env_file = one_node(box, {"provider": "weave"}, name)
+    plan_file = box.root / f"{name}.yaml"
+    data = yaml.safe_load(plan_file.read_text())
+    data["ingress"] = {"expected_count": 1, "nodes": [node("solo01", "10.0.1.11")]}
+    write_yaml(plan_file, data)
+    doc = yaml.safe_load(env_file.read_text())
+    doc["ingress_cidrs"] = ["0.0.0.0/0"]
+    env_file.write_text(yaml.safe_dump(doc))
+    return env_file
+
+
+def narrowed(env_file: Path) -> str:
+    """ENV_FILE's text without its ingress_cidrs."""
+    doc = yaml.safe_load(env_file.read_text())
+    doc.pop("ingress_cidrs")
+    return yaml.safe_dump(doc)
+
+
+def world_rules(box: Box) -> list[str]:
+    """The ingress rules ket-infra made in the sandbox that are open to 0.0.0.0/0, by name."""
+    pages = _ec2(box).get_paginator("describe_security_group_rules").paginate()
+    return sorted(
+        next(t["Value"] for t in r["Tags"] if t["Key"] == "Name")
+        for page in pages
+        for r in page["SecurityGroupRules"]
+        if not r["IsEgress"]
+        and r.get("CidrIpv4") == "0.0.0.0/0"
+        and any(t["Key"] == "ket-infra/cluster" for t in r.get("Tags", []))
+    )
+
+
+def test_an_environment_edited_while_plan_runs_makes_the_saved_plan_stale(box: Box) -> None:
+    """The plan is made from the files as they were read: an edit after that is not what the plan applies."""
+    env_file = world_open(box, "edited")
+    ctx = box.context(env_file)
+
+    def progress(line: str) -> None:
+        box.lines.append(line)
+        if line.startswith("checking AWS account"):  # both files read, nothing rendered or planned yet
+            env_file.write_text(narrowed(env_file))
+
+    ctx.progress = progress
+    summary = workflow.plan(ctx)
+    opened = [c.name for c in summary.changes if c.action == "create" and c.name.endswith("-from-0.0.0.0-0")]
+    assert len(opened) == 2, summary.changes  # the plan of the file as read: 80 and 443 from the world
+    with pytest.raises(KetInfraError, match="the saved plan for environment edited is stale"):
+        workflow.apply(box.context(env_file), auto_approve=False)
+    assert world_rules(box) == []
+    workflow.apply(box.context(env_file), auto_approve=True)  # a fresh plan of the file as it is now
+    assert world_rules(box) == []
+    workflow.destroy(box.context(env_file), lambda _listing: True)
+
+
+def test_a_plan_started_ahead_is_not_kept_when_the_folder_changed_under_it(box: Box) -> None:
+    """Another run renders the folder while this plan looks the nodes up: the plan started ahead read the old
+    files, so it is made again, though this run's own render finds nothing left to change."""
+    env_file = world_open(box, "raced")
+    workflow.apply(box.context(env_file), auto_approve=True)
+    opened = world_rules(box)
+    assert len(opened) == 2, opened
+    env_file.write_text(narrowed(env_file))
+    work = box.root / ".work" / "raced"
+    ctx = box.context(env_file)
+
+    def progress(line: str) -> None:
+        box.lines.append(line)
+        if line.startswith("checking AWS account"):
+            deadline = time.monotonic() + 120
+            while not (work / "tfplan").exists() and time.monotonic() < deadline:  # the plan ahead is made
+                time.sleep(0.05)
+            assert (work / "tfplan").exists(), "no plan was started ahead"
+            workflow.discover_and_render(workflow.context(str(env_file), lambda _m: None, base=box.root / ".work"))
+
+    ctx.progress = progress
+    summary = workflow.plan(ctx)
+    assert sorted(c.name for c in summary.changes if c.action == "delete") == opened, summary.changes
+    assert "terraform plan (saved to tfplan)" in box.lines  # made again, not the one started ahead
+    workflow.apply(box.context(env_file), auto_approve=False)
+    assert world_rules(box) == []
+    workflow.destroy(box.context(env_file), lambda _listing: True)
