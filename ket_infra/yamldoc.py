@@ -17,7 +17,7 @@ import yaml
 
 from ket_infra.errors import InputError
 
-_MAX_BYTES = 16 * 1024 * 1024  # a plan file is a few KiB; refuse to parse a runaway file
+_MAX_BYTES = 16 * 1024 * 1024  # a plan file is a few KiB, an audit report not much more; refuse a runaway file
 # libyaml's loader is ~10x faster on large plans; same safe constructors.
 LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when there, else the pure-Python one
 
@@ -138,8 +138,11 @@ def shown_path(path: Path) -> str:
     return str(path) if str(path).isprintable() else repr(str(path))
 
 
-def load(path: Path, error: type[InputError], what: str) -> Doc:
-    """Parse PATH as a YAML mapping; any failure becomes ERROR naming the file."""
+def read(path: Path, error: type[InputError], what: str, kind: str = "YAML") -> str:
+    """The text of PATH, an input file of KIND (YAML, JSON): a regular file of at most 16 MiB in UTF-8.
+
+    Every file a user gives ket-infra comes through here, so a FIFO, a device or a runaway file is
+    refused the same way wherever it is given."""
     shown = shown_path(path)
     try:
         mode = path.stat().st_mode
@@ -147,7 +150,7 @@ def load(path: Path, error: type[InputError], what: str) -> Doc:
             raise IsADirectoryError
         if not stat.S_ISREG(mode):
             # a FIFO would block forever, /dev/zero never ends
-            raise error(shown, None, "is not a regular file", f"give the path of the {what} (YAML)")
+            raise error(shown, None, "is not a regular file", f"give the path of the {what} ({kind})")
         # Read at most the limit and one byte more: the size stat reported may not be what is read.
         with path.open("rb") as handle:
             raw = handle.read(_MAX_BYTES + 1)
@@ -158,14 +161,20 @@ def load(path: Path, error: type[InputError], what: str) -> Doc:
     except FileNotFoundError:
         raise error(shown, None, f"{what} not found", "check the path") from None
     except IsADirectoryError:
-        raise error(shown, None, f"is a directory, not a {what}", "give the path of the YAML file") from None
+        raise error(shown, None, f"is a directory, not a {what}", f"give the path of the {kind} file") from None
     except OSError as exc:
         raise error(shown, None, f"cannot read {what}: {exc.strerror}", "check the path and permissions") from None
     try:
-        text = raw.decode("utf-8")
+        return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         lineno = raw[: exc.start].count(b"\n") + 1
         raise error(shown, None, f"line {lineno}: not valid UTF-8", "save the file as UTF-8 text") from None
+
+
+def load(path: Path, error: type[InputError], what: str) -> Doc:
+    """Parse PATH as a YAML mapping; any failure becomes ERROR naming the file."""
+    shown = shown_path(path)
+    text = read(path, error, what)
     try:
         data = yaml.load(text, Loader=LOADER)  # a safe loader (no arbitrary objects)
     except yaml.MarkedYAMLError as exc:
