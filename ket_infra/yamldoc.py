@@ -46,14 +46,33 @@ def describe(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+def kind(value: Any) -> str:
+    """What VALUE is, without showing it: for where a value may be a secret."""
+    if value is None or isinstance(value, (dict, list)):
+        return describe(value)
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, str):
+        return "a string (not shown here)"
+    if isinstance(value, (int, float)):
+        return "a number (not shown here)"
+    return "a value (not shown here)"
+
+
 class Doc:
     """A mapping inside a YAML file, remembering where it came from."""
 
-    def __init__(self, data: Mapping[Any, Any], path: str, error: type[InputError], prefix: str = "") -> None:
+    def __init__(
+        self, data: Mapping[Any, Any], path: str, error: type[InputError], prefix: str = "", secret: bool = False
+    ) -> None:
         self.data = data
         self.path = path
         self.error = error
         self.prefix = prefix
+        self.secret = secret  # its values may be a secret: errors say what type a value is, never what it is
+
+    def describe(self, value: Any) -> str:
+        return kind(value) if self.secret else describe(value)
 
     def key(self, name: str) -> str:
         name = safe_key(name)
@@ -82,7 +101,7 @@ class Doc:
                 self.fail(name, "is required", "set it")
             return default
         if isinstance(value, bool) or not isinstance(value, (str, int, float)) or is_huge(value):
-            self.fail(name, f"must be a string, got {describe(value)}", "write a plain text value")
+            self.fail(name, f"must be a string, got {self.describe(value)}", "write a plain text value")
         text = str(value).strip()
         if "\x00" in text:
             self.fail(name, "contains a NUL character", "remove it")
@@ -99,7 +118,7 @@ class Doc:
         if isinstance(value, bool) or not isinstance(value, int) or is_huge(value):
             if isinstance(value, str) and re.fullmatch(r"-?[0-9]{1,18}", value.strip()):
                 return int(value.strip())
-            self.fail(name, f"must be a whole number, got {describe(value)}", "write a number such as 3")
+            self.fail(name, f"must be a whole number, got {self.describe(value)}", "write a number such as 3")
         return value
 
     def flag(self, name: str, default: bool) -> bool:
@@ -107,30 +126,34 @@ class Doc:
         if value is None:
             return default
         if not isinstance(value, bool):
-            self.fail(name, f"must be true or false, got {describe(value)}", "write true or false")
+            self.fail(name, f"must be true or false, got {self.describe(value)}", "write true or false")
         return value
 
-    def mapping(self, name: str) -> Doc:
+    def mapping(self, name: str, secret: bool = False) -> Doc:
+        """The mapping at NAME; SECRET: its value (and all below it) is never shown in an error."""
+        secret = secret or self.secret
         value = self.data.get(name)
         if value is None:
             value = {}
         if not isinstance(value, dict):
-            self.fail(name, f"must be a mapping, got {describe(value)}", "write key: value pairs here")
-        return Doc(value, self.path, self.error, self.key(name))
+            shown = kind(value) if secret else describe(value)
+            self.fail(name, f"must be a mapping, got {shown}", "write key: value pairs here")
+        return Doc(value, self.path, self.error, self.key(name), secret)
 
     def seq(self, name: str) -> list[Any]:
         value = self.data.get(name)
         if value is None:
             return []
         if not isinstance(value, list):
-            self.fail(name, f"must be a list, got {describe(value)}", "write a list of - items here")
+            self.fail(name, f"must be a list, got {self.describe(value)}", "write a list of - items here")
         return value
 
     def item(self, name: str, index: int, value: Any) -> Doc:
         key = f"{self.key(name)}[{index}]"
         if not isinstance(value, dict):
-            raise self.error(self.path, key, f"must be a mapping, got {describe(value)}", "write key: value pairs here")
-        return Doc(value, self.path, self.error, key)
+            problem = f"must be a mapping, got {self.describe(value)}"
+            raise self.error(self.path, key, problem, "write key: value pairs here")
+        return Doc(value, self.path, self.error, key, self.secret)
 
 
 def shown_path(path: Path) -> str:
