@@ -392,7 +392,7 @@ def sandbox() -> None:
 
 @sandbox.command("up")
 @click.argument("plan_file", type=click.Path(dir_okay=False))
-@click.option("--port", default=5000, show_default=True, help="Port on 127.0.0.1.")
+@click.option("--port", type=click.IntRange(1, 65535), default=5000, show_default=True, help="Port on 127.0.0.1.")
 @click.option("--env-file", type=click.Path(dir_okay=False), default="environments/sandbox.yaml", show_default=True)
 @click.option(
     "--like",
@@ -412,7 +412,7 @@ def sandbox_up(plan_file: str, port: int, env_file: str, like: str | None) -> No
 
 
 @sandbox.command("down")
-@click.option("--port", default=5000, show_default=True)
+@click.option("--port", type=click.IntRange(1, 65535), default=5000, show_default=True)
 def sandbox_down(port: int) -> None:
     """Stop the emulator on PORT."""
     from ket_infra.sandbox import sandbox_down as down
