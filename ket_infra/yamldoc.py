@@ -194,12 +194,52 @@ def read(path: Path, error: type[InputError], what: str, kind: str = "YAML") -> 
         raise error(shown, None, f"line {lineno}: not valid UTF-8", "save the file as UTF-8 text") from None
 
 
+_MERGE = "tag:yaml.org,2002:merge"
+
+
+def _refuse_keys_given_twice(loader: Any, root: yaml.Node, shown: str, error: type[InputError]) -> None:
+    """A mapping key given twice is an error, as KET's reader (Go yaml.v2) has it: PyYAML would keep
+    the last one without a word. Keys compare as YAML reads them (`yes` is `true`); the keys a merge
+    (`<<: *anchor`) brings in may be overridden, as merge keys mean."""
+    done: set[int] = set()  # an anchor's node is walked once, however many aliases name it
+    todo: list[tuple[yaml.Node, str]] = [(root, "")]
+    while todo:
+        node, at = todo.pop()
+        if id(node) in done:
+            continue
+        done.add(id(node))
+        children: list[tuple[yaml.Node, str]] = []
+        if isinstance(node, yaml.SequenceNode):
+            children = [(item, f"{at}[{i}]") for i, item in enumerate(node.value)]
+        elif isinstance(node, yaml.MappingNode):
+            lines: dict[Any, int] = {}
+            for key_node, value in node.value:
+                if key_node.tag == _MERGE or not isinstance(key_node, yaml.ScalarNode):
+                    children.append((value, at))
+                    continue
+                key = loader.construct_object(key_node)
+                name = f"{at}.{safe_key(key)}" if at else safe_key(key)
+                line = key_node.start_mark.line + 1
+                if key in lines:
+                    raise error(shown, name, f"is given twice (lines {lines[key]} and {line})", "keep one of them")
+                lines[key] = line
+                children.append((value, name))
+        todo.extend(reversed(children))
+
+
 def load(path: Path, error: type[InputError], what: str) -> Doc:
     """Parse PATH as a YAML mapping; any failure becomes ERROR naming the file."""
     shown = shown_path(path)
     text = read(path, error, what)
     try:
-        data = yaml.load(text, Loader=LOADER)  # a safe loader (no arbitrary objects)
+        loader = LOADER(text)  # a safe loader (no arbitrary objects)
+        try:
+            node = loader.get_single_node()
+            if node is not None:
+                _refuse_keys_given_twice(loader, node, shown, error)
+            data = loader.construct_document(node) if node is not None else None
+        finally:
+            loader.dispose()
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"line {mark.line + 1}: " if mark is not None else ""

@@ -664,3 +664,38 @@ def test_the_weave_password_pasted_into_the_cluster_name_is_refused_unshown(tmp_
     assert str(info.value) == want
     result = run("rules", str(path), "--format", "json")
     assert (result.returncode, result.stdout, result.stderr) == (1, "", f"error: {want}\n")
+
+
+def test_a_key_given_twice_is_refused_as_ket_refuses_it(tmp_path: Path) -> None:
+    """KET's reader (Go yaml.v2) refuses a mapping key already defined; PyYAML kept the last one silently."""
+    from tests.test_cli import run
+
+    text = yaml.safe_dump(base_plan(), sort_keys=False)
+    twice = text.replace("  name: test\n", "  name: test\n  name: other\n")
+    path = tmp_path / "plan.yaml"
+    path.write_text(twice)
+    want = f"{path}: cluster.name: is given twice (lines 2 and 3); keep one of them"
+    with pytest.raises(PlanError) as info:
+        load_plan(path)
+    assert str(info.value) == want
+    result = run("rules", str(path))
+    assert (result.returncode, result.stdout, result.stderr) == (1, "", f"error: {want}\n")
+    node_twice = text.replace(
+        "  - host: worker01\n    ip: 10.0.1.31\n", "  - host: worker01\n    ip: 10.0.1.31\n    ip: 10.0.1.32\n"
+    )
+    assert node_twice != text
+    path.write_text(node_twice)
+    with pytest.raises(PlanError, match=r"plan.yaml: worker.nodes\[0\].ip: is given twice \(lines \d+ and \d+\)"):
+        load_plan(path)
+
+
+def test_a_merge_key_is_no_key_given_twice(tmp_path: Path) -> None:
+    """`<<: *anchor` then a key of the anchor's: the later key overrides, as YAML merge keys mean."""
+    text = yaml.safe_dump(base_plan(), sort_keys=False)
+    text = text.replace("worker:\n", "x-worker: &w {host: someone, ip: 10.0.1.99}\nworker:\n")
+    text = text.replace(
+        "  - host: worker01\n    ip: 10.0.1.31\n", "  - <<: *w\n    host: worker01\n    ip: 10.0.1.31\n"
+    )
+    path = tmp_path / "plan.yaml"
+    path.write_text(text)
+    assert load_plan(path).node("worker01").ip == "10.0.1.31"
