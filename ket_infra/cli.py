@@ -102,23 +102,56 @@ def rules(plan_file: str, env: str | None, fmt: str, audit_file: str | None) -> 
 
 
 def _audit_json(path: str) -> dict[str, Any]:
+    """An audit's JSON (`audit --format json`), read like every input file and checked field by field
+    before the diagram uses it: a wrong type is one line naming its JSON path, never a traceback."""
     import json
+    from pathlib import Path
 
+    from ket_infra import yamldoc
+    from ket_infra.errors import InputError
+
+    shown = yamldoc.shown_path(Path(path))
+    fix = "give the file ket-infra audit --format json wrote"
+
+    def bad(key: str | None, problem: str) -> InputError:
+        return InputError(shown, key, problem, fix)
+
+    text = yamldoc.read(Path(path), InputError, "ket-infra audit report", "JSON")
     try:
-        with open(path, encoding="utf-8") as f:
-            doc = json.load(f)
-    except OSError as exc:
-        raise KetInfraError(f"{path}: {exc.strerror}; give the file ket-infra audit --format json wrote") from None
+        doc = json.loads(text)
+    except RecursionError:
+        raise bad(None, "not JSON (nested too deeply)") from None
     except ValueError as exc:
-        raise KetInfraError(f"{path}: not JSON ({exc}); give the file ket-infra audit --format json wrote") from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("excess"), list):
-        raise KetInfraError(f"{path}: has no excess list; give the file ket-infra audit --format json wrote")
-    for i, e in enumerate(doc["excess"]):
-        if not isinstance(e, dict) or not {"severity", "protocol", "source", "targets"} <= set(e):
-            raise KetInfraError(
-                f"{path}: excess[{i}] lacks severity, protocol, source or targets; "
-                "give the file ket-infra audit --format json wrote"
-            )
+        raise bad(None, f"not JSON ({exc})") from None
+    if not isinstance(doc, dict):
+        raise bad(None, f"must be a JSON object, got {yamldoc.describe(doc)}")
+    excess = doc.get("excess")
+    if not isinstance(excess, list):
+        raise bad("excess", "is missing" if excess is None else f"must be a list, got {yamldoc.describe(excess)}")
+    for i, e in enumerate(excess):
+        at = f"excess[{i}]"
+        if not isinstance(e, dict):
+            raise bad(at, f"must be an object, got {yamldoc.describe(e)}")
+        if not {"severity", "protocol", "source", "targets"} <= set(e):
+            raise bad(None, f"{at} lacks severity, protocol, source or targets")
+        for name in ("severity", "protocol", "source"):
+            if not isinstance(e[name], str):
+                raise bad(f"{at}.{name}", f"must be a string, got {yamldoc.describe(e[name])}")
+        for name in ("from_port", "to_port"):
+            port = e.get(name)
+            if port is not None and (isinstance(port, bool) or not isinstance(port, int) or not -1 <= port <= 65535):
+                problem = "must be a port number (-1 to 65535) or null"
+                raise bad(f"{at}.{name}", f"{problem}, got {yamldoc.describe(port)}")
+        if not isinstance(e["targets"], list):
+            raise bad(f"{at}.targets", f"must be a list of node names, got {yamldoc.describe(e['targets'])}")
+        for j, host in enumerate(e["targets"]):
+            if not isinstance(host, str):
+                raise bad(f"{at}.targets[{j}]", f"must be a node name (a string), got {yamldoc.describe(host)}")
+        via = e.get("via", {})
+        if not isinstance(via, dict):
+            raise bad(f"{at}.via", f"must be an object, got {yamldoc.describe(via)}")
+        if not isinstance(via.get("group_name", ""), str):
+            raise bad(f"{at}.via.group_name", f"must be a string, got {yamldoc.describe(via['group_name'])}")
     return doc
 
 
@@ -374,7 +407,7 @@ def sandbox() -> None:
 
 @sandbox.command("up")
 @click.argument("plan_file", type=click.Path(dir_okay=False))
-@click.option("--port", default=5000, show_default=True, help="Port on 127.0.0.1.")
+@click.option("--port", type=click.IntRange(1, 65535), default=5000, show_default=True, help="Port on 127.0.0.1.")
 @click.option("--env-file", type=click.Path(dir_okay=False), default="environments/sandbox.yaml", show_default=True)
 @click.option(
     "--like",
@@ -394,7 +427,7 @@ def sandbox_up(plan_file: str, port: int, env_file: str, like: str | None) -> No
 
 
 @sandbox.command("down")
-@click.option("--port", default=5000, show_default=True)
+@click.option("--port", type=click.IntRange(1, 65535), default=5000, show_default=True)
 def sandbox_down(port: int) -> None:
     """Stop the emulator on PORT."""
     from ket_infra.sandbox import sandbox_down as down

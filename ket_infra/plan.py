@@ -27,9 +27,11 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from ket_infra import yamldoc
@@ -246,7 +248,7 @@ def _cni(root: yamldoc.Doc, cluster: yamldoc.Doc) -> Cni:
     cni = addons.mapping("cni")
     disabled = cni.flag("disable", False)
     provider = cni.text("provider")
-    options = cni.mapping("options")
+    options = cni.mapping("options", secret=True)  # where the Weave password is: no value below is shown
     if disabled:
         return Cni(provider or "none", None, False, True)
     if provider is None:
@@ -269,6 +271,17 @@ def _cni(root: yamldoc.Doc, cluster: yamldoc.Doc) -> Cni:
             weave.fail("password", "must be a single value (not shown here)", "write the password as a quoted string")
         encrypted = secret is not None and secret not in ("", b"")
     return Cni(provider, mode, encrypted, False)
+
+
+def _weave_password(data: Mapping[Any, Any]) -> str | None:
+    """add_ons.cni.options.weave.password as text, when it is one value; only to keep it out of other keys."""
+    section: Any = data
+    for key in ("add_ons", "cni", "options", "weave"):
+        section = section.get(key) if isinstance(section, dict) else None
+    secret = section.get("password") if isinstance(section, dict) else None
+    if secret is None or isinstance(secret, (dict, list, set, frozenset)) or yamldoc.is_huge(secret):
+        return None
+    return str(secret).strip() or None
 
 
 def _group(root: yamldoc.Doc, role: str) -> list[tuple[str, str, str | None, str]]:
@@ -664,6 +677,13 @@ def load_plan(path: str | Path) -> Plan:
     cluster = root.mapping("cluster")
     name = cluster.text("name", default="kubernetes")
     assert name is not None
+    if name == _weave_password(root.data):
+        # the name is in every group, tag and output: the password pasted here would be shown everywhere
+        cluster.fail(
+            "name",
+            "is the Weave password (add_ons.cni.options.weave.password; not shown here)",
+            "give the cluster its own name",
+        )
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}", name):
         cluster.fail(
             "name", f"{name!r} cannot name security groups", "use letters, digits, '.', '_' and '-' (at most 63)"

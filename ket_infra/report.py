@@ -7,6 +7,7 @@ Formatting only: every decision was made by the layout.
 from __future__ import annotations
 
 import json
+import string
 from collections import defaultdict
 from typing import Any
 
@@ -158,9 +159,22 @@ def to_markdown(rs: RuleSet) -> str:
     return "\n".join(out) + "\n"
 
 
+_MERMAID_PLAIN = frozenset(string.ascii_letters + string.digits + " .,:/()_-+'=@*!?%")
+
+
+def _mermaid_text(text: str) -> str:
+    """TEXT for inside a quoted Mermaid label: every other character as an entity code (`#34;` for a
+    quote), so no quote, bracket, pipe or newline in a value can end the label and start a statement."""
+    return "".join(ch if ch in _MERMAID_PLAIN else f"#{ord(ch)};" for ch in text)
+
+
+def _mermaid_name(raw: str) -> str:
+    """RAW as a Mermaid node id: ASCII letters, digits and '_'."""
+    return "".join(ch if ch.isascii() and ch.isalnum() else "_" for ch in raw)
+
+
 def _mermaid_id(peer: Peer) -> str:
-    raw = f"g_{peer.group}" if peer.group is not None else f"c_{peer.cidr}"
-    return "".join(ch if ch.isalnum() else "_" for ch in raw)
+    return _mermaid_name(f"g_{peer.group}" if peer.group is not None else f"c_{peer.cidr}")
 
 
 def to_mermaid(rs: RuleSet, audit: dict[str, Any] | None = None) -> str:
@@ -168,10 +182,10 @@ def to_mermaid(rs: RuleSet, audit: dict[str, Any] | None = None) -> str:
     paths as red dashed arrows from what is open to the groups it reaches."""
     out = ["flowchart LR"]
     for g in rs.groups:
-        out.append(f'    {_mermaid_id(Peer(group=g.name))}["{g.name} ({len(g.nodes)} node(s))"]')
+        out.append(f'    {_mermaid_id(Peer(group=g.name))}["{_mermaid_text(f"{g.name} ({len(g.nodes)} node(s))")}"]')
     cidrs = sorted({r.peer.cidr for r in rs.rules if r.direction == "ingress" and r.peer.cidr is not None})
     for c in cidrs:
-        out.append(f'    {_mermaid_id(Peer(cidr=c))}(["{c}"])')
+        out.append(f'    {_mermaid_id(Peer(cidr=c))}(["{_mermaid_text(c)}"])')
     edges: dict[tuple[str, str], list[str]] = defaultdict(list)
     for r in rs.rules:
         if r.direction != "ingress":
@@ -179,7 +193,7 @@ def to_mermaid(rs: RuleSet, audit: dict[str, Any] | None = None) -> str:
         label = protocol_label(r.protocol) + ("" if r.ports in ("-", "all") else f" {r.ports}")
         edges[(_mermaid_id(r.peer), _mermaid_id(Peer(group=r.group)))].append(label)
     for (src, dst), labels in sorted(edges.items()):
-        text = "<br/>".join(dict.fromkeys(labels)).replace('"', "'")
+        text = "<br/>".join(_mermaid_text(label) for label in dict.fromkeys(labels))
         out.append(f'    {src} -->|"{text}"| {dst}')
     if audit:
         out += _mermaid_excess(rs, audit, len(edges), set(cidrs))
@@ -200,9 +214,9 @@ def _mermaid_excess(rs: RuleSet, audit: dict[str, Any], links: int, drawn: set[s
         elif source in drawn:
             src = _mermaid_id(Peer(cidr=source))
         else:
-            src = "x_" + "".join(ch if ch.isalnum() else "_" for ch in source.split(" (", 1)[0])
+            src = _mermaid_name("x_" + source.split(" (", 1)[0])
             if src not in sources:
-                out.append(f'    {src}(["{source.replace(chr(34), chr(39))}"]):::excess')
+                out.append(f'    {src}(["{_mermaid_text(source)}"]):::excess')
                 sources.add(src)
         lo, hi = e.get("from_port"), e.get("to_port")
         what = protocol_label(str(e["protocol"])) if e["protocol"] != "all" else "all traffic"
@@ -213,7 +227,7 @@ def _mermaid_excess(rs: RuleSet, audit: dict[str, Any], links: int, drawn: set[s
         for group in dict.fromkeys(group_of[h] for h in e.get("targets", []) if h in group_of):
             arrows[(src, _mermaid_id(Peer(group=group)))].append(label)
     for (src, dst), labels in sorted(arrows.items()):
-        text = "<br/>".join(dict.fromkeys(labels)).replace('"', "'")
+        text = "<br/>".join(_mermaid_text(label) for label in dict.fromkeys(labels))
         out.append(f'    {src} -.->|"{text}"| {dst}')
     if arrows:
         out.append("    classDef excess fill:#fdd,stroke:#c00,color:#600")

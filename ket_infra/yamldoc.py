@@ -17,7 +17,7 @@ import yaml
 
 from ket_infra.errors import InputError
 
-_MAX_BYTES = 16 * 1024 * 1024  # a plan file is a few KiB; refuse to parse a runaway file
+_MAX_BYTES = 16 * 1024 * 1024  # a plan file is a few KiB, an audit report not much more; refuse a runaway file
 # libyaml's loader is ~10x faster on large plans; same safe constructors.
 LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when there, else the pure-Python one
 
@@ -46,17 +46,40 @@ def describe(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+def kind(value: Any) -> str:
+    """What VALUE is, without showing it: for where a value may be a secret."""
+    if value is None or isinstance(value, (dict, list)):
+        return describe(value)
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, str):
+        return "a string (not shown here)"
+    if isinstance(value, (int, float)):
+        return "a number (not shown here)"
+    return "a value (not shown here)"
+
+
 class Doc:
     """A mapping inside a YAML file, remembering where it came from."""
 
     def __init__(
-        self, data: Mapping[Any, Any], path: str, error: type[InputError], prefix: str = "", source: bytes = b""
+        self,
+        data: Mapping[Any, Any],
+        path: str,
+        error: type[InputError],
+        prefix: str = "",
+        source: bytes = b"",
+        secret: bool = False,
     ) -> None:
         self.data = data
         self.path = path
         self.error = error
         self.prefix = prefix
         self.source = source  # the file's bytes as read and parsed (for the root mapping)
+        self.secret = secret  # its values may be a secret: errors say what type a value is, never what it is
+
+    def describe(self, value: Any) -> str:
+        return kind(value) if self.secret else describe(value)
 
     def key(self, name: str) -> str:
         name = safe_key(name)
@@ -85,7 +108,7 @@ class Doc:
                 self.fail(name, "is required", "set it")
             return default
         if isinstance(value, bool) or not isinstance(value, (str, int, float)) or is_huge(value):
-            self.fail(name, f"must be a string, got {describe(value)}", "write a plain text value")
+            self.fail(name, f"must be a string, got {self.describe(value)}", "write a plain text value")
         text = str(value).strip()
         if "\x00" in text:
             self.fail(name, "contains a NUL character", "remove it")
@@ -102,7 +125,7 @@ class Doc:
         if isinstance(value, bool) or not isinstance(value, int) or is_huge(value):
             if isinstance(value, str) and re.fullmatch(r"-?[0-9]{1,18}", value.strip()):
                 return int(value.strip())
-            self.fail(name, f"must be a whole number, got {describe(value)}", "write a number such as 3")
+            self.fail(name, f"must be a whole number, got {self.describe(value)}", "write a number such as 3")
         return value
 
     def flag(self, name: str, default: bool) -> bool:
@@ -110,30 +133,34 @@ class Doc:
         if value is None:
             return default
         if not isinstance(value, bool):
-            self.fail(name, f"must be true or false, got {describe(value)}", "write true or false")
+            self.fail(name, f"must be true or false, got {self.describe(value)}", "write true or false")
         return value
 
-    def mapping(self, name: str) -> Doc:
+    def mapping(self, name: str, secret: bool = False) -> Doc:
+        """The mapping at NAME; SECRET: its value (and all below it) is never shown in an error."""
+        secret = secret or self.secret
         value = self.data.get(name)
         if value is None:
             value = {}
         if not isinstance(value, dict):
-            self.fail(name, f"must be a mapping, got {describe(value)}", "write key: value pairs here")
-        return Doc(value, self.path, self.error, self.key(name))
+            shown = kind(value) if secret else describe(value)
+            self.fail(name, f"must be a mapping, got {shown}", "write key: value pairs here")
+        return Doc(value, self.path, self.error, self.key(name), secret=secret)
 
     def seq(self, name: str) -> list[Any]:
         value = self.data.get(name)
         if value is None:
             return []
         if not isinstance(value, list):
-            self.fail(name, f"must be a list, got {describe(value)}", "write a list of - items here")
+            self.fail(name, f"must be a list, got {self.describe(value)}", "write a list of - items here")
         return value
 
     def item(self, name: str, index: int, value: Any) -> Doc:
         key = f"{self.key(name)}[{index}]"
         if not isinstance(value, dict):
-            raise self.error(self.path, key, f"must be a mapping, got {describe(value)}", "write key: value pairs here")
-        return Doc(value, self.path, self.error, key)
+            problem = f"must be a mapping, got {self.describe(value)}"
+            raise self.error(self.path, key, problem, "write key: value pairs here")
+        return Doc(value, self.path, self.error, key, secret=self.secret)
 
 
 def shown_path(path: Path) -> str:
@@ -141,8 +168,11 @@ def shown_path(path: Path) -> str:
     return str(path) if str(path).isprintable() else repr(str(path))
 
 
-def load(path: Path, error: type[InputError], what: str) -> Doc:
-    """Parse PATH as a YAML mapping; any failure becomes ERROR naming the file."""
+def read(path: Path, error: type[InputError], what: str, kind: str = "YAML") -> str:
+    """The text of PATH, an input file of KIND (YAML, JSON): a regular file of at most 16 MiB in UTF-8.
+
+    Every file a user gives ket-infra comes through here, so a FIFO, a device or a runaway file is
+    refused the same way wherever it is given."""
     shown = shown_path(path)
     try:
         mode = path.stat().st_mode
@@ -150,7 +180,7 @@ def load(path: Path, error: type[InputError], what: str) -> Doc:
             raise IsADirectoryError
         if not stat.S_ISREG(mode):
             # a FIFO would block forever, /dev/zero never ends
-            raise error(shown, None, "is not a regular file", f"give the path of the {what} (YAML)")
+            raise error(shown, None, "is not a regular file", f"give the path of the {what} ({kind})")
         # Read at most the limit and one byte more: the size stat reported may not be what is read.
         with path.open("rb") as handle:
             raw = handle.read(_MAX_BYTES + 1)
@@ -161,16 +191,62 @@ def load(path: Path, error: type[InputError], what: str) -> Doc:
     except FileNotFoundError:
         raise error(shown, None, f"{what} not found", "check the path") from None
     except IsADirectoryError:
-        raise error(shown, None, f"is a directory, not a {what}", "give the path of the YAML file") from None
+        raise error(shown, None, f"is a directory, not a {what}", f"give the path of the {kind} file") from None
     except OSError as exc:
         raise error(shown, None, f"cannot read {what}: {exc.strerror}", "check the path and permissions") from None
     try:
-        text = raw.decode("utf-8")
+        return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         lineno = raw[: exc.start].count(b"\n") + 1
         raise error(shown, None, f"line {lineno}: not valid UTF-8", "save the file as UTF-8 text") from None
+
+
+_MERGE = "tag:yaml.org,2002:merge"
+
+
+def _refuse_keys_given_twice(loader: Any, root: yaml.Node, shown: str, error: type[InputError]) -> None:
+    """A mapping key given twice is an error, as KET's reader (Go yaml.v2) has it: PyYAML would keep
+    the last one without a word. Keys compare as YAML reads them (`yes` is `true`); the keys a merge
+    (`<<: *anchor`) brings in may be overridden, as merge keys mean."""
+    done: set[int] = set()  # an anchor's node is walked once, however many aliases name it
+    todo: list[tuple[yaml.Node, str]] = [(root, "")]
+    while todo:
+        node, at = todo.pop()
+        if id(node) in done:
+            continue
+        done.add(id(node))
+        children: list[tuple[yaml.Node, str]] = []
+        if isinstance(node, yaml.SequenceNode):
+            children = [(item, f"{at}[{i}]") for i, item in enumerate(node.value)]
+        elif isinstance(node, yaml.MappingNode):
+            lines: dict[Any, int] = {}
+            for key_node, value in node.value:
+                if key_node.tag == _MERGE or not isinstance(key_node, yaml.ScalarNode):
+                    children.append((value, at))
+                    continue
+                key = loader.construct_object(key_node)
+                name = f"{at}.{safe_key(key)}" if at else safe_key(key)
+                line = key_node.start_mark.line + 1
+                if key in lines:
+                    raise error(shown, name, f"is given twice (lines {lines[key]} and {line})", "keep one of them")
+                lines[key] = line
+                children.append((value, name))
+        todo.extend(reversed(children))
+
+
+def load(path: Path, error: type[InputError], what: str) -> Doc:
+    """Parse PATH as a YAML mapping; any failure becomes ERROR naming the file."""
+    shown = shown_path(path)
+    text = read(path, error, what)
     try:
-        data = yaml.load(text, Loader=LOADER)  # a safe loader (no arbitrary objects)
+        loader = LOADER(text)  # a safe loader (no arbitrary objects)
+        try:
+            node = loader.get_single_node()
+            if node is not None:
+                _refuse_keys_given_twice(loader, node, shown, error)
+            data = loader.construct_document(node) if node is not None else None
+        finally:
+            loader.dispose()
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"line {mark.line + 1}: " if mark is not None else ""
@@ -182,4 +258,4 @@ def load(path: Path, error: type[InputError], what: str) -> Doc:
         raise error(shown, None, f"is empty, expected a {what}", "check that this is the right file")
     if not isinstance(data, dict):
         raise error(shown, None, f"must be a YAML mapping, got {describe(data)}", f"check that this is a {what}")
-    return Doc(data, shown, error, source=raw)
+    return Doc(data, shown, error, source=text.encode("utf-8"))  # the bytes as read: valid UTF-8 round-trips

@@ -359,7 +359,7 @@ def test_custom_cni_without_extra_rules_is_refused(tmp_path: Path, command: str)
     assert warned.returncode == 0 and "CNI provider custom: ket-infra knows no ports" in warned.stdout
 
 
-@pytest.mark.parametrize("where", ["plan", "env"])
+@pytest.mark.parametrize("where", ["plan", "env", "audit"])
 @pytest.mark.parametrize("special", ["/dev/zero", "fifo"])
 def test_a_device_or_fifo_is_refused_at_once(tmp_path: Path, where: str, special: str) -> None:
     """/dev/zero once ended in a MemoryError traceback, a FIFO hung forever: neither is a regular file."""
@@ -370,11 +370,89 @@ def test_a_device_or_fifo_is_refused_at_once(tmp_path: Path, where: str, special
         path = str(tmp_path / "fifo")
         os.mkfifo(path)
     plan = str(EXAMPLES / "calico-overlay.yaml")
-    args = ["rules", path] if where == "plan" else ["rules", plan, "--env", path]
+    args = {
+        "plan": ["rules", path],
+        "env": ["rules", plan, "--env", path],
+        "audit": ["rules", plan, "--format", "mermaid", "--audit", path],
+    }[where]
     result = run(*args, cwd=tmp_path)  # run() times out after 60 s: a hang fails here
-    what = "KET plan file" if where == "plan" else "environment file"
+    what = {"plan": "KET plan file (YAML)", "env": "environment file (YAML)", "audit": "ket-infra audit report (JSON)"}
     assert result.returncode == 1
-    assert result.stderr == f"error: {path}: is not a regular file; give the path of the {what} (YAML)\n"
+    assert result.stderr == f"error: {path}: is not a regular file; give the path of the {what[where]}\n"
+
+
+def test_an_audit_report_over_16_mib_is_refused(tmp_path: Path) -> None:
+    """The bound every input file has: a 40 MiB audit report is not read to the end."""
+    big = tmp_path / "audit.json"
+    with big.open("w") as f:
+        f.write('{"excess": []}')
+        f.truncate(40 * 1024 * 1024)
+    result = run("rules", str(EXAMPLES / "calico-overlay.yaml"), "--format", "mermaid", "--audit", str(big))
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr == (
+        f"error: {big}: is over 16777216 bytes, too large for a ket-infra audit report; "
+        "check that this is the right file\n"
+    )
+
+
+AUDIT_ITEM = {
+    "severity": "world",
+    "protocol": "tcp",
+    "from_port": 22,
+    "to_port": 22,
+    "source": "0.0.0.0/0",
+    "targets": ["worker01"],
+    "via": {"group_id": "sg-1", "group_name": "hand-made", "rule_id": "sgr-1"},
+    "reason": "open to the internet",
+}
+
+
+def audit_with(**item: object) -> dict[str, object]:
+    return {"ok": False, "excess": [{**AUDIT_ITEM, **item}], "counts": {}}
+
+
+@pytest.mark.parametrize(
+    ("doc", "said"),
+    [
+        ([], "must be a JSON object, got a list"),
+        ({"ok": True}, "excess: is missing"),
+        ({"excess": 5}, "excess: must be a list, got 5"),
+        ({"excess": ["world"]}, "excess[0]: must be an object, got 'world'"),
+        (audit_with(severity=5), "excess[0].severity: must be a string, got 5"),
+        (audit_with(protocol=None), "excess[0].protocol: must be a string, got empty"),
+        (audit_with(source=["0.0.0.0/0"]), "excess[0].source: must be a string, got a list"),
+        (audit_with(targets="x"), "excess[0].targets: must be a list of node names, got 'x'"),
+        (audit_with(targets=["worker01", 7]), "excess[0].targets[1]: must be a node name (a string), got 7"),
+        (audit_with(from_port="22"), "excess[0].from_port: must be a port number (-1 to 65535) or null, got '22'"),
+        (
+            audit_with(to_port=True),
+            "excess[0].to_port: must be a port number (-1 to 65535) or null, got the boolean true",
+        ),
+        (
+            audit_with(to_port=10**30),
+            "excess[0].to_port: must be a port number (-1 to 65535) or null, got a number too large",
+        ),
+        (audit_with(via="hand-made"), "excess[0].via: must be an object, got 'hand-made'"),
+        (audit_with(via={"group_name": 5}), "excess[0].via.group_name: must be a string, got 5"),
+    ],
+)
+def test_a_malformed_audit_report_is_one_line_naming_its_json_path(tmp_path: Path, doc: object, said: str) -> None:
+    """Wrong types once ended in tracebacks (or, for "targets": "x", a diagram of its letters)."""
+    path = tmp_path / "audit.json"
+    path.write_text(json.dumps(doc))
+    result = run("rules", str(EXAMPLES / "calico-overlay.yaml"), "--format", "mermaid", "--audit", str(path))
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr == f"error: {path}: {said}; give the file ket-infra audit --format json wrote\n"
+
+
+def test_an_audit_report_nested_too_deep_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "audit.json"
+    path.write_text('{"excess": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    result = run("rules", str(EXAMPLES / "calico-overlay.yaml"), "--format", "mermaid", "--audit", str(path))
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr == (
+        f"error: {path}: not JSON (nested too deeply); give the file ket-infra audit --format json wrote\n"
+    )
 
 
 def test_shell_completion_offers_the_environment_names(tmp_path: Path) -> None:

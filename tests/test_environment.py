@@ -224,3 +224,32 @@ def test_an_unknown_key_gets_the_nearest_known_one(
     with pytest.raises(EnvironmentFileError) as info:
         load_environment(path)
     assert str(info.value).startswith(f"{path}: {key}: unknown key; {suggestion}"), str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "lines"),
+    [
+        ("plan_file: plan.yaml\naws:\n  region: eu-west-1\n  region: us-east-1\n", "aws.region", (3, 4)),
+        (
+            "plan_file: plan.yaml\naws: {region: eu-west-1}\npreflight: true\nplan_file: other.yaml\n",
+            "plan_file",
+            (1, 4),
+        ),
+        (
+            "plan_file: plan.yaml\naws: {region: eu-west-1}\nextra_rules:\n  - name: a\n    from: worker\n"
+            "    to: master\n    protocol: tcp\n    purpose: test\n    ports: 1\n    ports: 2\n",
+            "extra_rules[0].ports",
+            (9, 10),
+        ),
+        ("plan_file: plan.yaml\naws: {region: eu-west-1}\npreflight: yes\npreflight: false\n", "preflight", (3, 4)),
+    ],
+)
+def test_a_key_given_twice_is_refused_with_both_lines(
+    tmp_path: Path, text: str, key: str, lines: tuple[int, int]
+) -> None:
+    """YAML readers keep the last of two equal keys without a word; which one the author meant is unknown."""
+    path = tmp_path / "staging.yaml"
+    path.write_text(text)
+    with pytest.raises(EnvironmentFileError) as info:
+        load_environment(path)
+    assert str(info.value) == f"{path}: {key}: is given twice (lines {lines[0]} and {lines[1]}); keep one of them"

@@ -154,3 +154,42 @@ def test_render_never_writes_outside_the_work_folder(tmp_path: Path) -> None:
         assert result.returncode == 1 and "cannot name a work folder" in result.stderr, result.stderr
         env.unlink()
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # no .work, no modules/
+
+
+# ---------------------------------------------------------------- the Mermaid diagram
+
+
+def test_no_audit_value_becomes_a_mermaid_statement(tmp_path: Path) -> None:
+    """An audit report's source, severity and group name are labels: a newline, quote, bracket or pipe in them
+    once ended the label and started a statement of its own (a `click` line runs a link or a callback).
+    Every label is now written with Mermaid's entity codes (#34; for a quote): each line is one statement
+    ket-infra meant, and the labels read back exactly as given."""
+    from tests.test_cli import AUDIT_ITEM, run
+
+    source = '203.0.113.0/24\nclick g_worker href "javascript:alert(1)"\n%%{init: {}}%%'
+    severity = 'world"]\n    click g_master call alert()\n    x["'
+    group_name = 'made|"] --> g_etcd\nclick g_etcd callback #quot; <b>☃</b>;'
+    doc = {"ok": False, "excess": [{**AUDIT_ITEM, "source": source, "severity": severity}], "counts": {}}
+    doc["excess"][0]["via"] = {**AUDIT_ITEM["via"], "group_name": group_name}
+    path = tmp_path / "audit.json"
+    path.write_text(json.dumps(doc))
+    result = run("rules", str(EXAMPLES / "calico-overlay.yaml"), "--format", "mermaid", "--audit", str(path))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    label = r'"((?:[A-Za-z0-9 .,:/()_\-+\'=@*!?%]|#\d+;|<br/>)*)"'
+    statements = [
+        r"flowchart LR",
+        rf"    (\w+)(?:\[{label}\]|\(\[{label}\]\))(?::::excess)?",
+        rf"    (\w+) -(?:->|\.->)\|{label}\| (\w+)",
+        r"    classDef excess fill:#fdd,stroke:#c00,color:#600",
+        r"    linkStyle [0-9,]+ stroke:#c00,color:#c00",
+    ]
+    assert [ln for ln in lines if not any(re.fullmatch(s, ln) for s in statements)] == []
+    assert not [ln for ln in lines if ln.split() and ln.split()[0] in ("click", "%%{init:", "x[")]
+
+    def read(text: str) -> str:
+        return re.sub(r"#(\d+);", lambda m: chr(int(m.group(1))), text)
+
+    labels = [read(m.group(1)) for ln in lines if (m := re.search(r'"(.*)"', ln))]
+    assert source in labels
+    assert f"EXCESS {severity}: tcp 22 via {group_name}" in labels

@@ -12,7 +12,7 @@ import yaml
 
 from ket_infra.errors import PlanError
 from ket_infra.plan import Cni, load_plan
-from tests.conftest import EXAMPLES, base_plan, node
+from tests.conftest import EXAMPLES, base_plan, node, write_yaml
 
 
 def test_minimal_plan_defaults_to_calico_overlay(plan_file) -> None:
@@ -615,3 +615,87 @@ def test_a_key_one_slip_from_a_known_one_is_a_warning(plan_file) -> None:
 def test_the_examples_have_no_slips() -> None:
     for path in sorted(EXAMPLES.glob("*.yaml")):
         assert load_plan(path).typos == (), path
+
+
+SECRET = "hunter2 s3cr3t!"
+
+
+@pytest.mark.parametrize(
+    ("cni", "key"),
+    [
+        ({"provider": "weave", "options": {"weave": SECRET}}, "add_ons.cni.options.weave"),
+        ({"provider": "weave", "options": SECRET}, "add_ons.cni.options"),
+        ({"provider": "calico", "options": SECRET}, "add_ons.cni.options"),
+        ({"provider": "calico", "options": {"calico": SECRET}}, "add_ons.cni.options.calico"),
+        ({"provider": "weave", "options": {"weave": 31337}}, "add_ons.cni.options.weave"),
+    ],
+)
+def test_a_password_pasted_where_a_mapping_belongs_is_not_shown(tmp_path: Path, cni: dict[str, Any], key: str) -> None:
+    """Whatever is written under add_ons.cni.options may be the Weave password: an error there names the
+    key and the type, never the value."""
+    from tests.test_cli import run
+
+    path = write_yaml(tmp_path / "plan.yaml", base_plan(cni))
+    kind = "a number" if isinstance(cni["options"], dict) and cni["options"].get("weave") == 31337 else "a string"
+    want = f"{path}: {key}: must be a mapping, got {kind} (not shown here); write key: value pairs here"
+    with pytest.raises(PlanError) as info:
+        load_plan(path)
+    assert str(info.value) == want
+    result = run("rules", str(path))
+    assert (result.returncode, result.stdout, result.stderr) == (1, "", f"error: {want}\n")
+    assert not any(s in result.stderr for s in ("hunter2", "s3cr3t", "31337"))
+
+
+@pytest.mark.parametrize("name", [SECRET, "hunter2-s3cr3t"])
+def test_the_weave_password_pasted_into_the_cluster_name_is_refused_unshown(tmp_path: Path, name: str) -> None:
+    """The cluster name is in every group name, tag and output: the Weave password there is refused, unshown,
+    whether or not it would make a valid name."""
+    from tests.test_cli import run
+
+    data = base_plan({"provider": "weave", "options": {"weave": {"password": name}}})
+    data["cluster"]["name"] = name
+    path = write_yaml(tmp_path / "plan.yaml", data)
+    want = (
+        f"{path}: cluster.name: is the Weave password (add_ons.cni.options.weave.password; not shown here); "
+        "give the cluster its own name"
+    )
+    with pytest.raises(PlanError) as info:
+        load_plan(path)
+    assert str(info.value) == want
+    result = run("rules", str(path), "--format", "json")
+    assert (result.returncode, result.stdout, result.stderr) == (1, "", f"error: {want}\n")
+
+
+def test_a_key_given_twice_is_refused_as_ket_refuses_it(tmp_path: Path) -> None:
+    """KET's reader (Go yaml.v2) refuses a mapping key already defined; PyYAML kept the last one silently."""
+    from tests.test_cli import run
+
+    text = yaml.safe_dump(base_plan(), sort_keys=False)
+    twice = text.replace("  name: test\n", "  name: test\n  name: other\n")
+    path = tmp_path / "plan.yaml"
+    path.write_text(twice)
+    want = f"{path}: cluster.name: is given twice (lines 2 and 3); keep one of them"
+    with pytest.raises(PlanError) as info:
+        load_plan(path)
+    assert str(info.value) == want
+    result = run("rules", str(path))
+    assert (result.returncode, result.stdout, result.stderr) == (1, "", f"error: {want}\n")
+    node_twice = text.replace(
+        "  - host: worker01\n    ip: 10.0.1.31\n", "  - host: worker01\n    ip: 10.0.1.31\n    ip: 10.0.1.32\n"
+    )
+    assert node_twice != text
+    path.write_text(node_twice)
+    with pytest.raises(PlanError, match=r"plan.yaml: worker.nodes\[0\].ip: is given twice \(lines \d+ and \d+\)"):
+        load_plan(path)
+
+
+def test_a_merge_key_is_no_key_given_twice(tmp_path: Path) -> None:
+    """`<<: *anchor` then a key of the anchor's: the later key overrides, as YAML merge keys mean."""
+    text = yaml.safe_dump(base_plan(), sort_keys=False)
+    text = text.replace("worker:\n", "x-worker: &w {host: someone, ip: 10.0.1.99}\nworker:\n")
+    text = text.replace(
+        "  - host: worker01\n    ip: 10.0.1.31\n", "  - <<: *w\n    host: worker01\n    ip: 10.0.1.31\n"
+    )
+    path = tmp_path / "plan.yaml"
+    path.write_text(text)
+    assert load_plan(path).node("worker01").ip == "10.0.1.31"

@@ -379,3 +379,17 @@ def test_down_finds_the_server_from_another_directory(tmp_path: Path) -> None:
         assert not list(one.glob("**/*.pid")) and not list(two.glob("**/*.pid"))
     finally:
         sandbox_down(port, tmp_path / "run" / f"ket-infra-{os.getuid()}")
+
+
+@pytest.mark.parametrize(("command", "port"), [("up", "70000"), ("up", "0"), ("up", "-1"), ("down", "65536")])
+def test_a_port_outside_1_to_65535_is_one_line(tmp_path: Path, command: str, port: str) -> None:
+    """`sandbox up --port 70000` once ended in a traceback: refused before anything starts, naming --port."""
+    from tests.test_cli import run
+
+    args = [str(ROUTED), "--env-file", str(tmp_path / "env.yaml")] if command == "up" else []
+    result = run("sandbox", command, *args, "--port", port, cwd=tmp_path)
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr == (
+        f"error: Invalid value for '--port': {port} is not in the range 1<=x<=65535. (see ket-infra --help)\n"
+    )
+    assert list(tmp_path.iterdir()) == []

@@ -101,7 +101,7 @@ def test_plan_apply_replan_destroy_in_process(box: Box) -> None:
 
     # a stale plan is refused before Terraform runs
     env_doc = env_file.read_text()
-    env_file.write_text(env_doc + "installer_cidr: 10.0.1.200/32\n")
+    env_file.write_text(yaml.safe_dump({**yaml.safe_load(env_doc), "installer_cidr": "10.0.1.200/32"}))
     with pytest.raises(KetInfraError, match="the saved plan for environment solo is stale"):
         workflow.apply(box.context(env_file), auto_approve=False)
     env_file.write_text(env_doc)
