@@ -21,7 +21,7 @@ from ket_infra.errors import EnvironmentFileError, KetInfraError
 from ket_infra.layout import layout
 from ket_infra.plan import load_plan
 from tests.conftest import EXAMPLES, write_yaml
-from tests.test_verify import Cloud, allow_all, build, env_for
+from tests.test_verify import Cloud, allow_all, build, env_for, permission
 
 ALL_NODES = [
     "etcd01", "etcd02", "etcd03", "master01", "master02", "worker01", "worker02", "worker03", "ingress01", "storage01",
@@ -422,6 +422,51 @@ def test_a_group_another_groups_rule_refers_to_is_not_detached(aws: None, record
         f"{rule} (ingress tcp 3128 from {gid}): taking {gid} off the nodes cuts them from what {proxy} guards; "
         f"let ket-infra's groups in by that rule instead, or keep the group"
     )
+
+
+ENDPOINTS = {
+    "load_balancer": "10.0.1.100:6443",  # the example's own: an internal balancer on no master
+    "nfs_host": "172.31.8.5",  # a filer outside the VPC
+    "http_proxy": "http://10.0.9.200:3128",  # a proxy outside the VPC
+}
+
+
+@pytest.mark.parametrize(
+    ("flow", "kind", "key"),
+    [
+        ("apiserver-lb", "load_balancer", "master.load_balancer"),
+        ("nfs", "nfs", "nfs.nfs_volume[].nfs_host"),
+        ("http-proxy", "http_proxy", "cluster.networking.http_proxy"),
+    ],
+)
+def test_a_group_that_is_the_only_egress_to_an_endpoint_is_not_detached(
+    aws: None, record: Record, tmp_path: Path, flow: str, kind: str, key: str
+) -> None:
+    """ket-infra's egress rule to an endpoint the plan names is removed by hand: the foreign group's allow-all
+    egress is then the nodes' only way to it, and detach refuses naming the flow and the plan key."""
+    doc = yaml.safe_load((EXAMPLES / "calico-overlay.yaml").read_text())
+    assert doc["master"]["load_balancer"] == ENDPOINTS["load_balancer"]
+    doc["nfs"] = {"nfs_volume": [{"nfs_host": ENDPOINTS["nfs_host"], "mount_path": "/exports"}]}
+    doc["cluster"]["networking"]["http_proxy"] = ENDPOINTS["http_proxy"]
+    cloud, plan, env, rules = build(write_yaml(tmp_path / "endpoints.yaml", doc))
+    cloud.lock_down_default_group()  # else the VPC's default group would still let the nodes out
+    gid = foreign_group(cloud, "kismatic-open", WIDE_OPEN)
+    egress = cloud.ec2.describe_security_groups(GroupIds=[gid])["SecurityGroups"][0]["IpPermissionsEgress"]
+    assert [(p["IpProtocol"], p["IpRanges"]) for p in egress] == [("-1", [{"CidrIp": "0.0.0.0/0"}])]
+    (cut,) = [r for r in rules.rules if flow in r.flows and r.group == "worker" and r.direction == "egress"]
+    cloud.revoke("worker", "egress", lambda r: r.get("CidrIpv4") == cut.peer.cidr and r["FromPort"] == cut.from_port)
+    message = refusal(cloud, plan, env, rules, record, "kismatic-open")
+    assert message.startswith(
+        f"t.yaml: detach_groups: nothing was detached: without {gid} (kismatic-open) 2 required flow check(s) "
+        f"would be blocked ({flow} from worker to {kind}: no egress rule on "
+    ), message  # two classes of workers: worker01 is also the preflight inspector's source
+    assert f"allows tcp {cut.from_port} to {cut.peer.cidr} (needed for plan key {key}); {flow} from worker" in message
+    # with ket-infra's rule back, the group comes off
+    cloud.ec2.authorize_security_group_egress(
+        GroupId=cloud.groups["worker"], IpPermissions=[permission(cut, cloud.groups)]
+    )
+    apply_detach(plan, replace(env, detach_groups=(gid,)), rules, discover(plan, env), print, record=record)
+    assert all(gid not in groups_on(cloud, h) for h in ALL_NODES)
 
 
 def test_a_forged_record_on_an_interface_is_ignored(aws: None, record: Record) -> None:

@@ -621,6 +621,77 @@ def test_moving_a_kismatic_provision_cluster_off_its_wide_open_group(sandbox: Sa
     assert detached_tags() == [] and sandbox.ket_groups() == []
 
 
+# Endpoints the plan names, inside the sandbox's VPC (10.0.1.0/26 for base_plan's nodes) but on no node,
+# and an NFS filer outside it; the flows (verify's rule names) each egress rule to them carries.
+LB, PROXY, FILER = "10.0.1.40", "10.0.1.50", "172.31.8.5"
+ENDPOINT_FLOWS = {f"{LB}/32": ["apiserver-lb"], f"{FILER}/32": ["nfs"], f"{PROXY}/32": ["http-proxy", "https-proxy"]}
+
+
+def test_endpoint_egress_rules_survive_detach_and_verify_names_each_one_removed(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """A kismatic-provision cluster with an internal load balancer, an NFS volume and a proxy moves off its
+    wide-open group (whose allow-all egress reached them all); then each endpoint egress rule removed by
+    hand makes verify exit 3 naming its flow and plan key."""
+    data = base_plan()
+    data["master"]["load_balancer"] = f"{LB}:6443"
+    data["nfs"] = {"nfs_volume": [{"nfs_host": FILER, "mount_path": "/exports"}]}
+    data["cluster"]["networking"].update(http_proxy=f"http://{PROXY}:3128", https_proxy=f"http://{PROXY}:3128")
+    plan = write_yaml(tmp_path / "plan.yaml", data)
+    sandbox_up(plan, sandbox.port, sandbox.env_file, sandbox.root / ".work", progress=lambda _m: None,
+               like="kismatic-provision")  # fmt: skip
+    ec2 = sandbox.client()
+    vpc = ec2.describe_vpcs(Filters=[{"Name": "tag:Name", "Values": ["ket-test"]}])["Vpcs"][0]["CidrBlock"]
+    assert vpc == "10.0.1.0/26"  # the balancer and the proxy are in the VPC; the filer is not
+    env = sandbox.env_with("endpoints", detach_groups=["default"], preflight=False)
+
+    applied = sandbox.run("apply", "--auto-approve", "--verify", env_file=env)
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    assert "detach_groups: done on 3 interface(s); destroy puts the groups back" in applied.stdout
+    assert "OK: every required flow is open" in applied.stdout
+    verified = sandbox.run("verify", env_file=env)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    audited = sandbox.run("audit", env_file=env)
+    assert audited.returncode == 0, audited.stdout + audited.stderr
+
+    groups = {g["GroupId"]: g["GroupName"] for g in sandbox.ket_groups()}
+    owned = ec2.describe_security_group_rules(Filters=[{"Name": "group-id", "Values": sorted(groups)}])
+    outbound = {
+        next(t["Value"] for t in r["Tags"] if t["Key"] == "Name"): r
+        for r in owned["SecurityGroupRules"]
+        if r["IsEgress"] and r.get("CidrIpv4") in ENDPOINT_FLOWS
+    }
+    assert sorted(outbound) == sorted(
+        [f"{g}-out-tcp-3128-to-{PROXY}-32" for g in ("etcd", "master", "worker")]
+        + [f"{g}-out-tcp-{port}-to-{ip}-32" for g in ("master", "worker") for port, ip in ((6443, LB), (2049, FILER))]
+    )
+    for name, r in sorted(outbound.items()):
+        ec2.revoke_security_group_egress(GroupId=r["GroupId"], SecurityGroupRuleIds=[r["SecurityGroupRuleId"]])
+        cut = sandbox.run("verify", env_file=env)
+        assert cut.returncode == 3, f"{name}: {cut.stdout}{cut.stderr}"
+        role = groups[r["GroupId"]].removeprefix("test-")
+        for flow in ENDPOINT_FLOWS[r["CidrIpv4"]]:
+            assert f"\n  {flow}: tcp {r['FromPort']} from {role} (" in cut.stdout, f"{name}: {cut.stdout}"
+        assert f"allows tcp {r['FromPort']} to {r['CidrIpv4']} (needed for plan key " in cut.stdout, cut.stdout
+        permission = {
+            "IpProtocol": "tcp",
+            "FromPort": r["FromPort"],
+            "ToPort": r["ToPort"],
+            "IpRanges": [{"CidrIp": r["CidrIpv4"]}],
+        }
+        ec2.authorize_security_group_egress(
+            GroupId=r["GroupId"],
+            IpPermissions=[permission],
+            TagSpecifications=[{"ResourceType": "security-group-rule", "Tags": r["Tags"]}],
+        )
+    verified = sandbox.run("verify", env_file=env)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+
+    destroyed = sandbox.run("destroy", "--auto-approve", env_file=env)
+    assert destroyed.returncode == 0, destroyed.stdout + destroyed.stderr
+    assert sandbox.ket_groups() == []
+
+
 def test_audit_finds_what_kops_leaves_open(sandbox: Sandbox, tmp_path: Path) -> None:
     data = base_plan()
     data["worker"] = {"expected_count": 2, "nodes": [node("worker01", "10.0.1.31"), node("worker02", "10.0.1.32")]}
