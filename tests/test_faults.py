@@ -327,37 +327,35 @@ def start_held(sandbox: Sandbox, held: HeldLookup, env_file: Path, *args: str) -
 
 @needs_terraform
 @pytest.mark.e2e
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
-def test_a_signal_during_the_node_lookup_stops_the_plan_started_ahead(
-    sandbox: Sandbox, held: HeldLookup, sig: signal.Signals
-) -> None:
+def test_a_signal_during_the_node_lookup_stops_the_plan_started_ahead(sandbox: Sandbox, held: HeldLookup) -> None:
     """A pipeline cancelling the job (SIGTERM) or a closed terminal (SIGHUP) while plan looks the nodes up:
     the plan Terraform started ahead stops with ket-infra, its provider too, and the state lock is free."""
     env_file = sandbox.env_with("held", **{"aws.endpoint_url": held.url})
     work = sandbox.root / ".work" / "held"
     first = sandbox.run("plan", env_file=env_file)  # the folder rendered and initialised: the next plan starts ahead
     assert first.returncode == 0, first.stdout + first.stderr
-    proc = start_held(sandbox, held, env_file, "plan")
-    try:
-        deadline = time.monotonic() + 30
-        while not terraform_pids(work) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert terraform_pids(work), "no plan was started ahead"
-        proc.send_signal(sig)
-        out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate(timeout=30)
-        held.released.set()
-    assert proc.returncode == 128 + sig, out + err
-    assert err.splitlines()[-1] == (
-        f"error: stopped by {sig.name}; nothing ket-infra started is left running; run the same command again, "
-        "it converges"
-    ), err
-    assert [ln for ln in err.splitlines() if ln.startswith("error: ")] == [err.splitlines()[-1]]
-    assert "Traceback" not in err
-    assert not terraform_pids(work), "Terraform outlived ket-infra"
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        proc = start_held(sandbox, held, env_file, "plan")
+        try:
+            deadline = time.monotonic() + 30
+            while not terraform_pids(work) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert terraform_pids(work), f"{sig.name}: no plan was started ahead"
+            proc.send_signal(sig)
+            out, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate(timeout=30)
+            held.released.set()
+        assert proc.returncode == 128 + sig, out + err
+        assert err.splitlines()[-1] == (
+            f"error: stopped by {sig.name}; nothing ket-infra started is left running; run the same command again, "
+            "it converges"
+        ), err
+        assert [ln for ln in err.splitlines() if ln.startswith("error: ")] == [err.splitlines()[-1]]
+        assert "Traceback" not in err
+        assert not terraform_pids(work), f"{sig.name}: Terraform outlived ket-infra"
     again = sandbox.run("plan", env_file=env_file)  # the state lock went with it
     assert again.returncode == 0, again.stdout + again.stderr
 
