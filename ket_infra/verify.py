@@ -120,6 +120,10 @@ class Check:
         if self.status == "blocked":
             out["source_nodes"] = self.source.hosts
             out["target_nodes"] = self.target.hosts
+            # each node is judged on the interface that holds its plan address (audit reads the others)
+            for side, end in (("source", self.source), ("target", self.target)):
+                if end.nodes:
+                    out[f"{side}_interfaces"] = {n.host: n.network_interface_id for n in end.nodes}
         return out
 
 

@@ -249,6 +249,13 @@ def test_ipip_revoked_from_one_group(aws: None) -> None:
     bad = [c for c in report.as_json()["checks"] if c["status"] == "blocked"]
     assert sorted({n for c in bad for n in c["source_nodes"]}) == ["worker01", "worker02", "worker03"]
     assert sorted({n for c in bad for n in c["target_nodes"]}) == ["master01", "master02"]
+    # and on which interface: the one holding each node's plan address
+    assert {h: e for c in bad for h, e in c["target_interfaces"].items()} == {
+        h: cloud.enis[h] for h in ("master01", "master02")
+    }
+    assert {h: e for c in bad for h, e in c["source_interfaces"].items()} == {
+        h: cloud.enis[h] for h in ("worker01", "worker02", "worker03")
+    }
     assert sum(c["pairs"] for c in bad) == 6
     assert all(c["protocol"] == "4" and c["from_port"] is None and c["source_role"] == "worker" for c in bad)
     allowed = [c for c in report.as_json()["checks"] if c["status"] == "allowed"]
