@@ -300,8 +300,15 @@ class Terraform:
         from python_terraform import IsFlagged
         from python_terraform import Terraform as PyTerraform
 
+        class CommandLine(PyTerraform):  # type: ignore[misc]
+            """python-terraform for the command line alone: its constructor would read terraform.tfstate,
+            which fails while another Terraform is writing it (and ket-infra never uses what it read)."""
+
+            def read_state_file(self, file_path: str | None = None) -> None:
+                self.tfstate = None
+
         self.work.mkdir(parents=True, exist_ok=True)
-        tf = PyTerraform(working_dir=str(self.work), terraform_bin_path=self.binary)
+        tf = CommandLine(working_dir=str(self.work), terraform_bin_path=self.binary)
         options = {k: (IsFlagged if v is True else v) for k, v in flags.items()}
         # python-terraform writes the command line; the process is run here, in a session of its
         # own, so that Ctrl-C reaches ket-infra alone and is handed to Terraform exactly once:

@@ -242,6 +242,16 @@ def test_terraform_older_than_1_5_is_refused(tmp_path: Path) -> None:
     )
 
 
+def test_a_state_file_being_written_does_not_stop_a_command(tmp_path: Path) -> None:
+    """Another Terraform writing terraform.tfstate leaves it empty for a moment: ket-infra never reads it
+    (python-terraform's constructor did, and failed with a JSON traceback)."""
+    fake = fake_terraform(tmp_path, '{"terraform_version": "1.11.0", "platform": "linux_amd64"}')
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "terraform.tfstate").write_text("")
+    assert Terraform(env(fake), work, lambda _m: None).check_version() == "1.11.0"
+
+
 @pytest.mark.parametrize("version", ["1.5.0", "1.10.2", "2.0.0"])
 def test_terraform_1_5_and_later_is_accepted(tmp_path: Path, version: str) -> None:
     new = fake_terraform(tmp_path, json.dumps({"terraform_version": version}))
