@@ -540,13 +540,28 @@ def test_two_applies_on_one_s3_backend(sandbox: Sandbox, tmp_path: Path) -> None
     assert sandbox.ket_groups() == []
 
 
+# Endpoints the plan names, inside the sandbox's VPC (10.0.1.0/26 for base_plan's nodes) but on no node,
+# and an NFS filer outside it; the flows (verify's rule names) each egress rule to them carries.
+LB, PROXY, FILER = "10.0.1.40", "10.0.1.50", "172.31.8.5"
+ENDPOINT_FLOWS = {f"{LB}/32": ["apiserver-lb"], f"{FILER}/32": ["nfs"], f"{PROXY}/32": ["http-proxy", "https-proxy"]}
+
+
 def test_moving_a_kismatic_provision_cluster_off_its_wide_open_group(sandbox: Sandbox, tmp_path: Path) -> None:
     """audit finds the group KET's provisioner opened to the world; apply with detach_groups takes it off
-    once the flows are proven open without it; verify and audit pass; destroy puts it back."""
-    plan = write_yaml(tmp_path / "plan.yaml", base_plan())
+    once the flows are proven open without it; verify and audit pass; destroy puts it back. The plan names an
+    internal load balancer, an NFS volume and a proxy, which the wide-open group's allow-all egress reached:
+    ket-infra's own egress rules reach them after the move, and each one removed by hand makes verify exit 3
+    naming its flow and plan key."""
+    data = base_plan()
+    data["master"]["load_balancer"] = f"{LB}:6443"
+    data["nfs"] = {"nfs_volume": [{"nfs_host": FILER, "mount_path": "/exports"}]}
+    data["cluster"]["networking"].update(http_proxy=f"http://{PROXY}:3128", https_proxy=f"http://{PROXY}:3128")
+    plan = write_yaml(tmp_path / "plan.yaml", data)
     sandbox_up(plan, sandbox.port, sandbox.env_file, sandbox.root / ".work", progress=lambda _m: None,
                like="kismatic-provision")  # fmt: skip
     ec2 = sandbox.client()
+    vpc = ec2.describe_vpcs(Filters=[{"Name": "tag:Name", "Values": ["ket-test"]}])["Vpcs"][0]["CidrBlock"]
+    assert vpc == "10.0.1.0/26"  # the balancer and the proxy are in the VPC; the filer is not
 
     def groups_by_host() -> dict[str, list[str]]:
         enis = ec2.describe_network_interfaces()["NetworkInterfaces"]
@@ -564,9 +579,8 @@ def test_moving_a_kismatic_provision_cluster_off_its_wide_open_group(sandbox: Sa
     ]
     default = excess[0]["via"]["group_id"]
 
-    # the nodes download through a proxy: without it, only the wide-open group would let them out
-    env = sandbox.env_with("migrate", detach_groups=["default"], egress_cidrs=["10.0.9.10/32"], preflight=False)
-    applied = sandbox.run("apply", "--auto-approve", env_file=env)
+    env = sandbox.env_with("migrate", detach_groups=["default"], preflight=False)
+    applied = sandbox.run("apply", "--auto-approve", "--verify", env_file=env)
     assert applied.returncode == 0, applied.stdout + applied.stderr
     assert (
         "after the apply: detach_groups default come off the nodes' interfaces once every required flow is proven "
@@ -574,58 +588,18 @@ def test_moving_a_kismatic_provision_cluster_off_its_wide_open_group(sandbox: Sa
     ) in applied.stdout
     assert f"detach_groups: every required flow is open without {default} (default) (" in applied.stdout
     assert "detach_groups: done on 3 interface(s); destroy puts the groups back" in applied.stdout
+    assert "OK: every required flow is open" in applied.stdout
     assert groups_by_host() == {
         "10.0.1.11": ["test-etcd"],
         "10.0.1.21": ["test-master"],
         "10.0.1.31": ["test-worker"],
     }
     assert detached_tags() == [default] * 3
-
-    verified = sandbox.run("verify", env_file=env)
-    assert verified.returncode == 0, verified.stdout + verified.stderr
-    after = sandbox.run("audit", env_file=env)
-    assert after.returncode == 0, after.stdout + after.stderr
-    assert after.stdout.startswith("audit migrate (cluster test): clean: nothing is open beyond the required flows")
-
-    destroyed = sandbox.run("destroy", "--auto-approve", env_file=env)
-    assert destroyed.returncode == 0, destroyed.stdout + destroyed.stderr
-    assert f"  + re-attach {default} (detach_groups) to 3 node(s) first" in destroyed.stdout
-    assert groups_by_host() == {a: ["default"] for a in ("10.0.1.11", "10.0.1.21", "10.0.1.31")}
-    assert detached_tags() == [] and sandbox.ket_groups() == []
-
-
-# Endpoints the plan names, inside the sandbox's VPC (10.0.1.0/26 for base_plan's nodes) but on no node,
-# and an NFS filer outside it; the flows (verify's rule names) each egress rule to them carries.
-LB, PROXY, FILER = "10.0.1.40", "10.0.1.50", "172.31.8.5"
-ENDPOINT_FLOWS = {f"{LB}/32": ["apiserver-lb"], f"{FILER}/32": ["nfs"], f"{PROXY}/32": ["http-proxy", "https-proxy"]}
-
-
-def test_endpoint_egress_rules_survive_detach_and_verify_names_each_one_removed(
-    sandbox: Sandbox, tmp_path: Path
-) -> None:
-    """A kismatic-provision cluster with an internal load balancer, an NFS volume and a proxy moves off its
-    wide-open group (whose allow-all egress reached them all); then each endpoint egress rule removed by
-    hand makes verify exit 3 naming its flow and plan key."""
-    data = base_plan()
-    data["master"]["load_balancer"] = f"{LB}:6443"
-    data["nfs"] = {"nfs_volume": [{"nfs_host": FILER, "mount_path": "/exports"}]}
-    data["cluster"]["networking"].update(http_proxy=f"http://{PROXY}:3128", https_proxy=f"http://{PROXY}:3128")
-    plan = write_yaml(tmp_path / "plan.yaml", data)
-    sandbox_up(plan, sandbox.port, sandbox.env_file, sandbox.root / ".work", progress=lambda _m: None,
-               like="kismatic-provision")  # fmt: skip
-    ec2 = sandbox.client()
-    vpc = ec2.describe_vpcs(Filters=[{"Name": "tag:Name", "Values": ["ket-test"]}])["Vpcs"][0]["CidrBlock"]
-    assert vpc == "10.0.1.0/26"  # the balancer and the proxy are in the VPC; the filer is not
-    env = sandbox.env_with("endpoints", detach_groups=["default"], preflight=False)
-
-    applied = sandbox.run("apply", "--auto-approve", "--verify", env_file=env)
-    assert applied.returncode == 0, applied.stdout + applied.stderr
-    assert "detach_groups: done on 3 interface(s); destroy puts the groups back" in applied.stdout
-    assert "OK: every required flow is open" in applied.stdout
     verified = sandbox.run("verify", env_file=env)
     assert verified.returncode == 0, verified.stdout + verified.stderr
     audited = sandbox.run("audit", env_file=env)
     assert audited.returncode == 0, audited.stdout + audited.stderr
+    assert audited.stdout.startswith("audit migrate (cluster test): clean: nothing is open beyond the required flows")
 
     groups = {g["GroupId"]: g["GroupName"] for g in sandbox.ket_groups()}
     owned = ec2.describe_security_group_rules(Filters=[{"Name": "group-id", "Values": sorted(groups)}])
@@ -662,7 +636,9 @@ def test_endpoint_egress_rules_survive_detach_and_verify_names_each_one_removed(
 
     destroyed = sandbox.run("destroy", "--auto-approve", env_file=env)
     assert destroyed.returncode == 0, destroyed.stdout + destroyed.stderr
-    assert sandbox.ket_groups() == []
+    assert f"  + re-attach {default} (detach_groups) to 3 node(s) first" in destroyed.stdout
+    assert groups_by_host() == {a: ["default"] for a in ("10.0.1.11", "10.0.1.21", "10.0.1.31")}
+    assert detached_tags() == [] and sandbox.ket_groups() == []
 
 
 def test_audit_finds_what_kops_leaves_open(sandbox: Sandbox, tmp_path: Path) -> None:
