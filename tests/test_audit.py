@@ -14,7 +14,17 @@ from xml.etree import ElementTree as ET
 import pytest
 import yaml
 
-from ket_infra.audit import Open, audit, junit_report, markdown_report, opening, text_report
+from ket_infra.audit import (
+    AuditReport,
+    Excess,
+    Open,
+    SgRule,
+    audit,
+    junit_report,
+    markdown_report,
+    opening,
+    text_report,
+)
 from ket_infra.aws import DETACHED_TAG, AwsError, Counter, discover
 from ket_infra.detach import Record, apply_detach, reattach
 from ket_infra.errors import EnvironmentFileError, KetInfraError
@@ -267,6 +277,47 @@ def test_reports_lead_with_the_verdict(aws: None) -> None:
     failure = root.find(".//failure")
     assert failure is not None and failure.get("type") == "excess" and "targets: etcd01, " in (failure.text or "")
     assert json.loads(json.dumps(report.as_json()))["excess"][0]["via"]["rule_id"] == rule
+
+
+def test_each_report_format_in_full() -> None:
+    """Every line of each format, for a report with a world and a cluster excess (no vpc one): the JUnit
+    cases (a passing one for the clean severity), the markdown table (a "|" in a name escaped), the text
+    (at most five targets named)."""
+    world = SgRule("sgr-1", "sg-1", False, "tcp", 22, 22, cidr="0.0.0.0/0")
+    wide = SgRule("sgr-2", "sg-2", False, "all", None, None, group="sg-9")
+    report = AuditReport(
+        excess=[
+            Excess(
+                "world",
+                world,
+                "open|one",
+                "0.0.0.0/0",
+                ["w1", "w2", "w3", "w4", "w5", "w6"],
+                "open to the internet: tcp 22 from the internet is more than the plan needs",
+            ),
+            Excess(
+                "cluster",
+                wide,
+                "peers",
+                "sg-9 (peers)",
+                ["m1"],
+                "open between nodes wider than the catalog requires: x",
+            ),
+        ],
+        nodes=6,
+        rules_checked=4,
+        api_calls=8,
+        groups=2,
+    )
+    assert junit_report(report, "lab", "c") == (
+        '<?xml version="1.0" encoding="UTF-8"?>\n<testsuites name="ket-infra audit" tests="3" failures="2" errors="0" skipped="0">\n  <testsuite name="audit lab (cluster c)" tests="3" failures="2" errors="0" skipped="0">\n    <properties>\n      <property name="nodes" value="6" />\n      <property name="rules_checked" value="4" />\n      <property name="aws_api_calls" value="8" />\n    </properties>\n    <testcase classname="ket-infra.lab.audit" name="world: tcp 22 from 0.0.0.0/0 via sg-1 (open|one) rule sgr-1">\n      <failure type="excess" message="open to the internet: tcp 22 from the internet is more than the plan needs">open to the internet: tcp 22 from the internet is more than the plan needs\ntargets: w1, w2, w3, w4, w5, w6</failure>\n    </testcase>\n    <testcase classname="ket-infra.lab.audit" name="nothing open (vpc): open to addresses outside the cluster" />\n    <testcase classname="ket-infra.lab.audit" name="cluster: all traffic from sg-9 (peers) via sg-2 (peers) rule sgr-2">\n      <failure type="excess" message="open between nodes wider than the catalog requires: x">open between nodes wider than the catalog requires: x\ntargets: m1</failure>\n    </testcase>\n  </testsuite>\n</testsuites>\n'
+    )
+    assert markdown_report(report, "lab", "c") == (
+        "# Network exposure audit: lab (cluster c)\n\naudit lab (cluster c): 2 rule(s) open more than the plan needs; worst (world): tcp 22 from 0.0.0.0/0 to 6 node(s) via sg-1 (open|one) rule sgr-1\n\n| severity | open | source | targets | via | why |\n|---|---|---|---|---|---|\n| world | tcp 22 | `0.0.0.0/0` | w1, w2, w3, w4, w5, w6 | `sg-1` (open\\|one), rule `sgr-1` | open to the internet: tcp 22 from the internet is more than the plan needs |\n| cluster | all traffic | `sg-9 (peers)` | m1 | `sg-2` (peers), rule `sgr-2` | open between nodes wider than the catalog requires: x |\n\n1 world, 0 vpc, 1 cluster; 4 inbound rules checked on 6 nodes.\n"
+    )
+    assert text_report(report, "lab", "c") == (
+        "audit lab (cluster c): 2 rule(s) open more than the plan needs; worst (world): tcp 22 from 0.0.0.0/0 to 6 node(s) via sg-1 (open|one) rule sgr-1\n\nWORLD (1): open to the internet\n  tcp 22 from 0.0.0.0/0 to w1, w2, w3, w4, w5 and 1 more via sg-1 (open|one) rule sgr-1\n    open to the internet: tcp 22 from the internet is more than the plan needs\n\nCLUSTER (1): open between nodes wider than the catalog requires\n  all traffic from sg-9 (peers) to m1 via sg-2 (peers) rule sgr-2\n    open between nodes wider than the catalog requires: x\n\nEXCESS: remove those rules, or move the cluster off a foreign group with detach_groups in the environment file (ket-infra apply detaches it once the flows are proven open without it)\n"
+    )
 
 
 # ---------------------------------------------------------------- detach_groups
