@@ -293,7 +293,7 @@ def _opens(p: Any, t: Any) -> bool:
     """Does permission P open any part of traffic T?"""
     from ket_infra import verify
 
-    span = verify._perm_covers_protocol(p, t)
+    span = verify.perm_covers(p, t)
     if span is None:
         return False
     if t.protocol in ("tcp", "udp") and t.ports is not None:
@@ -356,12 +356,12 @@ def _only_paths(
                         if not _opens(p, t):
                             continue
                         for shown, peer, carried in sources(p, dep):
-                            if not verify._sg_allows(kept, t, carried, peer):
+                            if not verify.sg_allows(kept, t, carried, peer):
                                 lost.setdefault(g, {}).setdefault((flow.name, shown), set()).add(c.interface.host)
         for g, paths in sorted(lost.items()):
             by_flow = {f.name: f for f in dep.flows}
             what = "; ".join(
-                f"{name}: {verify._describe(verify.Traffic(by_flow[name].protocol, by_flow[name].ports))} from "
+                f"{name}: {verify.describe_traffic(verify.Traffic(by_flow[name].protocol, by_flow[name].ports))} from "
                 f"{shown} to {len(hosts)} node(s)"
                 for (name, shown), hosts in paths.items()
             )

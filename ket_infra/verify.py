@@ -96,7 +96,7 @@ class Check:
     def what(self) -> str:
         """The traffic checked, as people read it: "tcp 179", "IP-in-IP (4)"."""
         ports = (self.from_port, self.to_port) if self.from_port is not None and self.to_port is not None else None
-        return _describe(Traffic(self.protocol, ports))
+        return describe_traffic(Traffic(self.protocol, ports))
 
     def _target_node(self) -> str:
         # Within one class, name a pair of two different nodes.
@@ -337,7 +337,7 @@ def subtract(intervals: list[tuple[int, int]], lo: int, hi: int) -> list[tuple[i
     return out
 
 
-def _perm_covers_protocol(p: Permission, t: Traffic) -> tuple[int, int] | None:
+def perm_covers(p: Permission, t: Traffic) -> tuple[int, int] | None:
     """The port interval P opens for T, (0, 0) when ports do not apply, None when P does not apply."""
     if p.protocol == "-1":
         return (0, 65535) if t.protocol in ("tcp", "udp") else (0, 0)
@@ -354,11 +354,11 @@ def _perm_covers_protocol(p: Permission, t: Traffic) -> tuple[int, int] | None:
     return (0, 0)
 
 
-def _sg_allows(perms: list[Permission], t: Traffic, peer_groups: frozenset[str], peer: Net) -> bool:
+def sg_allows(perms: list[Permission], t: Traffic, peer_groups: frozenset[str], peer: Net) -> bool:
     """Do these permissions (all groups on one interface, one direction) let T through to/from PEER?"""
     need = [t.ports] if t.protocol in ("tcp", "udp") and t.ports is not None else [(0, 0)]
     for p in perms:
-        span = _perm_covers_protocol(p, t)
+        span = perm_covers(p, t)
         if span is None:
             continue
         if not (p.groups & peer_groups or any(peer.subnet_of(c) for c in p.cidrs)):
@@ -403,7 +403,7 @@ def _acl_verdict(entries: list[AclEntry], egress: bool, t: Traffic, peer: Net) -
     return None
 
 
-def _describe(t: Traffic) -> str:
+def describe_traffic(t: Traffic) -> str:
     if t.protocol in ("tcp", "udp") and t.ports is not None:
         lo, hi = t.ports
         return f"{t.protocol} {lo}" if lo == hi else f"{t.protocol} {lo}-{hi}"
@@ -423,11 +423,11 @@ class Judge:
         table = self.state.ingress if direction == "ingress" else self.state.egress
         perms = [p for g in node.security_groups for p in table.get(g, [])]
         peer_groups = frozenset(peer.rep.security_groups) if peer.rep is not None else frozenset()
-        if _sg_allows(perms, t, peer_groups, peer.net):
+        if sg_allows(perms, t, peer_groups, peer.net):
             return None
         way = "from" if direction == "ingress" else "to"
         other = f"the nodes in {self._groups(peer.rep.security_groups)}" if peer.rep is not None else str(peer.cidr)
-        return f"no {direction} rule on {self._groups(node.security_groups)} allows {_describe(t)} {way} {other}"
+        return f"no {direction} rule on {self._groups(node.security_groups)} allows {describe_traffic(t)} {way} {other}"
 
     def acl(self, subnet: str, egress: bool, t: Traffic, peer: Net, what: str) -> str | None:
         acl_id = self.state.acl_of_subnet.get(subnet)
@@ -438,8 +438,8 @@ class Judge:
             return None
         way = "outbound" if egress else "inbound"
         if isinstance(verdict, AclEntry):
-            return f"network ACL {acl_id} rule {verdict.number} denies {what} {_describe(t)} {way} ({subnet})"
-        return f"no network ACL {acl_id} entry allows {what} {_describe(t)} {way} ({subnet}): default deny"
+            return f"network ACL {acl_id} rule {verdict.number} denies {what} {describe_traffic(t)} {way} ({subnet})"
+        return f"no network ACL {acl_id} entry allows {what} {describe_traffic(t)} {way} ({subnet}): default deny"
 
     def flow(self, t: Traffic, src: Endpoint, dst: Endpoint) -> str | None:
         """None when AWS lets T from SRC to DST (and its replies) through; else why not.
