@@ -11,7 +11,7 @@ DEMO_ENV  := environments/sandbox.yaml
 KET_INFRA_TF_PLUGIN_DIR ?= $(wildcard /opt/tf-plugins)
 export KET_INFRA_TF_PLUGIN_DIR
 
-.PHONY: demo test lint fmt bench mutants plan apply verify audit destroy clean need-env
+.PHONY: demo test lint fmt bench mutants plan apply verify audit destroy clean need-env lab
 
 $(BIN)/ket-infra: pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or run make PYTHON=python3"; exit 1; }
@@ -43,6 +43,17 @@ demo: $(BIN)/ket-infra
 	echo "== 9. sandbox down"; \
 	$(BIN)/ket-infra sandbox down --port $(DEMO_PORT); \
 	echo "demo complete"
+
+# Each example plan as network namespaces behind its nftables rules (root; nftables bird2 etcd-server
+# etcd-client): up, every flow and probe with packets and the real daemons, down. PLANS=... for others.
+PLANS ?= $(wildcard examples/*.yaml)
+lab: $(BIN)/ket-infra
+	@set -e; for p in $(PLANS); do \
+	  echo "== lab $$p"; \
+	  $(BIN)/ket-infra lab up $$p $(if $(ENV),--env $(ENV)); \
+	  $(BIN)/ket-infra lab run || { $(BIN)/ket-infra lab down; exit 3; }; \
+	  $(BIN)/ket-infra lab down; \
+	done
 
 need-env:
 	@test -n "$(ENV)" || { echo "error: set ENV, e.g. make $(MAKECMDGOALS) ENV=staging (reads environments/staging.yaml)"; exit 1; }

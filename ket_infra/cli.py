@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import signal
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import click
@@ -71,10 +73,11 @@ def complete_env(_ctx: click.Context, _param: click.Parameter, incomplete: str) 
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["table", "json", "markdown", "mermaid"]),
+    type=click.Choice(["table", "json", "markdown", "mermaid", "nftables"]),
     default="table",
     show_default=True,
-    help="table for a terminal, json for tools, markdown for a pull request, mermaid for a diagram.",
+    help="table for a terminal, json for tools, markdown for a pull request, mermaid for a diagram, "
+    "nftables for a host firewall (nft -f) on hosts without cloud security groups.",
 )
 @click.option(
     "--audit",
@@ -82,12 +85,20 @@ def complete_env(_ctx: click.Context, _param: click.Parameter, incomplete: str) 
     type=click.Path(dir_okay=False),
     help="With --format mermaid: mark the excess paths of an audit's JSON (ket-infra audit --format json).",
 )
-def rules(plan_file: str, env: str | None, fmt: str, audit_file: str | None) -> None:
+@click.option(
+    "--node",
+    "node",
+    metavar="HOST",
+    help="With --format nftables: only HOST's firewall, a file for `nft -f` on that host.",
+)
+def rules(plan_file: str, env: str | None, fmt: str, audit_file: str | None, node: str | None) -> None:
     """Offline: the security groups and rules PLAN_FILE needs.
 
     With --env, the environment file's installer_cidr, ingress_cidrs,
     api_cidrs, egress_cidrs, gluster_brick_ports, extra_rules and preflight
-    apply.
+    apply. --format nftables writes each group's rules as a host firewall
+    with security-group semantics (default drop both ways, stateful, group
+    references as address sets): one file per group, or --node HOST's.
     """
     from ket_infra.environment import load_environment
     from ket_infra.layout import layout
@@ -96,8 +107,19 @@ def rules(plan_file: str, env: str | None, fmt: str, audit_file: str | None) -> 
 
     if audit_file is not None and fmt != "mermaid":
         raise KetInfraError(f"--audit {audit_file} marks a diagram: add --format mermaid")
+    if node is not None and fmt != "nftables":
+        raise KetInfraError(f"--node {node} picks one host's firewall: add --format nftables")
     environment = load_environment(env) if env else None
-    rs = layout(load_plan(plan_file), environment)
+    plan = load_plan(plan_file)
+    rs = layout(plan, environment)
+    if fmt == "nftables":
+        from ket_infra import nftables
+
+        if node is not None and node not in {n.host for n in plan.nodes}:
+            hosts = ", ".join(n.host for n in plan.nodes)
+            raise KetInfraError(f"{plan_file}: --node {node} is no node of the plan; use one of {hosts}")
+        click.echo(nftables.render(rs, plan, node), nl=False)
+        return
     click.echo(render(rs, fmt, _audit_json(audit_file) if audit_file else None), nl=False)
 
 
@@ -435,6 +457,108 @@ def sandbox_down(port: int) -> None:
     click.echo("sandbox stopped" if down(port=port) else f"no sandbox was running on port {port}")
 
 
+@cli.group()
+def lab() -> None:
+    """The plan's nodes as network namespaces behind the computed rules, proven with packets.
+
+    Linux, as root, with nftables, bird2, etcd-server and etcd-client installed.
+    `lab up` makes the namespaces and loads each node's rules as nftables; `lab run`
+    drives every flow with packets and the real daemons (BIRD, etcd, VXLAN) and
+    probes what no flow requires; `lab down` removes everything the state file names.
+    """
+
+
+STATE_OPTION = click.option(
+    "--state",
+    type=click.Path(dir_okay=False),
+    default=".work/lab/state.json",
+    show_default=True,
+    help="Where the lab records its namespaces and processes (down, Ctrl-C and the next up remove them).",
+)
+
+
+@lab.command("up")
+@click.argument("plan_file", type=click.Path(dir_okay=False))
+@click.option("--env", "env", metavar="ENV", shell_complete=complete_env, help="Environment name or file path.")
+@STATE_OPTION
+def lab_up(plan_file: str, env: str | None, state: str) -> None:
+    """One namespace per node of PLAN_FILE, its rules loaded; removes a lab STATE still names."""
+    from pathlib import Path
+
+    from ket_infra import lab as lab_mod
+
+    with _lab_cleanup(Path(state)):
+        lab_mod.up(plan_file, env, Path(state), progress=_progress)
+
+
+@lab.command("run")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json", "junit"]),
+    default="text",
+    show_default=True,
+)
+@click.option(
+    "--drop-flow",
+    "drop",
+    multiple=True,
+    metavar="FLOW",
+    help="Run without every rule that carries FLOW (e.g. calico-bgp): what breaks without it.",
+)
+@click.option("--no-daemons", is_flag=True, help="Packets only: skip BIRD, etcd and VXLAN.")
+@click.option(
+    "--wait",
+    type=click.FloatRange(0.5, 600),
+    default=6.0,
+    show_default=True,
+    help="Seconds the daemons get to reach their state (BIRD Established, etcd healthy).",
+)
+@STATE_OPTION
+def lab_run(fmt: str, drop: tuple[str, ...], no_daemons: bool, wait: float, state: str) -> None:
+    """Drive every flow and probe of the lab that is up; exit 3 when a flow fails or a probe gets through."""
+    import json
+    from pathlib import Path
+
+    from ket_infra import lab as lab_mod
+
+    with _lab_cleanup(Path(state)):
+        the_lab = lab_mod.Lab.load(Path(state))
+        report = lab_mod.run(the_lab, drop, daemons=not no_daemons, progress=_progress, wait=wait)
+    if fmt == "json":
+        click.echo(json.dumps(report.as_json(), indent=2))
+    elif fmt == "junit":
+        click.echo(lab_mod.junit_report(report), nl=False)
+    else:
+        click.echo(lab_mod.text_report(report), nl=False)
+    if not report.ok:
+        sys.exit(EXIT_BLOCKED)
+
+
+@lab.command("down")
+@STATE_OPTION
+def lab_down(state: str) -> None:
+    """Stop the lab's processes and remove its namespaces."""
+    from pathlib import Path
+
+    from ket_infra import lab as lab_mod
+
+    gone = lab_mod.down(Path(state))
+    click.echo(f"lab {gone.id} removed" if gone else f"no lab is up ({state} names none)", err=True)
+
+
+@contextmanager
+def _lab_cleanup(state: Any) -> Iterator[None]:
+    """Ctrl-C, a signal or an error while the lab works: remove it all, then stop as usual."""
+    try:
+        yield
+    except BaseException:
+        from ket_infra import lab as lab_mod
+
+        lab_mod.down(state)
+        raise
+
+
 def _remember_debug(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
     if value:
         ctx.meta["debug"] = True  # meta is shared by the whole command line's contexts
@@ -442,7 +566,7 @@ def _remember_debug(ctx: click.Context, _param: click.Parameter, value: bool) ->
 
 
 # --debug is taken after the subcommand too (`ket-infra plan --env x --debug`).
-for _command in [*cli.commands.values(), *sandbox.commands.values()]:
+for _command in [*cli.commands.values(), *sandbox.commands.values(), *lab.commands.values()]:
     _command.params.append(
         click.Option(
             ["--debug"],

@@ -1,0 +1,180 @@
+"""The namespace lab: the plan's nodes behind ket-infra's nftables, proven with packets and real daemons.
+
+One lab per CNI, brought up once per module; breakages reload only the rules.
+Skips (and fails under KET_INFRA_NO_SKIP=1) where the lab cannot run: not root,
+no namespaces, or nftables/bird2/etcd-server/etcd-client missing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ket_infra import lab
+from tests.conftest import EXAMPLES
+from tests.lab_env import need_lab
+from tests.test_cli import run as cli
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _up(plan: str, tmp: Path, env: str | None = None) -> Iterator[lab.Lab]:
+    need_lab()
+    state = tmp / "state.json"
+    the_lab = lab.up(str(EXAMPLES / plan), env, state, progress=lambda _m: None)
+    try:
+        yield the_lab
+    finally:
+        lab.down(state)
+
+
+@pytest.fixture(scope="module")
+def routed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[lab.Lab]:
+    """Calico routed: five nodes, three of them etcd+master, a BIRD mesh among all five."""
+    yield from _up("calico-routed.yaml", tmp_path_factory.mktemp("routed"))
+
+
+@pytest.fixture(scope="module")
+def routed_report(routed: lab.Lab) -> lab.Report:
+    return lab.run(routed, progress=lambda _m: None)
+
+
+def _sessions(the_lab: lab.Lab) -> dict[str, dict[str, str]]:
+    kubelet = [h for h in the_lab.nodes if set(h.roles) & {"master", "worker", "ingress", "storage"}]
+    return {h.name: lab.bird_sessions(the_lab, h) for h in kubelet}
+
+
+def test_calico_bird_mesh_is_established_and_etcd_formed(routed: lab.Lab, routed_report: lab.Report) -> None:
+    assert routed_report.ok, lab.text_report(routed_report)
+    sessions = _sessions(routed)
+    assert len(sessions) == 5
+    for host, lines in sessions.items():  # BIRD's own words
+        assert len(lines) == 4 and all(" Established" in line for line in lines.values()), (host, lines)
+    cp01 = routed.host("cp01")
+    for endpoint in ("http://10.0.3.11:2379", "http://10.0.3.11:6666"):
+        health = lab.etcdctl(routed, cp01, [endpoint], "endpoint", "health").communicate()[0]
+        assert "is healthy" in health
+        members = lab.etcdctl(routed, cp01, [endpoint], "member", "list").communicate()[0]
+        assert {"cp01", "cp02", "cp03"} <= {line.split(", ")[2] for line in members.splitlines()}
+    flows = {r.flow for r in routed_report.results if r.kind == "daemon"}
+    assert flows == {"calico-bgp", "etcd-peer", "etcd-client", "etcd-networking-peer", "etcd-networking-client"}
+    assert any(r.flow == "calico-pod-traffic" and r.ok for r in routed_report.results)  # from the pod CIDR
+
+
+def test_without_the_bgp_rule_bird_stays_down_and_the_lab_names_calico_bgp(routed: lab.Lab) -> None:
+    done = cli(
+        "lab", "run", "--state", str(routed.state), "--drop-flow", "calico-bgp", "--format", "json", "--wait", "3"
+    )
+    assert done.returncode == 3, done.stderr
+    doc = json.loads(done.stdout)
+    assert "calico-bgp" in doc["failed_flows"]
+    bgp = [r for r in doc["results"] if r["flow"] == "calico-bgp" and r["kind"] == "daemon"]
+    assert bgp and all(r["status"] == "failed" for r in bgp)
+    assert all("birdc show protocols" in r["words"] and "Established" not in r["words"] for r in bgp)
+    text = subprocess.run(
+        [sys.executable, "-m", "ket_infra", "lab", "run", "--state", str(routed.state), "--no-daemons"],
+        capture_output=True, text=True, cwd=ROOT,
+    )  # fmt: skip
+    assert text.returncode == 0, text.stdout  # the full rules again: every flow passes
+
+
+@pytest.fixture(scope="module")
+def overlay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[lab.Lab]:
+    """Calico overlay: three dedicated etcd nodes (the peer rule is a rule of its own), two subnets."""
+    yield from _up("calico-overlay.yaml", tmp_path_factory.mktemp("overlay"), str(ROOT / "environments/example.yaml"))
+
+
+def test_without_the_etcd_peer_rule_the_cluster_does_not_form(overlay: lab.Lab) -> None:
+    report = lab.run(overlay, drop=["etcd-peer"], progress=lambda _m: None, wait=3.0)
+    assert not report.ok
+    assert "etcd-peer" in report.failed_flows()
+    peer = [r for r in report.results if r.kind == "daemon" and r.flow == "etcd-peer"]
+    assert len(peer) == 3 and not any(r.ok for r in peer)
+    assert all("etcdctl endpoint health" in r.words and "is healthy" not in r.words for r in peer)
+    # the networking etcd has its own peer rule: it still forms
+    assert all(r.ok for r in report.results if r.kind == "daemon" and r.flow == "etcd-networking-peer")
+    assert any(r.flow == "calico-ipip" and r.ok for r in report.results)  # raw protocol 4 packets
+    assert all(r.ok for r in report.results if r.kind == "probe")
+
+
+@pytest.fixture(scope="module")
+def contiv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[lab.Lab]:
+    yield from _up("contiv.yaml", tmp_path_factory.mktemp("contiv"))
+
+
+def test_contiv_vxlan_carries_a_ping_across_the_overlay(contiv: lab.Lab) -> None:
+    report = lab.run(contiv, progress=lambda _m: None)
+    assert report.ok, lab.text_report(report)
+    vx = [r for r in report.results if r.kind == "daemon" and r.flow == "contiv-vxlan"]
+    assert len(vx) == 12 and all("reply" in r.words for r in vx)  # 4 kubelet nodes, every ordered pair
+    links = subprocess.run(
+        ["ip", "-n", contiv.host("worker01").ns, "-d", "link", "show", lab.VXLAN_DEV], capture_output=True, text=True
+    )
+    assert "vxlan id 4242" in links.stdout and "dstport 4789" in links.stdout
+    dropped = lab.run(contiv, drop=["contiv-vxlan"], progress=lambda _m: None)
+    assert dropped.failed_flows() == ["contiv-vxlan"]
+
+
+@pytest.fixture(scope="module")
+def weave(tmp_path_factory: pytest.TempPathFactory) -> Iterator[lab.Lab]:
+    yield from _up("weave-encrypted.yaml", tmp_path_factory.mktemp("weave"))
+
+
+def test_weave_fast_datapath_vxlan_and_esp(weave: lab.Lab) -> None:
+    done = cli("lab", "run", "--state", str(weave.state), "--format", "junit")
+    assert done.returncode == 0, done.stdout
+    assert (
+        'failures="0"' in done.stdout and "weave-data worker01 -&gt; worker02 VXLAN overlay (udp 6784)" in done.stdout
+    )
+    assert "weave-esp worker01 -&gt; worker02 ESP (50)" in done.stdout
+    assert "weave-control" in done.stdout
+
+
+def test_a_killed_lab_is_removed_by_the_next_up_and_down_leaves_nothing(tmp_path: Path) -> None:
+    need_lab()
+    state = tmp_path / "state.json"
+    plan = str(EXAMPLES / "v1-4-legacy.yaml")
+    proc = subprocess.Popen([sys.executable, "-m", "ket_infra", "lab", "up", plan, "--state", str(state)], cwd=ROOT)
+    assert proc.wait(30) == 0
+    first = lab.Lab.load(state)
+    # a process the lab recorded, then the lab is "killed": nothing ran down
+    sleeper = subprocess.Popen(["ip", "netns", "exec", first.hosts[0].ns, "sleep", "60"], start_new_session=True)
+    first.pids["sleeper"] = sleeper.pid
+    first.save()
+    done = cli("lab", "up", plan, "--state", str(state))
+    assert done.returncode == 0 and f"removed lab {first.id}" in done.stderr
+    assert sleeper.wait(5) is not None
+    names = set(os.listdir("/run/netns"))
+    assert not any(h.ns in names for h in first.hosts)
+    second = lab.Lab.load(state)
+    assert cli("lab", "down", "--state", str(state)).returncode == 0
+    names = set(os.listdir("/run/netns"))
+    assert not any(ns.startswith(second.id) for ns in names) and not state.exists()
+
+
+def test_ctrl_c_during_run_removes_the_lab(tmp_path: Path) -> None:
+    need_lab()
+    state = tmp_path / "state.json"
+    assert cli("lab", "up", str(EXAMPLES / "v1-4-legacy.yaml"), "--state", str(state)).returncode == 0
+    the_lab = lab.Lab.load(state)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ket_infra", "lab", "run", "--state", str(state)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(1.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert not state.exists()
+    assert not any(ns.startswith(the_lab.id) for ns in os.listdir("/run/netns"))
