@@ -3,7 +3,7 @@
 Random breakages of the rule set (drop a rule, narrow a range, change a source,
 remove an egress rule) are loaded as nftables into the lab (namespaces brought
 up once, only the rules reloaded) and applied to moto's security groups, which
-verify then reads. Every flow's verdict must agree.
+verify's evaluator then reads (read_state, evaluate: the instances are discovered once). Every flow's verdict must agree.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ import pytest
 from ket_infra import lab
 from ket_infra.environment import load_environment
 from ket_infra.layout import Peer, Rule
-from ket_infra.verify import verify
+from ket_infra.aws import client, discover
+from ket_infra.verify import evaluate, read_state
 from tests.conftest import EXAMPLES, write_yaml
 from tests.lab_env import need_lab
 from tests.test_verify import Cloud, permission
@@ -88,6 +89,8 @@ def test_lab_and_verify_agree_flow_for_flow_on_random_breakages(setup: tuple[lab
     plan, _, rs = lab.context(the_lab.plan_file, the_lab.env_file)
     cloud = Cloud(plan, rs)
     cloud.lock_down_default_group()  # only ket-infra's egress counts, as on the lab's nodes
+    ec2 = client(env, "ec2")
+    discovery = discover(plan, env, ec2)  # the instances never change: only the rules are read again
     rng = random.Random(24)
     groups = [g.name for g in rs.groups]
 
@@ -109,7 +112,7 @@ def test_lab_and_verify_agree_flow_for_flow_on_random_breakages(setup: tuple[lab
             call(new, True)
         try:
             packets = lab.flow_verdicts(the_lab, rules)
-            report = verify(plan, env, rs)
+            report = evaluate(plan, env, rs, discovery, read_state(env, discovery, ec2))
         finally:
             if new is not None:
                 call(new, False)
