@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 
 from ket_infra import lab
+from ket_infra.aws import client, discover
 from ket_infra.environment import load_environment
 from ket_infra.layout import Peer, Rule
-from ket_infra.aws import client, discover
 from ket_infra.verify import evaluate, read_state
 from tests.conftest import EXAMPLES, write_yaml
 from tests.lab_env import need_lab
