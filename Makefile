@@ -76,7 +76,7 @@ destroy: $(BIN)/ket-infra need-env
 	$(BIN)/ket-infra destroy --env $(ENV) $(if $(AUTO_APPROVE),--auto-approve)
 
 test: $(BIN)/ket-infra
-	$(BIN)/pytest -q -n 2 --dist load
+	$(BIN)/pytest -q -n 2 --dist load --maxschedchunk 1
 
 lint: $(BIN)/ket-infra
 	$(BIN)/ruff check ket_infra tests bench
