@@ -13,7 +13,7 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from ket_infra.sandbox import configure, sandbox_down, sandbox_up
+from ket_infra.sandbox import configure, refusals, sandbox_down, sandbox_up
 from ket_infra.sandbox_aws import Behaviours
 from tests.conftest import base_plan, free_port, write_yaml
 
@@ -217,4 +217,70 @@ def test_calls_past_the_rate_are_throttled(box: Box) -> None:
         ec2.describe_vpcs()
     assert refused(ec2.describe_vpcs) == "RequestLimitExceeded"
     ec2.describe_subnets()  # a bucket per action
+    box.behave()
+
+
+# --- what ket-infra does on them ----------------------------------------------------------------------
+
+
+def _apply_by_hand(box: Box, ctx: Any) -> None:
+    """What Terraform's apply makes of ctx's rules (groups, rules, attachments), in a handful of calls."""
+    from ket_infra.aws import discover
+
+    ec2 = box.ec2()
+    cluster = ctx.rules.cluster
+    ids = {
+        g.name: ec2.create_security_group(GroupName=f"{cluster}-{g.name}", Description="x", VpcId=box.vpc)["GroupId"]
+        for g in ctx.rules.groups
+    }
+    for group, gid in ids.items():
+        for direction in ("ingress", "egress"):
+            perms = []
+            for r in (r for r in ctx.rules.rules if r.group == group and r.direction == direction):
+                perm: dict[str, Any] = {"IpProtocol": "-1" if r.protocol == "all" else r.protocol}
+                if r.protocol in ("tcp", "udp", "icmp"):
+                    perm.update(FromPort=r.from_port, ToPort=r.to_port)
+                elif r.protocol != "all":
+                    perm.update(FromPort=-1, ToPort=-1)
+                if r.peer.group:
+                    perm["UserIdGroupPairs"] = [{"GroupId": ids[r.peer.group]}]
+                else:
+                    perm["IpRanges"] = [{"CidrIp": r.peer.cidr}]
+                perms.append(perm)
+            if perms:
+                authorize = getattr(ec2, f"authorize_security_group_{direction}")
+                authorize(GroupId=gid, IpPermissions=perms)
+    for n in discover(ctx.plan, ctx.env).nodes:
+        ec2.modify_network_interface_attribute(
+            NetworkInterfaceId=n.network_interface_id, Groups=[ids[ctx.plan.node(n.host).group]]
+        )
+
+
+def test_apply_judges_again_until_what_it_made_shows(box: Box) -> None:
+    """Right after an apply EC2 may not show the new rules yet: `apply` judges again (with backoff) before it
+    says "not ready", and says "ready" once they show."""
+    from ket_infra import workflow
+
+    box.behave(consistency_delay=2.5)  # longer than making them takes: the first judgement sees none
+    lines: list[str] = []
+    ctx = workflow.context(str(box.env_file), lines.append)
+    _apply_by_hand(box, ctx)
+    assert workflow.proven(ctx, settling=True).ok
+    waits = [ln for ln in lines if ln.startswith("not every required flow shows open yet")]
+    assert waits, lines  # it was judged blocked first, then again
+    assert lines[-1] == "applied: environment sandbox is ready for kismatic install apply"
+    box.behave()
+
+
+def test_ket_infra_converges_when_throttled(box: Box) -> None:
+    """boto3's standard retry mode backs off on RequestLimitExceeded: verify's reading converges."""
+    from ket_infra import workflow
+    from ket_infra.verify import verify
+
+    ctx = workflow.context(str(box.env_file), lambda _m: None)
+    box.behave(throttle_bucket=1, throttle_rate=1)
+    before = refusals(box.port).get("RequestLimitExceeded", 0)
+    for _ in range(3):
+        verify(ctx.plan, ctx.env, ctx.rules)
+    assert refusals(box.port).get("RequestLimitExceeded", 0) > before
     box.behave()
