@@ -34,6 +34,14 @@ class _Cli(click.Group):
                 raise
             click.echo(f"error: {exc}", err=True)
             ctx.exit(EXIT_ERROR)
+        except Exception as exc:
+            # a botocore exception no AWS call site turned into a KetInfraError, whatever its class
+            from ket_infra.aws import botocore_line, from_botocore
+
+            if ctx.params.get("debug") or ctx.meta.get("debug") or not from_botocore(exc):
+                raise
+            click.echo(f"error: AWS: {botocore_line(exc)} (--debug shows where)", err=True)
+            ctx.exit(EXIT_ERROR)
 
 
 @click.group(cls=_Cli, context_settings={"help_option_names": ["-h", "--help"]})
