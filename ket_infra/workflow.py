@@ -347,6 +347,8 @@ def apply(ctx: Context, auto_approve: bool) -> Report:
             "to see what is left, then apply again (a rerun converges)"
         ) from None
     tf.forget_plan()
+    if applied.has_changes:
+        settle(ctx)
     host_settings(ctx, restore=False)
     foreign_groups(ctx)
     return proven(ctx, settling=applied.has_changes)
@@ -358,6 +360,27 @@ def apply(ctx: Context, auto_approve: bool) -> Report:
 # which advises describing again with exponential backoff). After an apply that made something, a
 # blocked verdict is judged again (0.5, 1, 2, 4 s later) before it is said.
 SETTLE_DELAYS = (0.5, 1.0, 2.0, 4.0)
+
+
+def settle(ctx: Context) -> None:
+    """Wait (SETTLE_DELAYS) until EC2's Describe calls show every group and rule the apply made: what comes
+    next (detach_groups' proof, the verdict) judges the live state, and would judge it without them."""
+    import time
+
+    from ket_infra import aws
+
+    wanted = json.loads((ctx.work / TFVARS).read_text())
+    groups, rules = len(wanted["groups"]), len(wanted["ingress_rules"]) + len(wanted["egress_rules"])
+    found = ctx.found or aws.discover(ctx.plan, ctx.env)
+    for delay in SETTLE_DELAYS:
+        owned = aws.owned_resources(ctx.env, ctx.rules.cluster, found)
+        if len(owned.groups) >= groups and len(owned.rules) >= rules:
+            return
+        ctx.progress(
+            f"EC2 shows {len(owned.groups)} of {groups} groups and {len(owned.rules)} of {rules} rules the apply made "
+            f"(it is eventually consistent): looking again in {delay:g} s"
+        )
+        time.sleep(delay)
 
 
 def proven(ctx: Context, settling: bool = False) -> Report:
