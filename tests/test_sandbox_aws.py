@@ -82,7 +82,7 @@ def refused(call: Callable[..., Any], **kwargs: Any) -> str:
 def test_the_defaults_are_on(box: Box) -> None:
     """`sandbox up` with no flags enforces every behaviour: consistency delay and throttling included."""
     on = configure(box.port, Behaviours())
-    assert (on.consistency_delay, on.throttle_bucket, on.rules_quota, on.groups_per_interface) == (0.5, 100, 60, 5)
+    assert (on.consistency_delay, on.throttle_bucket, on.rules_quota, on.groups_per_interface) == (0.5, 500, 60, 5)
     box.behave()
 
 
