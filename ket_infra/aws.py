@@ -139,6 +139,23 @@ def aws_errors(env: Environment, doing: str) -> Iterator[None]:
         raise AwsError(f"{doing}: AWS said {said}".rstrip()) from None
     except bx.BotoCoreError as exc:
         raise AwsError(f"{doing}: {_one_line(str(exc))}") from None
+    except Exception as exc:
+        if not from_botocore(exc):
+            raise
+        # not every botocore exception is a BotoCoreError: botocore.parsers.ResponseParserError (an answer that
+        # is not AWS's, from a wrong region's or endpoint's host) is a plain Exception
+        raise AwsError(f"{doing}: {botocore_line(exc)}; check {env.path}: aws.region and aws.endpoint_url") from None
+
+
+def from_botocore(exc: BaseException) -> bool:
+    """EXC is raised by botocore or boto3 (whatever its class derives from)."""
+    return type(exc).__module__.split(".")[0] in ("botocore", "boto3")
+
+
+def botocore_line(exc: BaseException, limit: int = 300) -> str:
+    """A botocore exception as one short line: its class and its message, folded and cut."""
+    text = _one_line(f"{type(exc).__name__}: {exc}")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _one_line(text: str) -> str:

@@ -36,6 +36,14 @@ class _Cli(click.Group):
                 raise
             click.echo(f"error: {exc}", err=True)
             ctx.exit(EXIT_ERROR)
+        except Exception as exc:
+            # a botocore exception no AWS call site turned into a KetInfraError, whatever its class
+            from ket_infra.aws import botocore_line, from_botocore
+
+            if ctx.params.get("debug") or ctx.meta.get("debug") or not from_botocore(exc):
+                raise
+            click.echo(f"error: AWS: {botocore_line(exc)} (--debug shows where)", err=True)
+            ctx.exit(EXIT_ERROR)
 
 
 @click.group(cls=_Cli, context_settings={"help_option_names": ["-h", "--help"]})
@@ -438,13 +446,59 @@ def sandbox() -> None:
     help="Also leave the security groups and instance settings that tool leaves: kismatic-provision's "
     "group open to all traffic from 0.0.0.0/0 (source/dest check off), or kops' masters./nodes. groups.",
 )
-def sandbox_up(plan_file: str, port: int, env_file: str, like: str | None) -> None:
-    """Start the emulator, create a VPC, subnets and one instance per node, write ENV_FILE."""
+@click.option(
+    "--consistency-delay",
+    type=click.FloatRange(0, 60),
+    default=0.5,
+    show_default=True,
+    metavar="SECONDS",
+    help="How long a new security group or rule stays invisible to Describe calls (EC2's eventual consistency).",
+)
+@click.option(
+    "--throttle",
+    default="500/100",
+    show_default=True,
+    metavar="BUCKET/RATE",
+    help="Per API action: calls at once, then calls per second, before RequestLimitExceeded (0/0: none; "
+    "100/20 is AWS's for non-mutating actions, tighter than Terraform's sandbox retries outlast).",
+)
+@click.option(
+    "--rules-quota",
+    type=click.IntRange(1, 1000),
+    default=60,
+    show_default=True,
+    help="Inbound (and outbound) rules per security group; above 60 emulates a raised quota, and the "
+    "environment file gets rules_per_group_quota.",
+)
+def sandbox_up(
+    plan_file: str,
+    port: int,
+    env_file: str,
+    like: str | None,
+    consistency_delay: float,
+    throttle: str,
+    rules_quota: int,
+) -> None:
+    """Start the emulator, create a VPC, subnets and one instance per node, write ENV_FILE.
+
+    The emulator refuses what AWS refuses: 5 security groups per interface, the rules quota per
+    group, names, descriptions and tags EC2 does not allow, over 200 filter values per call,
+    MaxResults out of range, deleting a group something depends on, a duplicate rule; new groups
+    and rules are invisible to Describe calls for a moment, and calls past a rate are throttled.
+    """
+    import re
     from pathlib import Path
 
     from ket_infra.sandbox import sandbox_up as up
+    from ket_infra.sandbox_aws import Behaviours
 
-    path = up(Path(plan_file), port=port, env_file=Path(env_file), progress=click.echo, like=like)
+    rate = re.fullmatch(r"\s*(\d{1,6})\s*/\s*(\d{1,6}(?:\.\d+)?)\s*", throttle)
+    if rate is None:
+        raise click.BadParameter(f"{throttle!r} is not BUCKET/RATE, such as 100/20", param_hint="--throttle")
+    behaviours = Behaviours(consistency_delay, int(rate.group(1)), float(rate.group(2)), rules_quota)
+    path = up(
+        Path(plan_file), port=port, env_file=Path(env_file), progress=click.echo, like=like, behaviours=behaviours
+    )
     click.echo(f"sandbox ready: use --env {path}")
 
 

@@ -7,7 +7,9 @@ only where this file names them.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +41,7 @@ TOP_KEYS = {
     "preflight",
     "detach_groups",
     "ephemeral_ports",
+    "rules_per_group_quota",
 }
 # Where endpoints the plan names by DNS name (or not at all) are: outbound destinations.
 ENDPOINT_KEYS = {"load_balancer", "nfs", "proxy", "aws_api", "heapster_sink"}
@@ -52,6 +55,11 @@ _REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
 # The nodes' ephemeral ports (Linux's default net.ipv4.ip_local_port_range): where TCP answers go back to,
 # so what a stateless network ACL must let through on the return path.
 EPHEMERAL_PORTS = (32768, 60999)
+# Inbound (and, apart, outbound) rules per security group: AWS's default quota, and the most it raises it to
+# (the quota times the groups per interface may not exceed 1,000;
+# https://docs.aws.amazon.com/vpc/latest/userguide/amazon-vpc-limits.html)
+RULES_QUOTA = 60
+RULES_QUOTA_MAX = 1000
 # The environment's name (its file name without .yaml) names its work folder and tags every resource:
 # one safe path component that AWS tags and Terraform strings take as it is.
 ENV_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
@@ -104,6 +112,8 @@ class Environment:
     # them once the flows are proven open without them, destroy puts them back
     detach_groups: tuple[str, ...] = ()
     ephemeral_ports: tuple[int, int] = EPHEMERAL_PORTS
+    # the account's "Inbound or outbound rules per security group" quota (60 unless raised)
+    rules_quota: int = RULES_QUOTA
     given: str = ""  # --env as the user gave it, for hints that repeat the command
     source: bytes = field(default=b"", repr=False, compare=False)  # the file's bytes as read
 
@@ -117,6 +127,19 @@ class Environment:
         import shlex
 
         return shlex.quote(self.given or self.name)
+
+
+@functools.cache
+def known_regions() -> frozenset[str]:
+    """The regions of every AWS partition as botocore knows them offline (its data/partitions.json);
+    empty when that file cannot be read (then no region is refused for being unknown)."""
+    from importlib import resources
+
+    try:
+        doc = json.loads((resources.files("botocore") / "data" / "partitions.json").read_text())
+        return frozenset(r for p in doc["partitions"] for r in p.get("regions", {}) if not r.endswith("-global"))
+    except (ImportError, OSError, ValueError, KeyError, TypeError):
+        return frozenset()
 
 
 def env_path(env: str) -> Path:
@@ -171,6 +194,19 @@ def _detach_groups(doc: yamldoc.Doc) -> tuple[str, ...]:
             doc.fail(key, f"{value!r} is not a security group id", "an id is sg- and 8 or 17 hex digits")
         out.append(value)
     return tuple(dict.fromkeys(out))
+
+
+def _rules_quota(doc: yamldoc.Doc) -> int:
+    quota = doc.integer("rules_per_group_quota", default=RULES_QUOTA)
+    assert quota is not None
+    if not 1 <= quota <= RULES_QUOTA_MAX:
+        doc.fail(
+            "rules_per_group_quota",
+            f"{quota} is out of range",
+            f"give the account's quota of inbound (and outbound) rules per security group, 1 to {RULES_QUOTA_MAX} "
+            f"(AWS's default is {RULES_QUOTA})",
+        )
+    return quota
 
 
 def _brick_ports(doc: yamldoc.Doc) -> int:
@@ -246,6 +282,22 @@ def _ports(doc: yamldoc.Doc, protocol: str) -> tuple[int, int] | None:
     return (lo, hi)
 
 
+# A rule's purpose becomes its description, "PURPOSE [environment]": EC2 takes up to 255 characters of
+# a-z, A-Z, 0-9, spaces and ._-:/()#,@[]+=&;{}!$* (API_IpRange.html, API_UserIdGroupPair.html, Description)
+_DESCRIPTION_CHARS = re.compile(r"[a-zA-Z0-9 ._\-:/()#,@\[\]+=&;{}!$*]*")
+PURPOSE_MAX = 255 - len(" [environment]")
+
+
+def _check_purpose(doc: yamldoc.Doc, purpose: str) -> None:
+    """Refuse a purpose EC2 would refuse as a rule description (InvalidParameterValue half-way through an apply)."""
+    fix = f"at most {PURPOSE_MAX} of a-z A-Z 0-9, spaces and ._-:/()#,@[]+=&;{{}}!$* (EC2's rule description)"
+    if len(purpose) > PURPOSE_MAX:
+        doc.fail("purpose", f"is {len(purpose)} characters, too long for an AWS rule description", fix)
+    if not _DESCRIPTION_CHARS.fullmatch(purpose):
+        bad = "".join(sorted({c for c in purpose if not _DESCRIPTION_CHARS.fullmatch(c)}))
+        doc.fail("purpose", f"holds {bad!r}, which AWS does not allow in a rule description", fix)
+
+
 def _extra_rule(doc: yamldoc.Doc, reserved: set[str]) -> Flow:
     doc.reject_unknown(EXTRA_RULE_KEYS)
     name = doc.text("name", required=True)
@@ -267,6 +319,7 @@ def _extra_rule(doc: yamldoc.Doc, reserved: set[str]) -> Flow:
     to = _roles(doc, "to")
     purpose = doc.text("purpose", required=True)
     assert purpose is not None
+    _check_purpose(doc, purpose)
     has_from, has_cidr = doc.has("from"), doc.has("from_cidr")
     if has_from == has_cidr:
         doc.fail(None, "give exactly one of from (roles) and from_cidr (a CIDR)")
@@ -328,6 +381,16 @@ def load_environment(env: str | Path) -> Environment:
     assert region is not None
     if not _REGION.match(region):
         aws.fail("region", f"{region!r} is not an AWS region name", "use a region such as eu-west-1")
+    regions = known_regions()
+    if regions and region not in regions:
+        import difflib
+
+        near = difflib.get_close_matches(region, sorted(regions), n=1, cutoff=0.6)
+        aws.fail(
+            "region",
+            f"{region!r} is not a region AWS has (botocore's offline list of regions)",
+            f"did you mean {near[0]}?" if near else "use a region such as eu-west-1 (or upgrade botocore if it is new)",
+        )
     account = aws.text("account_id")
     if account is not None and not re.fullmatch(r"\d{12}", account):
         aws.fail("account_id", f"{account!r} is not a 12-digit AWS account id", 'quote it: account_id: "123456789012"')
@@ -368,6 +431,7 @@ def load_environment(env: str | Path) -> Environment:
         preflight=root.flag("preflight", True),
         detach_groups=_detach_groups(root),
         ephemeral_ports=_ephemeral_ports(root),
+        rules_quota=_rules_quota(root),
         given=str(env),
         source=root.source,
     )

@@ -483,20 +483,30 @@ def _world_warnings(env: Environment | None, rules: list[Rule]) -> list[str]:
     return out
 
 
-def _check_quota(rules: list[Rule], warnings: list[str]) -> None:
+def _check_quota(rules: list[Rule], warnings: list[str], env: Environment | None) -> None:
+    """Refuse a group over the rules quota ("Inbound or outbound rules per security group", 60 unless the
+    account has it raised: https://docs.aws.amazon.com/vpc/latest/userguide/amazon-vpc-limits.html), which
+    AWS would refuse half-way through the apply (RulesPerSecurityGroupLimitExceeded)."""
+    quota = env.rules_quota if env is not None else RULE_QUOTA
     counts: dict[tuple[str, str], int] = defaultdict(int)
     for r in rules:
         counts[(r.group, r.direction)] += 1
     for (group, direction), n in sorted(counts.items()):
-        if n > RULE_QUOTA:
-            raise QuotaError(
-                f"group {group} needs {n} {direction} rules, {n - RULE_QUOTA} above the AWS quota of "
-                f"{RULE_QUOTA} per security group; reduce the number of distinct role combinations in the plan "
-                "(each is a group) or the environment's extra rules"
+        if n > quota:
+            where = f"{env.path}: rules_per_group_quota: " if env is not None else ""
+            raised = (
+                "set rules_per_group_quota to it"
+                if env is not None
+                else "set rules_per_group_quota to it in the environment file"
             )
-        if n > RULE_WARN:
+            raise QuotaError(
+                f"{where}group {group} needs {n} {direction} rules, {n - quota} above the AWS quota of "
+                f"{quota} per security group; reduce the number of distinct role combinations in the plan "
+                f"(each is a group) or the environment's extra rules, or if the account's quota is raised, {raised}"
+            )
+        if n > quota - (RULE_QUOTA - RULE_WARN):
             warnings.append(
-                f"group {group} has {n} {direction} rules, near the AWS quota of {RULE_QUOTA}: little room is left for other rules"
+                f"group {group} has {n} {direction} rules, near the AWS quota of {quota}: little room is left for other rules"
             )
 
 
@@ -518,7 +528,7 @@ def layout(plan: Plan, env: Environment | None = None) -> RuleSet:
         ),
     )
     warnings = _warnings(plan, env, groups) + _world_warnings(env, rules)
-    _check_quota(rules, warnings)
+    _check_quota(rules, warnings, env)
     host_settings: list[HostSetting] = []
     if not plan.cni.disabled and plan.cni.provider == "calico" and plan.cni.mode == "routed":
         for g in groups:

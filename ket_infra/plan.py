@@ -688,6 +688,12 @@ def load_plan(path: str | Path) -> Plan:
         cluster.fail(
             "name", f"{name!r} cannot name security groups", "use letters, digits, '.', '_' and '-' (at most 63)"
         )
+    if name.lower().startswith("sg-"):
+        # the groups are named CLUSTER-GROUP, and EC2 refuses a group name starting with sg- (CreateSecurityGroup,
+        # GroupName: "Can't start with sg-"; https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_CreateSecurityGroup.html)
+        cluster.fail(
+            "name", f"{name!r} starts with sg-, which AWS refuses in a security group name", "rename the cluster"
+        )
     networking = cluster.mapping("networking")
     pod_cidr = _cidr(networking, "pod_cidr_block")
     service_cidr = _cidr(networking, "service_cidr_block")

@@ -15,6 +15,7 @@ The server's pid is kept in `STATE_DIR/sandbox-PORT.pid` and its output in
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import ipaddress
 import json
 import os
@@ -34,6 +35,7 @@ from typing import Any
 
 from ket_infra.errors import KetInfraError
 from ket_infra.plan import Plan, load_plan
+from ket_infra.sandbox_aws import CONFIG_PATH, RULES_PER_GROUP, Behaviours
 
 REGION = "eu-west-1"
 ACCOUNT_ID = "123456789012"  # moto's default account
@@ -252,6 +254,33 @@ def _ensure_server(port: int, state_dir: Path, progress: Callable[[str], None]) 
     if _port_open(port):
         raise SandboxError(f"port {port} is in use by another program; pass --port with a free port")
     _start(port, state_dir, progress)
+
+
+# --- what the sandbox refuses as AWS does (ket_infra.sandbox_aws) ------------------------------------
+
+
+def configure(port: int, behaviours: Behaviours) -> Behaviours:
+    """Set the AWS behaviours the sandbox on PORT enforces; what it enforces now."""
+    body = json.dumps(dataclasses.asdict(behaviours)).encode()
+    req = urllib.request.Request(f"{endpoint(port)}{CONFIG_PATH}", data=body, method="POST")
+    req.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            doc = json.loads(resp.read())
+    except (OSError, ValueError) as exc:
+        raise SandboxError(
+            f"cannot set the sandbox's AWS behaviours on port {port} ({exc}); "
+            f"run `ket-infra sandbox down --port {port}` and retry"
+        ) from None
+    now = Behaviours()
+    now.update(doc["behaviours"])
+    return now
+
+
+def refusals(port: int) -> dict[str, int]:
+    """How often the sandbox on PORT refused, by error code, since it was last reset."""
+    with urllib.request.urlopen(f"{endpoint(port)}{CONFIG_PATH}", timeout=10) as resp:
+        return {str(k): int(v) for k, v in json.loads(resp.read())["refused"].items()}
 
 
 # --- seeding -----------------------------------------------------------------------------------------
@@ -535,8 +564,10 @@ def environment_text(
     installer: ipaddress.IPv4Address,
     like: str | None = None,
     groups: Sequence[ForeignGroup] = (),
+    rules_quota: int = RULES_PER_GROUP,
 ) -> str:
-    """The sandbox environment file (DESIGN.md "Environment file"); with LIKE, comments naming GROUPS."""
+    """The sandbox environment file (DESIGN.md "Environment file"); with LIKE, comments naming GROUPS;
+    a RULES_QUOTA other than AWS's default as the environment's rules_per_group_quota."""
     q = json.dumps  # a JSON string is a valid YAML string
     lines = [
         "# The ket-infra sandbox: a moto server on 127.0.0.1 seeded from the plan file.",
@@ -558,6 +589,8 @@ def environment_text(
         "# inside the sandbox VPC that no node uses: the VPC's network address + 5.",
         f"installer_cidr: {installer}/32",
     ]
+    if rules_quota != RULES_PER_GROUP:
+        lines.append(f"rules_per_group_quota: {rules_quota}   # the sandbox emulates this raised quota")
     if like is not None and groups:
         names = ", ".join(f"{_yaml_name(g.name)} ({g.group_id}, Name {q(g.tag)})" for g in groups)
         lines += [
@@ -577,10 +610,11 @@ def write_environment(
     installer: ipaddress.IPv4Address,
     like: str | None = None,
     groups: Sequence[ForeignGroup] = (),
+    rules_quota: int = RULES_PER_GROUP,
 ) -> Path:
     env_file.parent.mkdir(parents=True, exist_ok=True)
     rel = os.path.relpath(plan_path.resolve(), env_file.parent.resolve())
-    env_file.write_text(environment_text(Path(rel).as_posix(), port, installer, like, groups))
+    env_file.write_text(environment_text(Path(rel).as_posix(), port, installer, like, groups, rules_quota))
     return env_file
 
 
@@ -594,10 +628,13 @@ def sandbox_up(
     state_dir: Path | None = None,
     progress: Callable[[str], None] = print,
     like: str | None = None,
+    behaviours: Behaviours | None = None,
 ) -> Path:
     """Start (or reset) the sandbox on PORT, seed it from PLAN_PATH, write its environment file; return that path.
 
     LIKE ("kismatic-provision" or "kops") also seeds the security groups and settings that tool leaves.
+    BEHAVIOURS: what the sandbox refuses as AWS does (sandbox_aws.Behaviours, its defaults when None).
+    Seeding stands for what was made long before ket-infra runs: it waits out the consistency delay.
     """
     check_like(like)
     plan_path = Path(plan_path)
@@ -605,7 +642,10 @@ def sandbox_up(
     vpc_net, _ = network_for(plan)  # refuse a plan that cannot be seeded before starting anything
     installer = installer_address(vpc_net, plan)
     _ensure_server(port, Path(state_dir) if state_dir is not None else default_state_dir(), progress)
+    enforced = configure(port, behaviours or Behaviours())
+    progress(f"refusing what AWS refuses: {enforced.summary()}")
     seeded = seed(port, plan, like)
+    time.sleep(enforced.consistency_delay)
     subnets, instances = seeded.subnets, seeded.instances
     progress(
         f"seeded VPC {seeded.vpc_id} ({seeded.vpc_net}) with {subnets} subnet{'s' * (subnets != 1)}"
@@ -615,7 +655,13 @@ def sandbox_up(
     if summary is not None:
         progress(summary)
     path = write_environment(
-        env_file if env_file is not None else DEFAULT_ENV_FILE, plan_path, port, installer, like, seeded.groups
+        env_file if env_file is not None else DEFAULT_ENV_FILE,
+        plan_path,
+        port,
+        installer,
+        like,
+        seeded.groups,
+        enforced.rules_quota,
     )
     progress(f"wrote {path}")
     return path

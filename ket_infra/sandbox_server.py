@@ -1,4 +1,5 @@
-"""The sandbox's AWS API emulator: moto's server, with one fix applied first.
+"""The sandbox's AWS API emulator: moto's server, with one fix applied first, behind a layer that refuses
+what AWS refuses (ket_infra.sandbox_aws).
 
 Run as `python -m ket_infra.sandbox_server --port PORT [--host 127.0.0.1]`;
 `ket-infra sandbox up` starts it in the background.
@@ -21,6 +22,7 @@ description the patch changes nothing.
 from __future__ import annotations
 
 import argparse
+import json
 from typing import Any
 
 _PATCHED = "_ket_infra_description_patch"
@@ -53,9 +55,21 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--port", type=int, default=5000, help="port to listen on (default 5000)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument(
+        "--behaviours", default="{}", help="JSON: the AWS behaviours to enforce (ket_infra.sandbox_aws.Behaviours)"
+    )
     args = parser.parse_args(argv)
     patch_moto()
+    enforce_aws(json.loads(args.behaviours))
     serve(args.host, args.port)
+
+
+def enforce_aws(behaviours: dict[str, Any]) -> None:
+    """Refuse what AWS refuses (ket_infra.sandbox_aws), with BEHAVIOURS instead of the defaults."""
+    from ket_infra import sandbox_aws
+
+    sandbox_aws.STATE.behaviours.update(behaviours)
+    sandbox_aws.hook_moto()
 
 
 # A pause before each response. moto on loopback answers so fast that the
@@ -87,8 +101,10 @@ def serve(host: str, port: int) -> None:
     from werkzeug.serving import run_simple
 
     os.environ.setdefault("MOTO_PORT", str(port))
+    from ket_infra.sandbox_aws import layer
+
     app = DomainDispatcherApplication(create_backend_app)
-    run_simple(host, port, _delayed(app), threaded=True, request_handler=MotoRequestHandler)
+    run_simple(host, port, _delayed(layer(app)), threaded=True, request_handler=MotoRequestHandler)
 
 
 if __name__ == "__main__":

@@ -497,9 +497,10 @@ class Terraform:
             return None
         return Ahead(self)
 
-    def apply(self) -> None:
+    def apply(self) -> PlanSummary:
+        """Apply the saved plan; what it changed."""
         self.progress("terraform apply tfplan")
-        self._watched("apply", PLAN_FILE, label="apply", applying="applying")
+        return self._watched("apply", PLAN_FILE, label="apply", applying="applying")
 
     def plan_destroy(self) -> PlanSummary:
         """Plan the removal of everything in the state, saved for destroy(); what it would remove."""

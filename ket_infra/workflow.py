@@ -340,25 +340,69 @@ def apply(ctx: Context, auto_approve: bool) -> Report:
         tf.check_version()
         tf.init()  # a saved plan carried to another job comes without .terraform/; skipped when in place
     try:
-        tf.apply()
+        applied = tf.apply()
     except TerraformError as exc:
         raise TerraformError(
             f"{exc} -- the apply may have made part of its changes; run ket-infra plan --env {ctx.env.arg} "
             "to see what is left, then apply again (a rerun converges)"
         ) from None
     tf.forget_plan()
+    if applied.has_changes:
+        settle(ctx)
     host_settings(ctx, restore=False)
     foreign_groups(ctx)
-    return proven(ctx)
+    return proven(ctx, settling=applied.has_changes)
 
 
-def proven(ctx: Context) -> Report:
+# EC2 is eventually consistent: a group or rule just created may not show in Describe calls for a while
+# ("if you run a command to modify or describe the resource that you just created, its ID might not have
+# propagated throughout the system", https://docs.aws.amazon.com/ec2/latest/devguide/eventual-consistency.html,
+# which advises describing again with exponential backoff). After an apply that made something, a
+# blocked verdict is judged again (0.5, 1, 2, 4 s later) before it is said.
+SETTLE_DELAYS = (0.5, 1.0, 2.0, 4.0)
+
+
+def settle(ctx: Context) -> None:
+    """Wait (SETTLE_DELAYS) until EC2's Describe calls show every group and rule the apply made: what comes
+    next (detach_groups' proof, the verdict) judges the live state, and would judge it without them."""
+    import time
+
+    from ket_infra import aws
+
+    wanted = json.loads((ctx.work / TFVARS).read_text())
+    groups, rules = len(wanted["groups"]), len(wanted["ingress_rules"]) + len(wanted["egress_rules"])
+    found = ctx.found or aws.discover(ctx.plan, ctx.env)
+    for delay in SETTLE_DELAYS:
+        owned = aws.owned_resources(ctx.env, ctx.rules.cluster, found)
+        if len(owned.groups) >= groups and len(owned.rules) >= rules:
+            return
+        ctx.progress(
+            f"EC2 shows {len(owned.groups)} of {groups} groups and {len(owned.rules)} of {rules} rules the apply made "
+            f"(it is eventually consistent): looking again in {delay:g} s"
+        )
+        time.sleep(delay)
+
+
+def proven(ctx: Context, settling: bool = False) -> Report:
     """Judge what the apply left with verify (a fixed number of read calls): "ready" only when every required
     flow is open. A saved plan made before the cloud changed (a rule removed by hand after plan said "no
-    changes") applies cleanly and leaves the flow blocked: that is said, with the way out."""
+    changes") applies cleanly and leaves the flow blocked: that is said, with the way out.
+
+    SETTLING: the apply has just made or changed something, which EC2 may not show yet: a blocked verdict
+    is judged again, with backoff (SETTLE_DELAYS), before it is said."""
+    import time
+
     from ket_infra.verify import verify
 
     report = verify(ctx.plan, ctx.env, ctx.rules)
+    for delay in SETTLE_DELAYS if settling else ():
+        if report.ok:
+            break
+        ctx.progress(
+            f"not every required flow shows open yet (EC2 is eventually consistent): judging again in {delay:g} s"
+        )
+        time.sleep(delay)
+        report = verify(ctx.plan, ctx.env, ctx.rules)
     if report.ok:
         ctx.progress(f"applied: environment {ctx.env.name} is ready for kismatic install apply")
         return report

@@ -341,9 +341,10 @@ def test_quota_edges_word_for_word(plan_file, extra: int, total: int) -> None:
         with pytest.raises(QuotaError) as info:
             build(plan_file, None, env)
         assert str(info.value) == (
-            f"group worker needs {total} ingress rules, {total - RULE_QUOTA} above the AWS quota of 60 per security "
-            "group; reduce the number of distinct role combinations in the plan (each is a group) or the "
-            "environment's extra rules"
+            f"t.yaml: rules_per_group_quota: group worker needs {total} ingress rules, {total - RULE_QUOTA} above "
+            "the AWS quota of 60 per security group; reduce the number of distinct role combinations in the plan "
+            "(each is a group) or the environment's extra rules, or if the account's quota is raised, set "
+            "rules_per_group_quota to it"
         )
         return
     rs = build(plan_file, None, env)

@@ -14,6 +14,7 @@ from ket_infra.environment import load_environment
 from ket_infra.errors import KetInfraError
 from ket_infra.plan import load_plan
 from ket_infra.sandbox import network_for, pid_file, sandbox_down, sandbox_up
+from ket_infra.sandbox_aws import Behaviours
 from tests.conftest import EXAMPLES, base_plan, free_port, node, sandbox_client
 
 pytest.importorskip("moto.server", reason="moto[server] is not installed")
@@ -37,9 +38,11 @@ class Sandbox:
         self.env_file = root / "envs" / "sandbox.yaml"
         self.lines: list[str] = []
 
-    def up(self, plan: Path, like: str | None = None) -> Path:
+    def up(self, plan: Path, like: str | None = None, behaviours: Behaviours | None = None) -> Path:
         self.lines.clear()
-        return sandbox_up(plan, self.port, self.env_file, self.state_dir, progress=self.lines.append, like=like)
+        return sandbox_up(
+            plan, self.port, self.env_file, self.state_dir, progress=self.lines.append, like=like, behaviours=behaviours
+        )
 
     def ec2(self) -> Any:
         return sandbox_client(self.port)
@@ -122,7 +125,8 @@ def test_up_again_resets_and_reseeds(sandbox: Sandbox, monkeypatch: pytest.Monke
 
 def test_rule_description_from_a_group_source_is_kept(sandbox: Sandbox) -> None:
     """The sandbox_server patch: moto drops the description of a rule whose source is a group."""
-    sandbox.up(ROUTED)
+    # it describes what it has just made: no consistency delay (tests/test_sandbox_aws.py tests that delay)
+    sandbox.up(ROUTED, behaviours=Behaviours(consistency_delay=0))
     ec2 = sandbox.ec2()
     vpc = next(v["VpcId"] for v in ec2.describe_vpcs()["Vpcs"] if not v["IsDefault"])
     target = ec2.create_security_group(GroupName="master", Description="master", VpcId=vpc)["GroupId"]
