@@ -26,7 +26,7 @@ from ket_infra.audit import (
     text_report,
 )
 from ket_infra.aws import DETACHED_TAG, AwsError, Counter, discover
-from ket_infra.detach import Record, apply_detach, reattach
+from ket_infra.detach import Record, _members, apply_detach, reattach, recorded
 from ket_infra.errors import EnvironmentFileError, KetInfraError
 from ket_infra.layout import layout
 from ket_infra.plan import load_plan
@@ -320,6 +320,50 @@ def test_each_report_format_in_full() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("nodes", "unread"),
+    [(0, "no node was read"), (1, "no inbound rule was read on the 2 security group(s) of the 1 nodes")],
+)
+def test_a_report_over_nothing_read_says_not_judged_in_every_format(nodes: int, unread: str) -> None:
+    report = AuditReport(nodes=nodes, rules_checked=0, api_calls=3, groups=2)
+    said = (
+        f"audit lab (cluster c): not judged: {unread} (3 AWS API calls); nothing is clean until something is "
+        "read: are these the cluster's nodes? run ket-infra verify"
+    )
+    assert text_report(report, "lab", "c").splitlines() == [
+        said,
+        "",
+        "NOT JUDGED: no verdict without inbound rules read on the cluster's nodes (exit 3)",
+    ]
+    suite = ET.fromstring(junit_report(report, "lab", "c")).find("testsuite")
+    assert suite is not None and suite.get("failures") == "1" and suite.get("tests") == "4"
+    unjudged = [c for c in suite.iter("testcase") if c.find("failure") is not None]
+    assert [c.get("name") for c in unjudged] == ["something read to judge"]
+    failure = unjudged[0].find("failure")
+    assert failure is not None and failure.get("message") == said and failure.text == said
+
+
+def test_reports_name_up_to_their_limit_of_targets_and_keep_a_table_row_on_one_line() -> None:
+    """Text names five targets, markdown eight, then counts the rest; a reason's newline stays inside its cell."""
+
+    def report(n: int) -> AuditReport:
+        rule = SgRule("sgr-1", "sg-1", False, "tcp", 22, 22, cidr="0.0.0.0/0")
+        why = "open to the internet\nsecond line"
+        return AuditReport([Excess("world", rule, "g", "0.0.0.0/0", [f"n{i}" for i in range(1, n + 1)], why)], 9, 1)
+
+    five = text_report(report(5), "lab", "c")
+    assert "to n1, n2, n3, n4, n5 via" in five and " more via" not in five
+    nine = markdown_report(report(9), "lab", "c")
+    assert "| n1, n2, n3, n4, n5, n6, n7, n8 and 1 more |" in nine
+    assert "| open to the internet second line |" in nine
+
+
+def test_traffic_sets_equal_only_when_they_open_the_same() -> None:
+    assert Open(by={"tcp": [(22, 22)]}) == Open(by={"tcp": [(22, 22)]})
+    assert Open(by={"tcp": [(22, 22)]}) != Open(by={"tcp": [(23, 23)]})
+    assert Open(rest=True) != Open(by={"tcp": [(22, 22)]})
+
+
 # ---------------------------------------------------------------- detach_groups
 
 
@@ -358,6 +402,12 @@ def test_a_proven_group_is_detached_recorded_and_put_back(aws: None, record: Rec
     said.clear()
     apply_detach(plan, replace(env, detach_groups=(gid,)), rules, discover(plan, env), said.append, record=record)
     assert said == [f"detach_groups: {gid} (kismatic-open) already off every node's interface"]
+    # what destroy lists before it asks: each node and the group it gets back (a node outside the plan by its
+    # interface id)
+    assert recorded(env, discover(plan, env), record=record) == {h: [gid] for h in ALL_NODES}
+    smaller = replace(plan, nodes=tuple(n for n in plan.nodes if n.host != "worker03"))
+    by_id = recorded(env, discover(smaller, env), record=record)
+    assert by_id[cloud.enis["worker03"]] == [gid] and "worker03" not in by_id and len(by_id) == 10
     assert reattach(env, discover(plan, env), said.append, record=record) == 10
     assert all(gid in groups_on(cloud, h) and tag_on(cloud, h) is None for h in ALL_NODES)
     assert record.read() == {} and not record.path.exists()
@@ -458,6 +508,100 @@ def test_the_only_path_of_the_load_balancer_is_not_detached(aws: None, record: R
         "master.load_balancer api.cluster.internal:6443 (apiserver-from-lb: tcp 6443 from 0.0.0.0/0 to 2 node(s)); "
         "name it in the environment file (endpoint_cidrs.load_balancer) so ket-infra opens it, or keep the group"
     )
+
+
+def test_a_rule_that_opens_none_of_an_unnamed_dependency_is_no_path_of_it(aws: None, record: Record) -> None:
+    """installer_cidr unset: a foreign group opening other ports, another protocol on the SSH port, or the SSH
+    port to a group whose only member carries another group, is no path of the installer's: it comes off."""
+    cloud, plan, env, rules = named()
+    env = replace(env, installer_cidr=None)
+    other = foreign_group(cloud, "other", [], hosts=[])
+    empty = foreign_group(cloud, "empty", [], hosts=[])
+    subnet = next(iter(cloud.subnets.values()))
+    cloud.ec2.create_network_interface(SubnetId=subnet, Groups=[other], PrivateIpAddress="10.0.1.250")
+    gid = foreign_group(
+        cloud,
+        "kismatic-misc",
+        [
+            {"IpProtocol": "udp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": "10.0.0.0/8"}]},
+            {"IpProtocol": "tcp", "FromPort": 2222, "ToPort": 2222, "IpRanges": [{"CidrIp": "10.0.0.0/8"}]},
+            {"IpProtocol": "tcp", "FromPort": 2222, "ToPort": 2222, "UserIdGroupPairs": [{"GroupId": other}]},
+            {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "UserIdGroupPairs": [{"GroupId": empty}]},
+        ],
+    )
+    apply_detach(plan, replace(env, detach_groups=(gid,)), rules, discover(plan, env), print, record=record)
+    assert all(gid not in groups_on(cloud, h) for h in ALL_NODES)
+
+
+def test_an_unreachable_endpoint_while_reading_a_groups_members_says_what_was_being_read(aws: None) -> None:
+    import boto3
+    from botocore.config import Config
+
+    from tests.conftest import free_port
+
+    _cloud, plan, env, _rules = named()
+    dead = boto3.client(
+        "ec2",
+        region_name="eu-west-1",
+        endpoint_url=f"http://127.0.0.1:{free_port()}",  # nothing listens there
+        config=Config(retries={"max_attempts": 1}, connect_timeout=1),
+    )
+    with pytest.raises(AwsError) as info:
+        _members(env, discover(plan, env), {"sg-0123456789abcdef0"}, dead)
+    assert "reading which interfaces carry the groups to detach" in str(info.value)
+
+
+def test_the_s3_record_is_encrypted_and_an_unreadable_bucket_is_one_line(aws: None, tmp_path: Path) -> None:
+    """The record is stored with server-side encryption, as Terraform's s3 backend stores the state; a bucket
+    that is not there is one line saying which record was being read or written. A local backend keeps the
+    record beside its state file."""
+    import boto3
+
+    from ket_infra.environment import Backend, TerraformConfig
+
+    _cloud, _plan, env, _rules = named()
+    local = Record.of(env, tmp_path)
+    assert local.path == tmp_path / "terraform.tfstate.detached-groups.json"
+    s3 = boto3.client("s3", region_name="us-east-1")
+    s3.create_bucket(Bucket="states")
+    backend = Backend(type="s3", bucket="states", key="ket/t.tfstate", region="us-east-1")
+    record = Record.of(replace(env, terraform=TerraformConfig(backend=backend)), tmp_path)
+    record.write({"eni-1": ("sg-1",)})
+    head = s3.head_object(Bucket="states", Key="ket/t.tfstate.detached-groups.json")
+    assert head["ServerSideEncryption"] == "AES256"
+    assert record.read() == {"eni-1": ("sg-1",)}
+    gone = Record.of(replace(env, terraform=TerraformConfig(backend=replace(backend, bucket="nowhere"))), tmp_path)
+    for act, verb in ((gone.read, "reading"), (lambda: gone.write({"eni-1": ("sg-1",)}), "writing")):
+        with pytest.raises(KetInfraError) as info:
+            act()
+        assert f"{verb} ket-infra's" in str(info.value) and gone.where in str(info.value), str(info.value)
+
+
+def test_the_s3_record_goes_to_the_backends_own_endpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An s3 backend with an endpoint_url (a MinIO, the sandbox) keeps the record there, not in AWS's S3."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    from ket_infra.environment import Backend, TerraformConfig
+    from tests.conftest import free_port
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "y")
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    try:
+        url = f"http://127.0.0.1:{port}"
+        s3 = boto3.client(
+            "s3", region_name="us-east-1", endpoint_url=url, aws_access_key_id="x", aws_secret_access_key="y"
+        )
+        s3.create_bucket(Bucket="states")
+        backend = Backend(type="s3", bucket="states", key="t.tfstate", region="us-east-1", endpoint_url=url)
+        env = replace(env_for(EXAMPLES / "calico-overlay.yaml"), terraform=TerraformConfig(backend=backend))
+        Record.of(env, tmp_path).write({"eni-1": ("sg-1",)})
+        assert [o["Key"] for o in s3.list_objects_v2(Bucket="states")["Contents"]] == ["t.tfstate.detached-groups.json"]
+    finally:
+        server.stop()
 
 
 def test_a_group_another_groups_rule_refers_to_is_not_detached(aws: None, record: Record) -> None:
