@@ -13,8 +13,11 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from contextvars import ContextVar
 from typing import TextIO
 
+# --quiet: a Live made while this is set says nothing (the CLI sets it for one command and resets it after)
+QUIET: ContextVar[bool] = ContextVar("ket_infra_quiet", default=False)
 INTERVAL = 10.0  # seconds between plain lines while nothing else is said
 BAR_WIDTH = 24
 REDRAW = 0.1  # seconds between redraws of the bar
@@ -38,6 +41,7 @@ class Live:
     ) -> None:
         self.what = what  # e.g. "terraform apply"
         self.shown = shown  # a hidden Live keeps count and says nothing until show()
+        self.silent = QUIET.get()  # --quiet: keeps count, says nothing ever
         self.stream = stream if stream is not None else sys.stderr
         self.interval = interval
         self.clock = clock
@@ -111,11 +115,15 @@ class Live:
         return f"{self.done} done, " if self.done else ""
 
     def _line(self, text: str) -> None:
+        if self.silent:
+            return
         self.stream.write(text + "\n")
         self.stream.flush()
         self._said = self.clock()
 
     def _draw(self, force: bool = False) -> None:
+        if self.silent:
+            return
         now = self.clock()
         if not force and now - self._drawn < REDRAW:
             return

@@ -37,6 +37,7 @@ MIN_VERSION = (1, 5)
 PLAN_FILE = "tfplan"
 DESTROY_PLAN = "destroy.tfplan"
 FINGERPRINT = "tfplan.fingerprint"
+INPUT_DIGESTS = "tfplan.inputs.json"  # a digest per file (per key of the YAML files): what made a saved plan stale
 INIT_STAMP = "ket-infra-init.sha256"  # in .terraform/: what the last successful init was run for
 PLUGIN_DIR_VAR = "KET_INFRA_TF_PLUGIN_DIR"
 RULE_TYPES = {
@@ -542,7 +543,7 @@ class Terraform:
 
     def forget_plan(self) -> None:
         """Remove the saved plans (apply's and destroy's) and the fingerprint."""
-        for name in (PLAN_FILE, FINGERPRINT, DESTROY_PLAN):
+        for name in (PLAN_FILE, FINGERPRINT, INPUT_DIGESTS, DESTROY_PLAN):
             (self.work / name).unlink(missing_ok=True)
 
 

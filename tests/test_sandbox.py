@@ -390,6 +390,7 @@ def test_a_port_outside_1_to_65535_is_one_line(tmp_path: Path, command: str, por
     result = run("sandbox", command, *args, "--port", port, cwd=tmp_path)
     assert (result.returncode, result.stdout) == (1, "")
     assert result.stderr == (
-        f"error: Invalid value for '--port': {port} is not in the range 1<=x<=65535. (see ket-infra --help)\n"
+        f"error: Invalid value for '--port': {port} is not in the range 1<=x<=65535. (see ket-infra sandbox {command} "
+        "--help)\n"
     )
     assert list(tmp_path.iterdir()) == []
