@@ -683,13 +683,17 @@ Examples:
     help="Also leave the security groups and instance settings that tool leaves: kismatic-provision's "
     "group open to all traffic from 0.0.0.0/0 (source/dest check off), or kops' masters./nodes. groups.",
 )
-def sandbox_up(plan_file: str, port: int, env_file: str, like: str | None) -> None:
-    """Start the emulator, create a VPC, subnets and one instance per node, write the --env-file."""
+@click.option("--reset", is_flag=True, help="Empty and reseed the sandbox already running on --port.")
+def sandbox_up(plan_file: str, port: int, env_file: str, like: str | None, reset: bool) -> None:
+    """Start the emulator, create a VPC, subnets and one instance per node, write the --env-file.
+
+    A sandbox already running on --port is refused (naming what it was seeded from) unless --reset.
+    """
     from pathlib import Path
 
     from ket_infra.sandbox import sandbox_up as up
 
-    path = up(Path(plan_file), port=port, env_file=Path(env_file), progress=_progress, like=like)
+    path = up(Path(plan_file), port=port, env_file=Path(env_file), progress=_progress, like=like, reset=reset)
     click.echo(f"sandbox ready: use --env {path}")
 
 
@@ -703,7 +707,7 @@ Example:
     "--port", type=click.IntRange(1, 65535), default=5000, show_default=True, help="The port sandbox up was given."
 )
 def sandbox_down(port: int) -> None:
-    """Stop the emulator on PORT."""
+    """Stop the emulator on PORT and remove its pid file and log."""
     from ket_infra.sandbox import sandbox_down as down
 
     click.echo("sandbox stopped" if down(port=port) else f"no sandbox was running on port {port}")

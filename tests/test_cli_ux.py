@@ -195,7 +195,11 @@ def test_quiet_keeps_errors_and_the_final_line(aws: None, tmp_path: Path, monkey
     assert (ran.code, ran.stderr) == (0, "")
     assert ran.stdout == "destroyed: ket-infra's groups and rules for environment t are gone\n"
     ran = ket("rules", "missing.yaml", "--quiet")  # errors stay
-    assert (ran.code, ran.stdout, ran.stderr) == (1, "", "error: missing.yaml: KET plan file not found; check the path\n")
+    assert (ran.code, ran.stdout, ran.stderr) == (
+        1,
+        "",
+        "error: missing.yaml: KET plan file not found; check the path\n",
+    )
 
 
 def test_warnings_are_said_once_and_only_while_they_apply(aws: None, tmp_path: Path, monkeypatch: Any) -> None:
@@ -400,7 +404,7 @@ def test_version_names_ket_infra_terraform_and_the_mirror(tmp_path: Path, monkey
     from ket_infra import __version__
 
     fake = tmp_path / "terraform"
-    fake.write_text("#!/bin/sh\necho '{\"terraform_version\": \"1.9.8\"}'\n")
+    fake.write_text('#!/bin/sh\necho \'{"terraform_version": "1.9.8"}\'\n')
     fake.chmod(0o755)
     monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setenv("KET_INFRA_TF_PLUGIN_DIR", "/srv/mirror")
