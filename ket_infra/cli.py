@@ -127,9 +127,21 @@ def _quiet() -> bool:
 
 
 def _progress(message: str) -> None:
-    """Progress, warnings and notes: stderr for every command and format; nothing of it with --quiet."""
-    if not _quiet():
-        click.echo(message, err=True)
+    """Progress, warnings and notes: stderr for every command and format; nothing of it with --quiet.
+
+    The first line starts the command's heartbeat: a line at least every 10 s until it ends."""
+    if _quiet():
+        return
+    click.echo(message, err=True)
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None:
+        from ket_infra.progress import Heartbeat
+
+        root = ctx.find_root()
+        beat = root.meta.get("heartbeat")
+        if beat is None:
+            beat = root.meta["heartbeat"] = root.with_resource(Heartbeat(lambda line: click.echo(line, err=True)))
+        beat.note(message)
 
 
 def _warn(warning: str) -> None:

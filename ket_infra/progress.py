@@ -23,6 +23,47 @@ BAR_WIDTH = 24
 REDRAW = 0.1  # seconds between redraws of the bar
 
 
+_said = [time.monotonic()]  # when anything was last said on stderr (a Live's line or bar, a progress line)
+
+
+def said() -> None:
+    """Something was just said: a heartbeat waits a full INTERVAL from now."""
+    _said[0] = time.monotonic()
+
+
+class Heartbeat:
+    """A line whenever INTERVAL passes with nothing said, through the whole command (a node lookup, an init,
+    a verify after the apply), not only while Terraform streams: `still working: <what was said last>, N s`."""
+
+    def __init__(self, say: Callable[[str], None], interval: float | None = None) -> None:
+        self.say = say
+        self.interval = INTERVAL if interval is None else interval
+        self.last = ""  # what was said last, to name where the command is
+        self.started = time.monotonic()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
+
+    def note(self, message: str) -> None:
+        self.last = message
+        said()
+
+    def _run(self) -> None:
+        while not self._stop.wait(min(1.0, self.interval / 4)):
+            if time.monotonic() - _said[0] >= self.interval:
+                elapsed = f"{time.monotonic() - self.started:.0f} s"
+                self.say(f"still working: {self.last}, {elapsed}" if self.last else f"still working, {elapsed}")
+                said()
+
+    def __enter__(self) -> Heartbeat:
+        said()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 def wants_colour(stream: TextIO) -> bool:
     return stream.isatty() and not os.environ.get("NO_COLOR")
 
@@ -120,6 +161,7 @@ class Live:
         self.stream.write(text + "\n")
         self.stream.flush()
         self._said = self.clock()
+        said()
 
     def _draw(self, force: bool = False) -> None:
         if self.silent:
@@ -141,4 +183,5 @@ class Live:
         pad = " " * max(0, self._width - visible)
         self.stream.write(f"\r{text}{pad}")
         self.stream.flush()
+        said()
         self._width = visible

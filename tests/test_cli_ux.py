@@ -58,6 +58,7 @@ def ket(*args: str, env: dict[str, str | None] | None = None, stdin: str | None 
 
 FAKE_TERRAFORM = """#!/bin/sh
 case "$1" in
+  init) [ -n "$FAKE_TF_SLOW" ] && sleep "$FAKE_TF_SLOW" ;;
   version) echo '{"terraform_version": "1.11.0", "platform": "linux_amd64"}' ;;
   plan)
     action=create; rc=0
@@ -425,3 +426,21 @@ def test_ket_infra_env_stands_in_for_env_and_chdir_runs_elsewhere(tmp_path: Path
     assert json.loads(ran.stdout)["cluster"] == "test"
     ran = ket("--chdir", str(tmp_path / "nowhere"), "rules", "plan.yaml")
     assert ran.code == 1 and "nowhere: No such file or directory; give an existing folder" in ran.stderr
+
+
+def test_progress_says_something_at_least_every_interval_outside_terraforms_stream_too(
+    aws: None, tmp_path: Path, monkeypatch: Any
+) -> None:
+    """A silent step (here an init that takes a while; a node lookup, a verify after the apply) still gets a
+    line every INTERVAL (10 s; 0.2 s here), naming where the command is."""
+    from ket_infra import progress
+
+    cluster(tmp_path, monkeypatch)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(progress, "INTERVAL", 0.2)
+    monkeypatch.setenv("FAKE_TF_SLOW", "1")
+    ran = ket("plan", "--env", "t")
+    assert ran.code == 0, ran.stderr
+    beats = [ln for ln in ran.stderr.splitlines() if ln.startswith("still working: terraform init in ")]
+    assert len(beats) >= 2, ran.stderr
+    assert not [ln for ln in ran.stdout.splitlines() if ln.startswith("still")]
