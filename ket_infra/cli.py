@@ -387,7 +387,10 @@ def compare(plan_file: str | None, env: str | None, fmt: str) -> None:
     if fmt == "json":
         click.echo(json.dumps(doc, indent=2))
     else:
-        click.echo((cmp.markdown if fmt == "markdown" else cmp.table)(doc), nl=False)
+        import shutil
+
+        text = cmp.markdown(doc) if fmt == "markdown" else cmp.table(doc, shutil.get_terminal_size().columns)
+        click.echo(text, nl=False)
 
 
 ENV_OPTION = click.option(
