@@ -478,9 +478,7 @@ def plan_cmd(env: str, detailed_exitcode: bool, fmt: str) -> None:
     if fmt == "json":
         doc = {
             "environment": ctx.env.name,
-            "changes": [
-                {"action": c.action, "kind": c.kind, "name": c.name, "purpose": c.purpose} for c in summary.changes
-            ],
+            "changes": workflow.change_details(ctx, summary),
             "counts": summary.counts(),
             "imports": [{"address": i.address, "id": i.id, "kind": i.kind} for i in ctx.imports],
             "warnings": list(ctx.rules.warnings),

@@ -523,6 +523,22 @@ class Terraform:
             return []
         return state_addresses(json.loads(out))
 
+    def planned_values(self) -> dict[tuple[str, str], dict[str, Any]]:
+        """(resource type, key) -> {"before", "after"}: each change's attributes, from `terraform show -json` of
+        the saved plan (never its human output); empty when there is none to read."""
+        rc, out = self._run("show", PLAN_FILE, json=True, no_color=True, ok=(0, 1))
+        try:
+            doc = json.loads(out) if rc == 0 and out.strip() else {}
+        except ValueError:
+            return {}
+        values: dict[tuple[str, str], dict[str, Any]] = {}
+        for rc_ in doc.get("resource_changes", []) if isinstance(doc, dict) else []:
+            change = rc_.get("change") if isinstance(rc_, dict) else None
+            if isinstance(change, dict):
+                key = (str(rc_.get("type", "")), str(rc_.get("index", rc_.get("address", ""))))
+                values[key] = {"before": change.get("before"), "after": change.get("after")}
+        return values
+
     # Staleness: apply refuses a plan made from other inputs than today's.
     def fingerprint(self, inputs: list[tuple[str, bytes]]) -> str:
         """One digest of what a saved plan was made from: (name, content) pairs."""

@@ -457,6 +457,55 @@ def proven(ctx: Context) -> Report:
     return report
 
 
+# Terraform's attribute names of a rule, as the JSON contract names them (rules --format json)
+_RULE_ATTRIBUTES = {"ip_protocol": "protocol", "from_port": "from_port", "to_port": "to_port"}
+
+
+def change_details(ctx: Context, summary: PlanSummary) -> list[dict[str, Any]]:
+    """Each change of SUMMARY for `plan --format json`: what it is (a rule's protocol, ports and peer, as
+    `rules --format json` writes them: what the rendered rules want, or for a removal what the state holds)
+    and, for an update, the attributes that change, before and after (from the saved plan)."""
+    from ket_infra.terraform import RULE_TYPES
+
+    wanted = json.loads((ctx.work / TFVARS).read_text())
+    types = {kind: resource for resource, kind in RULE_TYPES.items()}
+    planned = ctx.tf.planned_values() if any(c.action != "create" for c in summary.changes) else {}
+    group_names = {  # a group's id -> its key, for the peer of a removed rule (the state names it by id)
+        str(v.get(side, {}).get("id")): key
+        for (kind, key), v in planned.items()
+        if kind == "aws_security_group"
+        for side in ("before", "after")
+        if isinstance(v.get(side), dict) and v[side].get("id")
+    }
+    out: list[dict[str, Any]] = []
+    for c in summary.changes:
+        doc: dict[str, Any] = {"action": c.action, "kind": c.kind, "name": c.name, "purpose": c.purpose}
+        values = planned.get((types.get(c.kind, ""), c.name), {})
+        if c.kind in ("ingress", "egress"):
+            rule = wanted[f"{c.kind}_rules"].get(c.name)
+            if rule is not None:
+                peer = rule.get("source_group") if c.kind == "ingress" else rule.get("destination_group")
+                doc.update(protocol=rule["protocol"], from_port=rule["from_port"], to_port=rule["to_port"])
+                doc["source" if c.kind == "ingress" else "destination"] = (
+                    {"group": peer} if peer is not None else {"cidr": rule["cidr"]}
+                )
+            elif isinstance(values.get("before"), dict):  # removed: what the state holds
+                before = values["before"]
+                doc.update({name: before.get(attr) for attr, name in _RULE_ATTRIBUTES.items()})
+                peer_id = before.get("referenced_security_group_id")
+                peer_doc = (
+                    {"group": group_names.get(str(peer_id), peer_id)} if peer_id else {"cidr": before.get("cidr_ipv4")}
+                )
+                doc["source" if c.kind == "ingress" else "destination"] = peer_doc
+        if c.action == "update" and isinstance(values.get("before"), dict) and isinstance(values.get("after"), dict):
+            before, after = values["before"], values["after"]
+            keys = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k) and k != "tags_all")
+            doc["before"] = {k: before.get(k) for k in keys}
+            doc["after"] = {k: after.get(k) for k in keys}
+        out.append(doc)
+    return out
+
+
 def foreign_groups(ctx: Context) -> None:
     """Take the environment's detach_groups off the nodes (once proven safe); put back those no longer listed."""
     from ket_infra import aws, detach

@@ -65,10 +65,11 @@ case "$1" in
     for a in "$@"; do
       case "$a" in -out=*) : > "${a#-out=}" ;; -destroy*) action=delete ;; -detailed-exitcode*) rc=2 ;; esac
     done
+    [ -n "$FAKE_TF_CHANGES" ] && { printf '%s\n' "$FAKE_TF_CHANGES"; exit $rc; }
     echo '{"type":"planned_change","change":{"action":"'$action'","resource":{"addr":"x","resource_type":"aws_security_group","resource_key":"worker"}}}'
     exit $rc ;;
   apply) echo '{"type":"apply_start"}'; echo '{"type":"apply_complete"}' ;;
-  show) echo '{"format_version":"1.0"}' ;;
+  show) case "$*" in *tfplan*) printf '%s\n' "${FAKE_TF_SHOW:-null}" ;; *) echo '{"format_version":"1.0"}' ;; esac ;;
 esac
 exit 0
 """
@@ -444,3 +445,61 @@ def test_progress_says_something_at_least_every_interval_outside_terraforms_stre
     beats = [ln for ln in ran.stderr.splitlines() if ln.startswith("still working: terraform init in ")]
     assert len(beats) >= 2, ran.stderr
     assert not [ln for ln in ran.stdout.splitlines() if ln.startswith("still")]
+
+
+def test_plan_json_changes_carry_protocol_ports_peer_and_what_an_update_changes(
+    aws: None, tmp_path: Path, monkeypatch: Any
+) -> None:
+    """A created rule as the rendered rules want it, a removed one as the saved plan's state has it (its peer
+    group named), an update with the attributes it changes, before and after."""
+    cluster(tmp_path, monkeypatch)
+    monkeypatch.chdir(tmp_path)
+    ingress, egress = "aws_vpc_security_group_ingress_rule", "aws_vpc_security_group_egress_rule"
+
+    def change(action: str, kind: str, key: str) -> str:
+        resource = {"addr": f"module.net.{kind}.this[{key!r}]", "resource_type": kind, "resource_key": key}
+        return json.dumps({"type": "planned_change", "change": {"action": action, "resource": resource}})
+
+    monkeypatch.setenv(
+        "FAKE_TF_CHANGES",
+        "\n".join(
+            [
+                change("create", ingress, "master-in-tcp-179-from-worker"),
+                change("update", ingress, "master-in-proto4-from-worker"),
+                change("delete", egress, "worker-out-tcp-9999-to-master"),
+            ]
+        ),
+    )
+    rule = {"ip_protocol": "4", "from_port": -1, "to_port": -1, "referenced_security_group_id": "sg-w"}
+    shown = {
+        "resource_changes": [
+            {"type": "aws_security_group", "index": "master", "change": {"before": {"id": "sg-m"}, "after": {}}},
+            {
+                "type": ingress,
+                "index": "master-in-proto4-from-worker",
+                "change": {"before": {**rule, "description": None}, "after": {**rule, "description": "IP-in-IP"}},
+            },
+            {
+                "type": egress,
+                "index": "worker-out-tcp-9999-to-master",
+                "change": {
+                    "before": {"ip_protocol": "tcp", "from_port": 9999, "to_port": 9999,
+                               "referenced_security_group_id": "sg-m"},
+                    "after": None,
+                },
+            },
+        ]
+    }  # fmt: skip
+    monkeypatch.setenv("FAKE_TF_SHOW", json.dumps(shown))
+    ran = ket("plan", "--env", "t", "--format", "json")
+    assert ran.code == 0, ran.stderr
+    changes = {c["action"]: c for c in json.loads(ran.stdout)["changes"]}
+    created, updated, deleted = changes["create"], changes["update"], changes["delete"]
+    assert {k: created[k] for k in ("protocol", "from_port", "to_port", "source")} == {
+        "protocol": "tcp", "from_port": 179, "to_port": 179, "source": {"group": "worker"}
+    }  # fmt: skip
+    assert updated["protocol"] == "4" and updated["source"] == {"group": "worker"}
+    assert (updated["before"], updated["after"]) == ({"description": None}, {"description": "IP-in-IP"})
+    assert {k: deleted[k] for k in ("action", "protocol", "from_port", "to_port", "destination")} == {
+        "action": "delete", "protocol": "tcp", "from_port": 9999, "to_port": 9999, "destination": {"group": "master"}
+    }  # fmt: skip
