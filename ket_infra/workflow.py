@@ -10,6 +10,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
@@ -125,18 +126,22 @@ def input_digests(inputs: list[tuple[str, bytes]]) -> dict[str, str]:
         elif isinstance(value, list) and value:
             for i, item in enumerate(value):
                 walk(name, f"{at}[{i}]", item)
-        else:
+        elif not _SECRET.search(at):  # a password's digest alone could be guessed back: only the whole file's
             out[f"{name}#{at}"] = hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:16]
 
     for i, (name, content) in enumerate(inputs):
         if i < 2:  # the plan and environment files, as their meaning (canonical JSON) when they had one
             try:
                 walk(name, "", json.loads(content))
+                out[f"{name}#*"] = hashlib.sha256(content).hexdigest()[:16]  # the whole file
                 continue
             except ValueError:
                 pass
         out[name] = hashlib.sha256(content).hexdigest()[:16]
     return out
+
+
+_SECRET = re.compile(r"password|secret|token", re.IGNORECASE)
 
 
 def _what_changed(ctx: Context, now: list[tuple[str, bytes]]) -> str:
@@ -151,6 +156,9 @@ def _what_changed(ctx: Context, now: list[tuple[str, bytes]]) -> str:
     parts: list[str] = []
     for name, label in names.items():
         keys = [k.split("#", 1)[1] for k in changed if k.split("#", 1)[0] == name]
+        if keys == ["*"]:
+            keys = ["a value not shown here"]  # only a secret's key changed
+        keys = [k for k in keys if k != "*"]
         if keys:
             shown = ", ".join(keys[:3]) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
             parts.append(f"{label} ({shown})")

@@ -503,3 +503,13 @@ def test_plan_json_changes_carry_protocol_ports_peer_and_what_an_update_changes(
     assert {k: deleted[k] for k in ("action", "protocol", "from_port", "to_port", "destination")} == {
         "action": "delete", "protocol": "tcp", "from_port": 9999, "to_port": 9999, "destination": {"group": "master"}
     }  # fmt: skip
+
+
+def test_the_digests_a_stale_plan_is_judged_by_hold_no_password_of_its_own() -> None:
+    """A per-key digest of a short password could be guessed back: passwords count only in the whole file's."""
+    from ket_infra.workflow import input_digests
+
+    plan = {"cluster": {"name": "a", "admin_password": "hunter2"}, "add_ons": {"cni": {"options": {"weave": {}}}}}
+    plan["add_ons"]["cni"]["options"]["weave"]["password"] = "s3cr3t"
+    digests = input_digests([("p.yaml", json.dumps(plan).encode()), ("e.yaml", b"{}"), ("main.tf", b"x")])
+    assert set(digests) == {"p.yaml#cluster.name", "p.yaml#*", "e.yaml#", "e.yaml#*", "main.tf"}
