@@ -377,6 +377,10 @@ def test_stale_plan_is_refused_and_secrets_stay_out(sandbox: Sandbox) -> None:
         "kind": "ingress",
         "name": "master-in-proto50-from-worker",
         "purpose": "Weave encrypted fast datapath (IPsec ESP) [weave]",
+        "protocol": "50",  # what it opens, as rules --format json writes it
+        "from_port": None,
+        "to_port": None,
+        "source": {"group": "worker"},
     }
     assert "terraform plan (saved to tfplan)" in planned.stderr  # progress on stderr, JSON alone on stdout
     # the weave password and the AWS secret key appear in no output and no generated file
