@@ -7,6 +7,7 @@ ENV    ?=
 DEMO_PLAN ?= examples/calico-overlay.yaml
 DEMO_PORT ?= 5055
 DEMO_ENV  := environments/sandbox.yaml
+DEMO_CHANGES := .work/demo-plan.txt
 # The machine image's offline provider mirror, when there is one.
 KET_INFRA_TF_PLUGIN_DIR ?= $(wildcard /opt/tf-plugins)
 export KET_INFRA_TF_PLUGIN_DIR
@@ -15,31 +16,35 @@ export KET_INFRA_TF_PLUGIN_DIR
 
 $(BIN)/ket-infra: pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or run make PYTHON=python3"; exit 1; }
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	@echo "installing ket-infra and its tools into $(VENV) (pip's output: $(VENV)/install.log)"
+	@$(PYTHON) -m venv $(VENV)
+	@{ $(BIN)/pip install --quiet --upgrade pip && $(BIN)/pip install --quiet -e '.[dev]'; } >$(VENV)/install.log 2>&1 \
+		|| { tail -n 20 $(VENV)/install.log; echo "error: pip install failed; see $(VENV)/install.log"; exit 1; }
 	@touch $@
 
 demo: $(BIN)/ket-infra
 	@command -v terraform >/dev/null || { echo "error: terraform not found; install Terraform >= 1.5 (https://developer.hashicorp.com/terraform/install)"; exit 1; }
 	@set -e; \
 	trap '$(BIN)/ket-infra sandbox down --port $(DEMO_PORT) >/dev/null 2>&1 || true' EXIT; \
-	echo "== 1. the rules $(DEMO_PLAN) needs"; \
-	$(BIN)/ket-infra rules $(DEMO_PLAN) | head -n 12; echo "   ... (ket-infra rules $(DEMO_PLAN) shows all)"; \
+	echo "== 1. the rules $(DEMO_PLAN) needs (its warnings: at the plan, step 3, for the sandbox's environment)"; \
+	$(BIN)/ket-infra rules $(DEMO_PLAN) --quiet | head -n 12; echo "   ... (ket-infra rules $(DEMO_PLAN) shows all)"; \
 	echo "== 2. sandbox: a local AWS API (moto) with one instance per node"; \
-	$(BIN)/ket-infra sandbox up $(DEMO_PLAN) --port $(DEMO_PORT) --env-file $(DEMO_ENV); \
-	echo "== 3. plan"; \
-	$(BIN)/ket-infra plan --env $(DEMO_ENV) | tail -n 4; \
+	$(BIN)/ket-infra sandbox up $(DEMO_PLAN) --port $(DEMO_PORT) --env-file $(DEMO_ENV) --reset; \
+	echo "== 3. plan (each change with its purpose: $(DEMO_CHANGES))"; \
+	mkdir -p .work; $(BIN)/ket-infra plan --env $(DEMO_ENV) > $(DEMO_CHANGES); \
+	awk '/^ +[-+~<.=\/]+ /{n[$$2 ($$2 ~ /ingress|egress/ ? " rules" : "s")]++} /^(Plan|No changes)/{last=$$0} \
+		END{for (k in n) printf "  %4d %s\n", n[k], k; print last}' $(DEMO_CHANGES); \
 	echo "== 4. apply"; \
 	$(BIN)/ket-infra apply --env $(DEMO_ENV); \
 	echo "== 5. verify: every required flow open between every pair of nodes, judged from AWS's live state"; \
 	$(BIN)/ket-infra verify --env $(DEMO_ENV); \
 	echo "== 6. audit: nothing open beyond the required flows, whoever made the rules"; \
 	$(BIN)/ket-infra audit --env $(DEMO_ENV); \
-	echo "== 7. plan again: nothing left to change"; \
-	$(BIN)/ket-infra plan --env $(DEMO_ENV) --detailed-exitcode | tail -n 1; \
-	echo "== 8. destroy"; \
-	$(BIN)/ket-infra destroy --env $(DEMO_ENV) --auto-approve; \
+	echo "== 7. plan again: nothing left to change (--detailed-exitcode: 0 none, 2 changes)"; \
+	code=0; $(BIN)/ket-infra plan --env $(DEMO_ENV) --detailed-exitcode --quiet || code=$$?; \
+	echo "exit code $$code"; \
+	echo "== 8. destroy (without --quiet it lists each resource first)"; \
+	$(BIN)/ket-infra destroy --env $(DEMO_ENV) --auto-approve --quiet; \
 	echo "== 9. sandbox down"; \
 	$(BIN)/ket-infra sandbox down --port $(DEMO_PORT); \
 	echo "demo complete"

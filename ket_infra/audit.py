@@ -333,6 +333,7 @@ class AuditReport:
     nodes: int = 0
     rules_checked: int = 0
     api_calls: int = 0
+    seconds: float = 0.0  # how long reading and judging took (JUnit's time)
     groups: int = 0  # the security groups on the nodes' interfaces
 
     @property
@@ -697,6 +698,9 @@ def audit(plan: Plan, env: Environment, rules: RuleSet, counter: Counter | None 
     find the excess. Instances at the plan's addresses in another account are not the cluster: refused, as
     plan does."""
     del rules  # the required flows come from the catalog, as verify's do
+    import time
+
+    started = time.monotonic()
     counter = counter or Counter()
     check_account(env, client(env, "sts", counter))
     ec2 = client(env, "ec2", counter)
@@ -711,6 +715,7 @@ def audit(plan: Plan, env: Environment, rules: RuleSet, counter: Counter | None 
     report = evaluate(plan, env, discovery, state, sg_rules, members, subnets, others)
     report.groups = len(group_ids)
     report.api_calls = counter.total
+    report.seconds = time.monotonic() - started
     return report
 
 
@@ -829,8 +834,12 @@ def junit_report(report: AuditReport, env_name: str, cluster: str) -> str:
         ("aws_api_calls", report.api_calls),
     ):
         ET.SubElement(props, "property", name=key, value=str(value))
+    from ket_infra.verify import junit_time
+
+    share = junit_time(report.seconds, len(cases))
+    suite.set("time", f"{report.seconds:.3f}")
     for classname, name, message, detail in cases:
-        case = ET.SubElement(suite, "testcase", classname=classname, name=name)
+        case = ET.SubElement(suite, "testcase", classname=classname, name=name, time=share)
         if message is not None:
             ET.SubElement(case, "failure", type="excess", message=message).text = detail
     ET.indent(root)

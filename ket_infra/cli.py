@@ -24,7 +24,16 @@ EXIT_BLOCKED = 3
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it; 128 + the signal for SIGTERM (143) and SIGHUP (129)
 
 
+# The commands in the order of the job (what to open, then the pipeline, then the tools around it).
+ORDER = ("rules", "compare", "plan", "apply", "verify", "audit", "destroy", "render", "sandbox", "version")
+
+
 class _Cli(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        """--help lists the commands in workflow order; any not named in ORDER after them."""
+        names = list(self.commands)
+        return sorted(names, key=lambda n: (ORDER.index(n) if n in ORDER else len(ORDER), n))
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
@@ -46,14 +55,67 @@ class _Cli(click.Group):
             ctx.exit(EXIT_ERROR)
 
 
-@click.group(cls=_Cli, context_settings={"help_option_names": ["-h", "--help"]})
+def _remember(key: str) -> Any:
+    def remember(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
+        if value and not ctx.meta.get(key):
+            ctx.meta[key] = True  # meta is shared by the whole command line's contexts
+            if key == "quiet":  # Terraform's live progress too, for this command only
+                from ket_infra.progress import QUIET
+
+                token = QUIET.set(True)
+                ctx.find_root().call_on_close(lambda: QUIET.reset(token))
+        return value
+
+    return remember
+
+
+def _chdir(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    """-C DIR: run as if started in DIR (as terraform -chdir): paths, environments/ and .work/ are DIR's."""
+    import os
+
+    if value is not None:
+        try:
+            os.chdir(value)
+        except OSError as exc:
+            raise click.BadParameter(f"{value}: {exc.strerror}; give an existing folder") from None
+    return value
+
+
+@click.group(
+    cls=_Cli,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    epilog="""\b
+Examples:
+  ket-infra rules kismatic-cluster.yaml        # the rules a plan needs, offline
+  ket-infra plan --env staging                 # then apply, verify, audit (KET_INFRA_ENV=staging does for --env)""",
+)
 @click.version_option(__version__, prog_name="ket-infra")
-@click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
+@click.option("--debug", is_flag=True, callback=_remember("debug"), help="Show tracebacks for errors.")
+@click.option(
+    "-q",
+    "--quiet",
+    is_flag=True,
+    expose_value=False,
+    callback=_remember("quiet"),
+    help="Errors and the final line only: no progress, warnings or notes on stderr; text reports cut to their "
+    "verdict (machine formats stay whole).",
+)
+@click.option(
+    "-C",
+    "--chdir",
+    metavar="DIR",
+    expose_value=False,
+    is_eager=True,
+    callback=_chdir,
+    help="Run as if started in DIR (as terraform -chdir).",
+)
 def cli(debug: bool) -> None:
     """Least-privilege cloud network rules for a KET cluster's CNI.
 
     Reads a KET plan file, works out the exact flows the cluster and its CNI
-    need, and shows them (rules) or applies them with Terraform.
+    need, shows them (rules), applies them with Terraform (plan, apply) and
+    checks the live cloud (verify, audit). Data goes to stdout; progress,
+    warnings and notes to stderr.
     """
 
 
@@ -69,14 +131,103 @@ def complete_env(_ctx: click.Context, _param: click.Parameter, incomplete: str) 
     return [CompletionItem(n) for n in names if n.startswith(incomplete)]
 
 
-@cli.command()
-@click.argument("plan_file", type=click.Path(dir_okay=False))
+def _quiet() -> bool:
+    ctx = click.get_current_context(silent=True)
+    return bool(ctx is not None and ctx.meta.get("quiet"))
+
+
+def _progress(message: str) -> None:
+    """Progress, warnings and notes: stderr for every command and format; nothing of it with --quiet.
+
+    The first line starts the command's heartbeat: a line at least every 10 s until it ends."""
+    if _quiet():
+        return
+    click.echo(message, err=True)
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None:
+        from ket_infra.progress import Heartbeat
+
+        root = ctx.find_root()
+        beat = root.meta.get("heartbeat")
+        if beat is None:
+            beat = root.meta["heartbeat"] = root.with_resource(Heartbeat(lambda line: click.echo(line, err=True)))
+        beat.note(message)
+
+
+def _warn(warning: str) -> None:
+    from ket_infra.layout import Warn
+
+    _progress(f"warning: {warning.shown() if isinstance(warning, Warn) else warning}")
+
+
+def _warnings(rules: Any, env: Any, full: bool = True) -> None:
+    """The layout's warnings on stderr: each in full (FULL), else one note naming their ids (a command after
+    plan, which said them); the ones the environment file acknowledges, as acknowledged."""
+    from ket_infra.layout import warning_id
+
+    if full:
+        for warning in rules.warnings:
+            _warn(warning)
+    elif rules.warnings:
+        ids = ", ".join(dict.fromkeys(warning_id(w) for w in rules.warnings))
+        _progress(f"note: {len(rules.warnings)} warning(s) apply ({ids}); ket-infra rules --env {env.arg} says them")
+    _acknowledged(rules, env)
+
+
+def _acknowledged(rules: Any, env: Any) -> None:
+    from ket_infra.layout import warning_id
+
+    if rules.acknowledged:
+        ids = ", ".join(dict.fromkeys(warning_id(w) for w in rules.acknowledged))
+        _progress(f"note: {len(rules.acknowledged)} warning(s) acknowledged in {env.path}: {ids}")
+
+
+def _last_line(text: str) -> str:
+    """A text report's final line (its verdict), as --quiet prints it."""
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    return (lines[-1] + "\n") if lines else ""
+
+
+def _report(text: str) -> None:
+    """A text report on stdout; with --quiet, its final line."""
+    click.echo(_last_line(text) if _quiet() else text, nl=False)
+
+
+class _Result:
+    """A command's result lines (the plan's changes, apply's verdict) for stdout; with --quiet only the last,
+    printed by done() once the command has succeeded."""
+
+    def __init__(self) -> None:
+        self.last: str | None = None
+
+    def __call__(self, line: str) -> None:
+        self.last = line
+        if not _quiet():
+            click.echo(line)
+
+    def done(self) -> None:
+        if _quiet() and self.last is not None:
+            click.echo(self.last)
+
+
+ENV_VAR = "KET_INFRA_ENV"  # stands in for --env
+
+
+@cli.command(
+    epilog="""\b
+Examples:
+  ket-infra rules kismatic-cluster.yaml --format markdown > RULES.md
+  ket-infra rules --env staging              # the plan file staging's plan_file names, with its CIDRs"""
+)
+@click.argument("plan_file", type=click.Path(dir_okay=False), required=False)
 @click.option(
     "--env",
     "env",
     metavar="ENV",
+    envvar=ENV_VAR,
     shell_complete=complete_env,
-    help="Environment name (environments/ENV.yaml) or file path.",
+    help="Environment name (environments/ENV.yaml) or file path; its CIDRs apply, and its plan_file is the "
+    "plan when PLAN_FILE is not given. [env var: KET_INFRA_ENV]",
 )
 @click.option(
     "--format",
@@ -99,36 +250,68 @@ def complete_env(_ctx: click.Context, _param: click.Parameter, incomplete: str) 
     metavar="HOST",
     help="With --format nftables: only HOST's firewall, a file for `nft -f` on that host.",
 )
-def rules(plan_file: str, env: str | None, fmt: str, audit_file: str | None, node: str | None) -> None:
+def rules(plan_file: str | None, env: str | None, fmt: str, audit_file: str | None, node: str | None) -> None:
     """Offline: the security groups and rules PLAN_FILE needs.
 
     With --env, the environment file's installer_cidr, ingress_cidrs,
-    api_cidrs, egress_cidrs, gluster_brick_ports, extra_rules and preflight
-    apply. --format nftables writes each group's rules as a host firewall
-    with security-group semantics (default drop both ways, stateful, group
+    api_cidrs, egress_cidrs, gluster_brick_ports, extra_rules, preflight and
+    acknowledge apply, and PLAN_FILE may be left out (its plan_file is read).
+    Warnings go to stderr, each ending in the id that acknowledge takes.
+    --format nftables writes each group's rules as a host firewall with
+    security-group semantics (default drop both ways, stateful, group
     references as address sets): one file per group, or --node HOST's.
     """
-    from ket_infra.environment import load_environment
     from ket_infra.layout import layout
-    from ket_infra.plan import load_plan
     from ket_infra.report import render
 
     if audit_file is not None and fmt != "mermaid":
         raise KetInfraError(f"--audit {audit_file} marks a diagram: add --format mermaid")
     if node is not None and fmt != "nftables":
         raise KetInfraError(f"--node {node} picks one host's firewall: add --format nftables")
-    environment = load_environment(env) if env else None
-    plan = load_plan(plan_file)
+    plan, environment = _plan_and_env(plan_file, env)
     rs = layout(plan, environment)
     if fmt == "nftables":
-        from ket_infra import nftables
+        from ket_infra.lab import nftables
 
         if node is not None and node not in {n.host for n in plan.nodes}:
             hosts = ", ".join(n.host for n in plan.nodes)
-            raise KetInfraError(f"{plan_file}: --node {node} is no node of the plan; use one of {hosts}")
+            raise KetInfraError(f"{plan.path}: --node {node} is no node of the plan; use one of {hosts}")
+        _warnings(rs, environment)
         click.echo(nftables.render(rs, plan, node), nl=False)
         return
-    click.echo(render(rs, fmt, _audit_json(audit_file) if audit_file else None), nl=False)
+    audit = _audit_json(audit_file) if audit_file else None  # every input read before anything is said
+    _warnings(rs, environment)
+    click.echo(render(rs, fmt, audit), nl=False)
+
+
+def _plan_and_env(plan_file: str | None, env: str | None) -> tuple[Any, Any]:
+    """The plan PLAN_FILE names (else the environment's plan_file) and the environment ENV names (or None).
+
+    A PLAN_FILE that is not the environment's plan would mix two clusters' rules: refused, naming both."""
+    from pathlib import Path
+
+    from ket_infra.environment import load_environment
+    from ket_infra.plan import load_plan
+
+    environment = load_environment(env) if env else None
+    if plan_file is None:
+        if environment is None:
+            raise click.UsageError(f"give PLAN_FILE, or --env ENV whose plan_file names it (or set {ENV_VAR})")
+        return load_plan(environment.plan_file), environment
+    if environment is not None and Path(plan_file).resolve() != environment.plan_file:
+        given = "" if _env_from_option() else f" (from {ENV_VAR})"
+        raise KetInfraError(
+            f"{plan_file} is not the plan of environment {environment.name}{given}: {environment.path}: plan_file "
+            f"names {environment.plan_file}; drop PLAN_FILE to use that plan, or pass the environment of {plan_file}"
+        )
+    return load_plan(plan_file), environment
+
+
+def _env_from_option() -> bool:
+    """Whether --env was given on the command line (not taken from KET_INFRA_ENV)."""
+    from click.core import ParameterSource
+
+    return click.get_current_context().get_parameter_source("env") != ParameterSource.ENVIRONMENT
 
 
 def _audit_json(path: str) -> dict[str, Any]:
@@ -185,14 +368,21 @@ def _audit_json(path: str) -> dict[str, Any]:
     return doc
 
 
-@cli.command()
-@click.argument("plan_file", type=click.Path(dir_okay=False))
+@cli.command(
+    epilog="""\b
+Examples:
+  ket-infra compare kismatic-cluster.yaml
+  ket-infra compare --env staging --format markdown   # staging's plan; Calico routed judged from its subnets"""
+)
+@click.argument("plan_file", type=click.Path(dir_okay=False), required=False)
 @click.option(
     "--env",
     "env",
     metavar="ENV",
+    envvar=ENV_VAR,
     shell_complete=complete_env,
-    help="Judge from the subnets AWS puts the nodes in (read-only), and apply the environment's CIDRs.",
+    help="Judge from the subnets AWS puts the nodes in (read-only), and apply the environment's CIDRs; its "
+    "plan_file is the plan when PLAN_FILE is not given. [env var: KET_INFRA_ENV]",
 )
 @click.option(
     "--format",
@@ -200,8 +390,9 @@ def _audit_json(path: str) -> dict[str, Any]:
     type=click.Choice(["table", "json", "markdown"]),
     default="table",
     show_default=True,
+    help="table for a terminal (one block per CNI), json for tools, markdown for a pull request.",
 )
-def compare(plan_file: str, env: str | None, fmt: str) -> None:
+def compare(plan_file: str | None, env: str | None, fmt: str) -> None:
     """Every CNI KET supports, side by side, for PLAN_FILE's nodes.
 
     Calico overlay, Calico routed, Weave, Weave encrypted and Contiv: KET's
@@ -213,16 +404,13 @@ def compare(plan_file: str, env: str | None, fmt: str) -> None:
     import json
 
     from ket_infra import compare as cmp
-    from ket_infra.environment import load_environment
-    from ket_infra.plan import load_plan
 
-    plan = load_plan(plan_file)
-    environment = load_environment(env) if env else None
+    plan, environment = _plan_and_env(plan_file, env)
     subnets: dict[str, list[str]] | None = None
     if environment is not None:
         from ket_infra.aws import discover
 
-        click.echo(f"finding {len(plan.nodes)} node(s) in {environment.aws.region}", err=True)
+        _progress(f"finding {len(plan.nodes)} node(s) in {environment.aws.region}")
         subnets = {}
         for n in discover(plan, environment).nodes:
             subnets.setdefault(n.subnet_id, []).append(n.host)
@@ -230,7 +418,10 @@ def compare(plan_file: str, env: str | None, fmt: str) -> None:
     if fmt == "json":
         click.echo(json.dumps(doc, indent=2))
     else:
-        click.echo((cmp.markdown if fmt == "markdown" else cmp.table)(doc), nl=False)
+        import shutil
+
+        text = cmp.markdown(doc) if fmt == "markdown" else cmp.table(doc, shutil.get_terminal_size().columns)
+        click.echo(text, nl=False)
 
 
 ENV_OPTION = click.option(
@@ -238,70 +429,111 @@ ENV_OPTION = click.option(
     "env",
     required=True,
     metavar="ENV",
+    envvar=ENV_VAR,
     shell_complete=complete_env,
-    help="Environment name (environments/ENV.yaml) or file path.",
+    help="Environment name (environments/ENV.yaml) or file path. [env var: KET_INFRA_ENV]",
 )
 
 
-def _progress(message: str) -> None:
-    click.echo(message, err=True)
+def _context(env: str, lock: bool = False, warnings: str = "full") -> Any:
+    """The workflow context for ENV, progress on stderr, results on stdout (see _Result).
 
-
-def _context(env: str, progress: Any, lock: bool = False) -> Any:
-    """The workflow context for ENV, its layout warnings printed on stderr (as `rules` shows them).
-
-    LOCK: the command works on the work folder, which it then holds until it ends.
+    WARNINGS: "full" says each layout warning once the nodes are found (those that still apply then);
+    "note" (commands after a plan) one line naming them. LOCK: the command works on the work folder,
+    which it then holds until it ends.
     """
     from ket_infra import workflow
 
-    ctx = workflow.context(env, progress)
-    for warning in ctx.rules.warnings:
-        click.echo(f"warning: {warning}", err=True)
+    ctx = workflow.context(env, _progress)
+    ctx.output = _Result()
+    if warnings == "full":
+        ctx.warn = _warn
+        _acknowledged(ctx.rules, ctx.env)  # now; the warnings once the nodes are found
+    else:
+        _warnings(ctx.rules, ctx.env, full=False)
     if lock:
         click.get_current_context().with_resource(workflow.work_lock(ctx))
     return ctx
 
 
-@cli.command("render")
+@cli.command(
+    "render",
+    short_help="Only write the Terraform root module for ENV.",
+    epilog="""\b
+Example:
+  ket-infra render --env staging && terraform -chdir=.work/staging plan""",
+)
 @ENV_OPTION
 def render_cmd(env: str) -> None:
     """Write the Terraform root module for ENV (finds the nodes in AWS)."""
     from ket_infra import workflow
 
-    ctx = _context(env, _progress, lock=True)
+    ctx = _context(env, lock=True)
     workflow.discover_and_render(ctx)
 
 
-@cli.command("plan")
+@cli.command(
+    "plan",
+    short_help="Find the nodes, render, plan with Terraform (saved).",
+    epilog="""\b
+Examples:
+  ket-infra plan --env staging
+  ket-infra plan --env staging --detailed-exitcode --format json > plan.json   # exit 2: changes""",
+)
 @ENV_OPTION
 @click.option("--detailed-exitcode", is_flag=True, help="Exit 2 when there are changes, 0 when none.")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="text: each change with its purpose and the Plan: line; json: the changes for tools.",
+)
 def plan_cmd(env: str, detailed_exitcode: bool, fmt: str) -> None:
-    """Discover the nodes, render, terraform init and plan (saved for apply)."""
+    """Discover the nodes, render, terraform init and plan (saved for apply).
+
+    The changes go to stdout; progress and warnings to stderr.
+    """
     import json
 
     from ket_infra import workflow
+    from ket_infra.report import acknowledged_json
 
-    ctx = _context(env, _progress if fmt == "json" else click.echo, lock=True)
+    ctx = _context(env, lock=True)
+    if fmt == "json":
+        ctx.output = lambda _line: None  # the changes are in the document
     summary = workflow.plan(ctx)
+    if isinstance(ctx.output, _Result):
+        ctx.output.done()
     if fmt == "json":
         doc = {
             "environment": ctx.env.name,
-            "changes": [
-                {"action": c.action, "kind": c.kind, "name": c.name, "purpose": c.purpose} for c in summary.changes
-            ],
+            "changes": workflow.change_details(ctx, summary),
             "counts": summary.counts(),
             "imports": [{"address": i.address, "id": i.id, "kind": i.kind} for i in ctx.imports],
             "warnings": list(ctx.rules.warnings),
+            "acknowledged": acknowledged_json(ctx.rules),
         }
         click.echo(json.dumps(doc, indent=2))
     if detailed_exitcode and summary.has_changes:
         sys.exit(EXIT_CHANGES)
 
 
-@cli.command("apply")
+@cli.command(
+    "apply",
+    short_help="Apply the saved plan, then judge it as verify does.",
+    epilog="""\b
+Examples:
+  ket-infra apply --env staging                  # the plan ket-infra plan saved
+  ket-infra apply --env staging --auto-approve --verify   # plan and apply in one step, then verify's report""",
+)
 @ENV_OPTION
-@click.option("--auto-approve", is_flag=True, help="Plan and apply in one step (for pipelines).")
+@click.option(
+    "--auto-approve",
+    is_flag=True,
+    help="Plan and apply in one step, no saved plan needed (unlike terraform's, which only skips the question).",
+)
 @click.option("--verify", "then_verify", is_flag=True, help="Print verify's full report of what was applied.")
 def apply_cmd(env: str, auto_approve: bool, then_verify: bool) -> None:
     """Apply the saved plan (a stale one is refused), then the host settings.
@@ -312,15 +544,23 @@ def apply_cmd(env: str, auto_approve: bool, then_verify: bool) -> None:
     """
     from ket_infra import workflow
 
-    ctx = _context(env, click.echo, lock=True)
+    ctx = _context(env, lock=True, warnings="full" if auto_approve else "note")
     report = workflow.apply(ctx, auto_approve)
+    ctx.output.done()
     if then_verify:
         _verify(ctx, "text", report)  # the full report of what apply judged
     elif not report.ok:
         sys.exit(EXIT_BLOCKED)
 
 
-@cli.command("verify")
+@cli.command(
+    "verify",
+    short_help="Live check: every required flow open between every node pair.",
+    epilog="""\b
+Examples:
+  ket-infra verify --env staging
+  ket-infra verify --env staging --format junit > verify.xml   # a CI test report""",
+)
 @ENV_OPTION
 @click.option(
     "--format",
@@ -336,29 +576,41 @@ def verify_cmd(env: str, fmt: str) -> None:
     Reads AWS only (never changes anything). Exit 0 when all is open, 3 when
     a flow is blocked or a host setting is wrong, 1 on errors.
     """
-    _verify(_context(env, _progress), fmt)
+    _verify(_context(env, warnings="note"), fmt)
 
 
 def _verify(ctx: Any, fmt: str, report: Any = None) -> None:
     """Print verify's REPORT (read now when not given) in FMT; exit 3 when it is not ok."""
     import json
 
+    from ket_infra.report import acknowledged_json
     from ket_infra.verify import junit_report, node_checks, text_report, verify
 
     report = report if report is not None else verify(ctx.plan, ctx.env, ctx.rules)
     on_nodes = node_checks(report, ctx.plan)
     if fmt == "json":
-        doc = {**report.as_json(), "warnings": list(ctx.rules.warnings), "node_checks": on_nodes}
+        doc = {
+            **report.as_json(),
+            "warnings": list(ctx.rules.warnings),
+            "acknowledged": acknowledged_json(ctx.rules),
+            "node_checks": on_nodes,
+        }
         click.echo(json.dumps(doc, indent=2))
     elif fmt == "junit":
         click.echo(junit_report(report, ctx.env.name, ctx.rules.cluster, ctx.rules.warnings), nl=False)
     else:
-        click.echo(text_report(report, ctx.env.name, ctx.rules.cluster, on_nodes), nl=False)
+        _report(text_report(report, ctx.env.name, ctx.rules.cluster, on_nodes))
     if not report.ok:
         sys.exit(EXIT_BLOCKED)
 
 
-@cli.command("audit")
+@cli.command(
+    "audit",
+    epilog="""\b
+Examples:
+  ket-infra audit --env staging
+  ket-infra audit --env staging --format markdown > AUDIT.md   # for a security review""",
+)
 @ENV_OPTION
 @click.option(
     "--format",
@@ -381,22 +633,31 @@ def audit_cmd(env: str, fmt: str) -> None:
     import json
 
     from ket_infra.audit import audit, junit_report, markdown_report, text_report
+    from ket_infra.report import acknowledged_json
 
-    ctx = _context(env, _progress)
+    ctx = _context(env, warnings="note")
     report = audit(ctx.plan, ctx.env, ctx.rules)
     if fmt == "json":
-        click.echo(json.dumps(report.as_json(), indent=2))
+        doc = {**report.as_json(), "warnings": list(ctx.rules.warnings), "acknowledged": acknowledged_json(ctx.rules)}
+        click.echo(json.dumps(doc, indent=2))
     elif fmt == "junit":
         click.echo(junit_report(report, ctx.env.name, ctx.rules.cluster), nl=False)
     elif fmt == "markdown":
         click.echo(markdown_report(report, ctx.env.name, ctx.rules.cluster), nl=False)
     else:
-        click.echo(text_report(report, ctx.env.name, ctx.rules.cluster), nl=False)
+        _report(text_report(report, ctx.env.name, ctx.rules.cluster))
     if not report.ok:
         sys.exit(EXIT_BLOCKED)
 
 
-@cli.command("destroy")
+@cli.command(
+    "destroy",
+    short_help="Remove what ket-infra created for ENV (asks first).",
+    epilog="""\b
+Examples:
+  ket-infra destroy --env staging                 # lists what goes, asks for yes
+  ket-infra destroy --env staging --auto-approve  # in a pipeline""",
+)
 @ENV_OPTION
 @click.option("--auto-approve", is_flag=True, help="Do not ask; needed where there is no terminal (pipelines).")
 def destroy_cmd(env: str, auto_approve: bool) -> None:
@@ -415,10 +676,13 @@ def destroy_cmd(env: str, auto_approve: bool) -> None:
             f"run ket-infra destroy --env {shlex.quote(env)} --auto-approve"
         )
 
-    ctx = workflow.context(env, click.echo, strict=False)
+    ctx = workflow.context(env, _progress, strict=False)
+    ctx.output = result = _Result()
     click.get_current_context().with_resource(workflow.work_lock(ctx))
 
     def approve(listing: list[str]) -> bool:
+        if auto_approve and _quiet():
+            return True
         click.echo(f"ket-infra will destroy for environment {ctx.env.name}:")
         for line in listing:
             click.echo(line)
@@ -428,17 +692,34 @@ def destroy_cmd(env: str, auto_approve: bool) -> None:
         return bool(answer.strip() == "yes")
 
     workflow.destroy(ctx, approve)
+    result.done()
 
 
-@cli.group()
+@cli.group(
+    epilog="""\b
+Example:
+  ket-infra sandbox up examples/calico-overlay.yaml --port 5055 && ket-infra plan --env sandbox""",
+)
 def sandbox() -> None:
     """A local AWS API emulator (moto server) seeded from a plan file."""
 
 
-@sandbox.command("up")
+@sandbox.command(
+    "up",
+    epilog="""\b
+Examples:
+  ket-infra sandbox up examples/calico-overlay.yaml             # then: ket-infra plan --env sandbox
+  ket-infra sandbox up plan.yaml --port 5055 --env-file environments/demo.yaml""",
+)
 @click.argument("plan_file", type=click.Path(dir_okay=False))
 @click.option("--port", type=click.IntRange(1, 65535), default=5000, show_default=True, help="Port on 127.0.0.1.")
-@click.option("--env-file", type=click.Path(dir_okay=False), default="environments/sandbox.yaml", show_default=True)
+@click.option(
+    "--env-file",
+    type=click.Path(dir_okay=False),
+    default="environments/sandbox.yaml",
+    show_default=True,
+    help="The environment file to write, pointing at the sandbox (pass it as --env).",
+)
 @click.option(
     "--like",
     type=click.Choice(["kismatic-provision", "kops"]),
@@ -470,6 +751,7 @@ def sandbox() -> None:
     help="Inbound (and outbound) rules per security group; above 60 emulates a raised quota, and the "
     "environment file gets rules_per_group_quota.",
 )
+@click.option("--reset", is_flag=True, help="Empty and reseed the sandbox already running on --port.")
 def sandbox_up(
     plan_file: str,
     port: int,
@@ -478,9 +760,11 @@ def sandbox_up(
     consistency_delay: float,
     throttle: str,
     rules_quota: int,
+    reset: bool,
 ) -> None:
-    """Start the emulator, create a VPC, subnets and one instance per node, write ENV_FILE.
+    """Start the emulator, create a VPC, subnets and one instance per node, write the --env-file.
 
+    A sandbox already running on --port is refused (naming what it was seeded from) unless --reset.
     The emulator refuses what AWS refuses: 5 security groups per interface, the rules quota per
     group, names, descriptions and tags EC2 does not allow, over 200 filter values per call,
     MaxResults out of range, deleting a group something depends on, a duplicate rule; new groups
@@ -497,15 +781,28 @@ def sandbox_up(
         raise click.BadParameter(f"{throttle!r} is not BUCKET/RATE, such as 100/20", param_hint="--throttle")
     behaviours = Behaviours(consistency_delay, int(rate.group(1)), float(rate.group(2)), rules_quota)
     path = up(
-        Path(plan_file), port=port, env_file=Path(env_file), progress=click.echo, like=like, behaviours=behaviours
+        Path(plan_file),
+        port=port,
+        env_file=Path(env_file),
+        progress=_progress,
+        like=like,
+        behaviours=behaviours,
+        reset=reset,
     )
     click.echo(f"sandbox ready: use --env {path}")
 
 
-@sandbox.command("down")
-@click.option("--port", type=click.IntRange(1, 65535), default=5000, show_default=True)
+@sandbox.command(
+    "down",
+    epilog="""\b
+Example:
+  ket-infra sandbox down --port 5055""",
+)
+@click.option(
+    "--port", type=click.IntRange(1, 65535), default=5000, show_default=True, help="The port sandbox up was given."
+)
 def sandbox_down(port: int) -> None:
-    """Stop the emulator on PORT."""
+    """Stop the emulator on PORT and remove its pid file and log."""
     from ket_infra.sandbox import sandbox_down as down
 
     click.echo("sandbox stopped" if down(port=port) else f"no sandbox was running on port {port}")
@@ -613,23 +910,65 @@ def _lab_cleanup(state: Any) -> Iterator[None]:
         raise
 
 
-def _remember_debug(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
-    if value:
-        ctx.meta["debug"] = True  # meta is shared by the whole command line's contexts
-    return value
+@cli.command(
+    "version",
+    short_help="ket-infra, Terraform and provider-mirror versions.",
+    epilog="""\b
+Examples:
+  ket-infra version
+  ket-infra version --env staging   # the binary and mirror staging's terraform: section names""",
+)
+@click.option(
+    "--env",
+    "env",
+    metavar="ENV",
+    envvar=ENV_VAR,
+    shell_complete=complete_env,
+    help="Report the Terraform binary and provider mirror this environment would use. [env var: KET_INFRA_ENV]",
+)
+def version_cmd(env: str | None) -> None:
+    """ket-infra's version, the Terraform it would run (binary, version) and the provider mirror."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from ket_infra.environment import AwsConfig, Environment, load_environment
+    from ket_infra.terraform import Terraform, TerraformError
+
+    click.echo(f"ket-infra {__version__}")
+    environment = (
+        load_environment(env)
+        if env
+        else Environment("version", "(no environment file)", Path("."), AwsConfig("us-east-1"))
+    )
+    with tempfile.TemporaryDirectory() as work:
+        tf = Terraform(environment, Path(work), _progress)
+        try:
+            version = tf.check_version()
+        except TerraformError as exc:
+            version = f"not usable: {exc}"
+    click.echo(f"terraform: {shutil.which(tf.binary) or tf.binary} {version}")
+    click.echo(f"provider mirror: {tf.plugin_dir() or 'none (terraform init downloads the provider)'}")
 
 
-# --debug is taken after the subcommand too (`ket-infra plan --env x --debug`).
+# --debug and --quiet are taken after the subcommand too (`ket-infra plan --env x --debug`).
 for _command in [*cli.commands.values(), *sandbox.commands.values(), *lab.commands.values()]:
-    _command.params.append(
+    _command.params += [
         click.Option(
             ["--debug"],
             is_flag=True,
             expose_value=False,
-            callback=_remember_debug,
+            callback=_remember("debug"),
             help="Show tracebacks for errors.",
-        )
-    )
+        ),
+        click.Option(
+            ["-q", "--quiet"],
+            is_flag=True,
+            expose_value=False,
+            callback=_remember("quiet"),
+            help="Errors and the final line only (see ket-infra --help).",
+        ),
+    ]
 
 
 def _stop(signum: int, _frame: object) -> None:
@@ -665,7 +1004,8 @@ def main() -> None:
         click.echo("error: interrupted; run the same command again, it converges", err=True)
         sys.exit(EXIT_INTERRUPTED)
     except click.ClickException as exc:
-        hint = " (see ket-infra --help)" if isinstance(exc, click.UsageError) else ""
+        where = exc.ctx.command_path if isinstance(exc, click.UsageError) and exc.ctx is not None else "ket-infra"
+        hint = f" (see {where} --help)" if isinstance(exc, click.UsageError) else ""
         click.echo(f"error: {exc.format_message()}{hint}", err=True)
         sys.exit(EXIT_ERROR)
     except OSError as exc:

@@ -200,17 +200,34 @@ def _notes(doc: dict[str, Any]) -> list[tuple[str, list[str]]]:
     return out
 
 
-def table(doc: dict[str, Any]) -> str:
+def table(doc: dict[str, Any], width: int = 80) -> str:
+    """The options side by side when that fits in WIDTH columns (the terminal's), else one block per option;
+    every line fits in WIDTH (long values and notes wrap)."""
+    import textwrap
+
     heads, rows = _rows(doc)
-    width = max(len(r) for r, _ in rows)
+    label = max(len(r) for r, _ in rows)
     cols = [max(len(h), *(len(v[i]) for _, v in rows)) for i, h in enumerate(heads)]
-    out = [f"compare {doc['plan']} (current: {_current(doc)})", ""]
-    out.append(" " * width + " | " + " | ".join(h.ljust(c) for h, c in zip(heads, cols, strict=True)))
-    out.append("-" * width + "-+-" + "-+-".join("-" * c for c in cols))
-    for name, values in rows:
-        out.append(name.ljust(width) + " | " + " | ".join(v.ljust(c) for v, c in zip(values, cols, strict=True)))
+    out = [*textwrap.wrap(f"compare {doc['plan']} (current: {_current(doc)})", max(20, width)), ""]
+    if label + sum(3 + c for c in cols) <= width:
+        out.append(" " * label + " | " + " | ".join(h.ljust(c) for h, c in zip(heads, cols, strict=True)))
+        out.append("-" * label + "-+-" + "-+-".join("-" * c for c in cols))
+        for name, values in rows:
+            out.append(name.ljust(label) + " | " + " | ".join(v.ljust(c) for v, c in zip(values, cols, strict=True)))
+    else:
+        room = max(20, width - label - 4)
+        for i, head in enumerate(heads):
+            out.append(head)
+            for name, values in rows:
+                first, *more = textwrap.wrap(values[i], room) or [""]
+                out.append(f"  {name.ljust(label)}  {first}")
+                out += [" " * (label + 4) + line for line in more]
+            out.append("")
+        out.pop()
     for heading, said in _notes(doc):
-        out += ["", f"{heading}:"] + [f"  - {line}" for line in said]
+        out += ["", f"{heading}:"]
+        for line in said:
+            out += textwrap.wrap(line, max(20, width), initial_indent="  - ", subsequent_indent="    ")
     return "\n".join(out) + "\n"
 
 

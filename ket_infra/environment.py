@@ -42,6 +42,7 @@ TOP_KEYS = {
     "detach_groups",
     "ephemeral_ports",
     "rules_per_group_quota",
+    "acknowledge",
 }
 # Where endpoints the plan names by DNS name (or not at all) are: outbound destinations.
 ENDPOINT_KEYS = {"load_balancer", "nfs", "proxy", "aws_api", "heapster_sink"}
@@ -114,6 +115,7 @@ class Environment:
     ephemeral_ports: tuple[int, int] = EPHEMERAL_PORTS
     # the account's "Inbound or outbound rules per security group" quota (60 unless raised)
     rules_quota: int = RULES_QUOTA
+    acknowledge: tuple[str, ...] = ()  # warning ids this environment has read and accepts (not repeated)
     given: str = ""  # --env as the user gave it, for hints that repeat the command
     source: bytes = field(default=b"", repr=False, compare=False)  # the file's bytes as read
 
@@ -147,6 +149,17 @@ def env_path(env: str) -> Path:
     if "/" in env or env.endswith((".yaml", ".yml")):
         return Path(env)
     return Path("environments") / f"{env}.yaml"
+
+
+def _known_environments() -> str:
+    """The fix for an environment name with no file: the names there are (as shell completion offers them)."""
+    names = sorted(p.stem for p in Path("environments").glob("*.y*ml") if p.suffix in (".yaml", ".yml"))
+    if names:
+        return f"environments here: {', '.join(names)}; or pass the path of an environment file"
+    return (
+        f"there is no environments/ folder with an environment file in {Path.cwd()}; run from the folder that holds "
+        "it (or -C DIR), pass its path, or write one (see environments/example.yaml)"
+    )
 
 
 def _cidr(doc: yamldoc.Doc, key: str, value: object) -> str:
@@ -207,6 +220,22 @@ def _rules_quota(doc: yamldoc.Doc) -> int:
             f"(AWS's default is {RULES_QUOTA})",
         )
     return quota
+
+
+def _acknowledge(doc: yamldoc.Doc) -> tuple[str, ...]:
+    """The warning ids the environment acknowledges; an id no warning has is refused with the nearest one."""
+    import difflib
+
+    from ket_infra.layout import WARNING_IDS
+
+    out: list[str] = []
+    for i, value in enumerate(doc.seq("acknowledge")):
+        if not isinstance(value, str) or value.strip() not in WARNING_IDS:
+            near = difflib.get_close_matches(value, WARNING_IDS, n=1) if isinstance(value, str) else []
+            fix = f"did you mean {near[0]}?" if near else "give the id a warning ends with, such as [preflight-open]"
+            doc.fail(f"acknowledge[{i}]", f"{yamldoc.describe(value)} is not a warning id", fix)
+        out.append(value.strip())
+    return tuple(dict.fromkeys(out))
 
 
 def _brick_ports(doc: yamldoc.Doc) -> int:
@@ -370,7 +399,17 @@ def load_environment(env: str | Path) -> Environment:
             f"the environment's name {shown} (its file name without .yaml) cannot name a work folder and AWS tags",
             "rename the file to letters, digits, '_', '-' and '.' (not first), at most 63, ending in .yaml",
         )
+    if str(env) == path.stem and not path.exists():  # a name (environments/NAME.yaml) with no file: list them
+        raise EnvironmentFileError(yamldoc.shown_path(path), None, "environment file not found", _known_environments())
     root = yamldoc.load(path, EnvironmentFileError, "environment file")
+    if "plan_file" not in root.data and {"cluster", "master", "worker", "etcd"} & set(map(str, root.data)):
+        raise EnvironmentFileError(
+            root.path,
+            None,
+            "this is a KET plan file, not an environment file",
+            f"pass it as PLAN_FILE (ket-infra rules {root.path}), or name it in an environment file's plan_file: "
+            "(see environments/example.yaml)",
+        )
     root.reject_unknown(TOP_KEYS)
     plan_file = root.text("plan_file", required=True)
     assert plan_file is not None
@@ -432,6 +471,7 @@ def load_environment(env: str | Path) -> Environment:
         detach_groups=_detach_groups(root),
         ephemeral_ports=_ephemeral_ports(root),
         rules_quota=_rules_quota(root),
+        acknowledge=_acknowledge(root),
         given=str(env),
         source=root.source,
     )

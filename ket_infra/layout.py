@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from ket_infra import cni_facts
@@ -35,6 +35,46 @@ CONTIV_LIMIT = (
 RULE_QUOTA = 60  # inbound (and, separately, outbound) rules per security group
 RULE_WARN = 50  # leave headroom for the user's own rules
 _PROTO_ORDER = {"tcp": 0, "udp": 1, "icmp": 2}
+
+
+# Every warning's id, as an environment file's `acknowledge` list names them (README "Warnings").
+WARNING_IDS = (
+    "aws-api-unset", "aws-lb-group-tag", "calico-routed-subnet", "cni-disabled", "contiv-limit", "contiv-preview",
+    "custom-cni-no-rules", "egress-cidrs-unset", "glusterfs-nolock", "heapster-sink-dns-name",
+    "heapster-sink-unreadable", "ingress-cidrs-unset", "installer-cidr-unset", "load-balancer-dns-name",
+    "load-balancer-port", "load-balancer-public-ip", "near-rule-quota", "nfs-dns-name", "nfs-v3", "no-proxy-hosts",
+    "nodeport-cidrs-unset", "plan-key-typo", "pod-cidr-public", "preflight-open", "proxy-dns-name", "proxy-no-port",
+    "registry-dns-name", "weave-multicast", "weave-unencrypted", "world-open",
+)  # fmt: skip
+
+
+class Warn(str):
+    """A layout warning: its text (what every output shows) with a stable ID, by which an environment
+    file's `acknowledge` list silences it. A str, so JSON and every reader take it as the text it is."""
+
+    id: str
+
+    def __new__(cls, id: str, text: str) -> Warn:
+        assert id in WARNING_IDS, id
+        out = super().__new__(cls, text)
+        out.id = id
+        return out
+
+    def __reduce__(self) -> tuple[type[Warn], tuple[str, str]]:
+        return (Warn, (self.id, str(self)))
+
+    def shown(self) -> str:
+        """The warning as a line says it, its id last as compilers name theirs: `... [preflight-open]`."""
+        return f"{self} [{self.id}]"
+
+
+def _add(out: list[str], id: str, text: str) -> None:
+    out.append(Warn(id, text))
+
+
+def warning_id(text: str) -> str:
+    """TEXT's id when it is a Warn, else "other"."""
+    return text.id if isinstance(text, Warn) else "other"
 
 
 @dataclass(frozen=True)
@@ -103,6 +143,12 @@ class RuleSet:
     rules: tuple[Rule, ...]
     host_settings: tuple[HostSetting, ...]
     warnings: tuple[str, ...]
+    acknowledged: tuple[str, ...] = ()  # warnings the environment file acknowledges by id (shown as such)
+
+    def without(self, warning_ids: set[str]) -> RuleSet:
+        """The same rules, less the warnings whose id is in WARNING_IDS (what turned out not to apply)."""
+        kept = tuple(w for w in self.warnings if warning_id(w) not in warning_ids)
+        return replace(self, warnings=kept)
 
 
 @dataclass(frozen=True)
@@ -281,39 +327,53 @@ def _merge(atoms: list[_Atom]) -> list[Rule]:
 
 def _warnings(plan: Plan, env: Environment | None, groups: tuple[Group, ...]) -> list[str]:
     cni = plan.cni
-    out: list[str] = list(plan.typos)
+    out: list[str] = [Warn("plan-key-typo", t) for t in plan.typos]
     if cni.disabled:
-        out.append("add_ons.cni.disable is true: no CNI is installed, so no CNI flows are opened")
+        _add(out, "cni-disabled", "add_ons.cni.disable is true: no CNI is installed, so no CNI flows are opened")
     elif cni.provider == "calico" and cni.mode == "routed":
-        out.append(
+        _add(
+            out,
+            "calico-routed-subnet",
             "Calico routed mode: on AWS all kubelet nodes must share one subnet (the VPC router knows no pod "
-            "routes) and need the source/destination check off; across subnets use mode overlay (IP-in-IP)"
+            "routes) and need the source/destination check off; across subnets use mode overlay (IP-in-IP)",
         )
     elif cni.provider == "weave":
-        out.append(
+        _add(
+            out,
+            "weave-multicast",
             "Weave: an AWS VPC has no native multicast; Weave carries multicast inside its overlay, so "
-            "nothing is opened for it"
+            "nothing is opened for it",
         )
         if not cni.encrypted:
-            out.append("Weave without options.weave.password: pod traffic between nodes is not encrypted")
+            _add(
+                out,
+                "weave-unencrypted",
+                "Weave without options.weave.password: pod traffic between nodes is not encrypted",
+            )
     elif cni.provider == "contiv":
-        out.append(cni_facts.CONTIV)
-        out.append(CONTIV_LIMIT)
+        _add(out, "contiv-preview", cni_facts.CONTIV)
+        _add(out, "contiv-limit", CONTIV_LIMIT)
     elif cni.provider == "custom" and not (env is not None and env.extra_flows):
-        out.append(
+        _add(
+            out,
+            "custom-cni-no-rules",
             "CNI provider custom: ket-infra knows no ports for it and the environment file has no "
-            "extra_rules; add the CNI's flows to extra_rules or its traffic will be blocked"
+            "extra_rules; add the CNI's flows to extra_rules or its traffic will be blocked",
         )
     if ipaddress.ip_network(plan.pod_cidr).is_global:
-        out.append(
+        _add(
+            out,
+            "pod-cidr-public",
             f"cluster.networking.pod_cidr_block {plan.pod_cidr} is public address space: pods would take addresses "
             "that belong to someone on the internet, and the rules trust it as the pod network; use a private "
-            "range such as 172.16.0.0/16"
+            "range such as 172.16.0.0/16",
         )
     if env is None or env.installer_cidr is None:
-        out.append(
+        _add(
+            out,
+            "installer-cidr-unset",
             f"installer_cidr is not set: nothing opens SSH (tcp {plan.install.ssh_port}) for the installer; "
-            "set it in the environment file"
+            "set it in the environment file",
         )
     names = {f.name for f in catalog.required_flows(plan, env)}
     if names & {"downloads-http", "downloads-https", "registry"}:
@@ -323,12 +383,18 @@ def _warnings(plan: Plan, env: Environment | None, groups: tuple[Group, ...]) ->
         out.append(lb)
     out.extend(_endpoint_warnings(plan, env, names))
     if (env is None or env.preflight) and (plan.first("master") or plan.first("worker")):
-        out.append(
+        _add(
+            out,
+            "preflight-open",
             "preflight rules (kismatic-inspector from master[0] and worker[0]) are open; set preflight: false "
-            "in the environment file once the cluster is installed"
+            "in the environment file once the cluster is installed",
         )
     if any("ingress" in g.roles for g in groups) and not (env is not None and env.ingress_cidrs):
-        out.append("ingress nodes exist but ingress_cidrs is empty: nothing outside the cluster can reach 80/443")
+        _add(
+            out,
+            "ingress-cidrs-unset",
+            "ingress nodes exist but ingress_cidrs is empty: nothing outside the cluster can reach 80/443",
+        )
     return out
 
 
@@ -339,20 +405,26 @@ def _download_warnings(plan: Plan, env: Environment | None) -> list[str]:
         return out
     registry = install.registry
     if not install.disconnected:
-        out.append(
+        _add(
+            out,
+            "egress-cidrs-unset",
             "egress_cidrs is not set: nothing opens outbound tcp 80/443 for `kismatic install` to reach package "
             "repositories and image registries (cluster.disconnected_installation is false); set egress_cidrs to "
-            "your NAT or proxy, your mirrors, or 0.0.0.0/0, unless another group already allows it (verify checks)"
+            "your NAT or proxy, your mirrors, or 0.0.0.0/0, unless another group already allows it (verify checks)",
         )
     elif install.packages:
-        out.append(
+        _add(
+            out,
+            "egress-cidrs-unset",
             "egress_cidrs is not set: nothing opens outbound tcp 80/443 to the internal package repositories a "
-            "disconnected install uses; set egress_cidrs to their addresses"
+            "disconnected install uses; set egress_cidrs to their addresses",
         )
     if registry is not None and registry.address is None:
-        out.append(
+        _add(
+            out,
+            "registry-dns-name",
             f"docker_registry.server {registry.host}:{registry.port} is a DNS name: ket-infra cannot tell its "
-            "address; set egress_cidrs to the registry's addresses"
+            "address; set egress_cidrs to the registry's addresses",
         )
     return out
 
@@ -366,24 +438,27 @@ def load_balancer_warning(plan: Plan, env: Environment | None) -> str | None:
     master = catalog.lb_master(plan)
     if master is not None:
         if lb.port != 6443:
-            return (
+            return Warn(
+                "load-balancer-port",
                 f"master.load_balancer {value} names master {master.host}, where kube-apiserver listens on 6443 "
-                f"({catalog.ALL_YAML}), not {lb.port}: nodes would dial a port nothing serves; use port 6443"
+                f"({catalog.ALL_YAML}), not {lb.port}: nodes would dial a port nothing serves; use port 6443",
             )
         return None
     public = catalog.lb_public_master(plan)
     if public is not None:
-        return (
+        return Warn(
+            "load-balancer-public-ip",
             f"master.load_balancer {value} is the public ip of master {public.host}: nodes reach it through the "
             "internet gateway with public source addresses, which no security-group reference matches, so "
             f"ket-infra opens only the nodes' egress to {lb.host}/32 and cannot open the masters' side; use "
-            f"{public.host}'s internalip {public.address} or an internal load balancer"
+            f"{public.host}'s internalip {public.address} or an internal load balancer",
         )
     if lb.address is None and not (env is not None and env.endpoint("load_balancer")):
-        return (
+        return Warn(
+            "load-balancer-dns-name",
             f"master.load_balancer {value} is a DNS name: ket-infra cannot tell its addresses, and kubelets, "
             f"kube-proxy, kubectl and Contiv reach kube-apiserver through it (tcp {lb.port}); set "
-            "endpoint_cidrs.load_balancer in the environment file to the balancer's addresses"
+            "endpoint_cidrs.load_balancer in the environment file to the balancer's addresses",
         )
     return None
 
@@ -391,69 +466,89 @@ def load_balancer_warning(plan: Plan, env: Environment | None) -> str | None:
 def _endpoint_warnings(plan: Plan, env: Environment | None, names: set[str]) -> list[str]:
     """Endpoints the plan names whose addresses nobody gave, and KET's own limits around them."""
     ep = plan.endpoints
-    out = list(ep.warnings)
+    out: list[str] = [Warn("proxy-no-port", w) for w in ep.warnings]
 
     def unnamed(kind: str) -> bool:
         return not endpoint_cidrs(kind, plan, env)
 
     dns = [v.host for v in ep.nfs if v.address is None and catalog.node_at(plan, v.host) is None]
     if dns and not (env is not None and env.endpoint("nfs")):
-        out.append(
+        _add(
+            out,
+            "nfs-dns-name",
             f"nfs.nfs_volume[].nfs_host {', '.join(dns)} is a DNS name: ket-infra cannot tell its addresses; set "
-            "endpoint_cidrs.nfs in the environment file, or master[0]'s install-time mount and the pods' volumes hang"
+            "endpoint_cidrs.nfs in the environment file, or master[0]'s install-time mount and the pods' volumes hang",
         )
     if ep.nfs:
-        out.append(
+        _add(
+            out,
+            "nfs-v3",
             "nfs.nfs_volume: ket-infra opens NFSv4 (tcp 2049), what KET's mounts negotiate first; an NFSv3-only "
-            "server also needs rpcbind (tcp/udp 111), mountd and lock ports: add them as extra_rules"
+            "server also needs rpcbind (tcp/udp 111), mountd and lock ports: add them as extra_rules",
         )
     for kind in (catalog.HTTP_PROXY, catalog.HTTPS_PROXY):
         if kind in {p.key.rpartition(".")[2] for p in ep.proxies} and unnamed(kind):
-            out.append(
+            _add(
+                out,
+                "proxy-dns-name",
                 f"cluster.networking.{kind} is a DNS name: ket-infra cannot tell its addresses; set "
-                "endpoint_cidrs.proxy (or egress_cidrs) in the environment file, or docker pulls and packages fail"
+                "endpoint_cidrs.proxy (or egress_cidrs) in the environment file, or docker pulls and packages fail",
             )
     if ep.proxies and ep.no_proxy and not (env is not None and env.egress_cidrs):
-        out.append(
+        _add(
+            out,
+            "no-proxy-hosts",
             "cluster.networking.no_proxy names hosts the nodes reach directly, not through the proxy: set "
-            "egress_cidrs to their addresses, or ket-infra opens nothing for them"
+            "egress_cidrs to their addresses, or ket-infra opens nothing for them",
         )
     if "aws-api" in names:
         if unnamed(catalog.AWS_API):
-            out.append(
+            _add(
+                out,
+                "aws-api-unset",
                 "cluster.cloud_provider.provider is aws: kubelet, kube-apiserver and kube-controller-manager call "
                 "the AWS APIs (tcp 443); set endpoint_cidrs.aws_api (your VPC endpoints) or egress_cidrs in the "
-                "environment file, or nothing opens it"
+                "environment file, or nothing opens it",
             )
-        out.append(
+        _add(
+            out,
+            "aws-lb-group-tag",
             "cluster.cloud_provider.provider is aws: for LoadBalancer Services the provider picks the node's one "
             "security group tagged kubernetes.io/cluster/<id> (kubernetes aws.go findSecurityGroupForInstance); "
-            "ket-infra's groups carry no such tag, so tag exactly one group per node"
+            "ket-infra's groups carry no such tag, so tag exactly one group per node",
         )
     for np in ep.nodeports:
         if not (env is not None and env.nodeport_cidrs):
             ports = str(np.lo) if np.lo == np.hi else f"{np.lo}-{np.hi}"
-            out.append(
+            _add(
+                out,
+                "nodeport-cidrs-unset",
                 f"{np.key} exposes a NodePort (tcp {ports}) on every kubelet node but nodeport_cidrs is empty: "
-                "nothing outside the cluster can reach it"
+                "nothing outside the cluster can reach it",
             )
     if "heapster-sink" in names and unnamed(catalog.HEAPSTER_SINK):
         sink = ep.heapster_sink
         assert sink is not None
-        out.append(
+        _add(
+            out,
+            "heapster-sink-dns-name",
             f"add_ons.heapster.options.heapster.sink {sink.host}:{sink.port} is a DNS name: ket-infra cannot tell "
-            "its addresses; set endpoint_cidrs.heapster_sink in the environment file"
+            "its addresses; set endpoint_cidrs.heapster_sink in the environment file",
         )
     if ep.sink_unmodelled:
-        out.append(
+        _add(
+            out,
+            "heapster-sink-unreadable",
             f"add_ons.heapster.options.heapster.sink {ep.sink_unmodelled!r} names no http(s)://host:port ket-infra "
-            "can read: add the sink's flow as extra_rules"
+            "can read: add the sink's flow as extra_rules",
         )
     if any("storage" in n.roles for n in plan.nodes):
-        out.append(
+        _add(
+            out,
+            "glusterfs-nolock",
             "KET's volumes mount GlusterFS NFS (v3) through the kismatic-storage Service without nolock; blocking "
             "file locks on them hang whatever the rules say, since the storage node calls the client back "
-            "(kismatic v1.12.0 ansible/roles/persistent-volume/templates/pv.yaml:15-17; GlusterFS nlm4.c)"
+            "(kismatic v1.12.0 ansible/roles/persistent-volume/templates/pv.yaml:15-17; GlusterFS nlm4.c)",
         )
     return out
 
@@ -479,7 +574,7 @@ def _world_warnings(env: Environment | None, rules: list[Rule]) -> list[str]:
                 open_to[what].append(r.group)
         if open_to:
             reach = "; ".join(f"{what} on {', '.join(groups)}" for what, groups in open_to.items())
-            out.append(f"{key} is {cidr}, which spans the internet: the world can reach {reach}")
+            _add(out, "world-open", f"{key} is {cidr}, which spans the internet: the world can reach {reach}")
     return out
 
 
@@ -505,8 +600,10 @@ def _check_quota(rules: list[Rule], warnings: list[str], env: Environment | None
                 f"(each is a group) or the environment's extra rules, or if the account's quota is raised, {raised}"
             )
         if n > quota - (RULE_QUOTA - RULE_WARN):
-            warnings.append(
-                f"group {group} has {n} {direction} rules, near the AWS quota of {quota}: little room is left for other rules"
+            _add(
+                warnings,
+                "near-rule-quota",
+                f"group {group} has {n} {direction} rules, near the AWS quota of {quota}: little room is left for other rules",
             )
 
 
@@ -541,4 +638,13 @@ def layout(plan: Plan, env: Environment | None = None) -> RuleSet:
                         f"unless the source/destination check is off ({catalog.CALICO_AWS})",
                     )
                 )
-    return RuleSet(plan.cluster, plan.cni, groups, tuple(rules), tuple(host_settings), tuple(warnings))
+    acknowledged = set(env.acknowledge) if env is not None else set()
+    return RuleSet(
+        plan.cluster,
+        plan.cni,
+        groups,
+        tuple(rules),
+        tuple(host_settings),
+        tuple(w for w in warnings if warning_id(w) not in acknowledged),
+        tuple(w for w in warnings if warning_id(w) in acknowledged),
+    )

@@ -674,6 +674,13 @@ def _typos(data: object) -> tuple[str, ...]:
 def load_plan(path: str | Path) -> Plan:
     """Load and validate the KET plan file at PATH; raises PlanError."""
     root = yamldoc.load(Path(path), PlanError, "KET plan file")
+    if "cluster" not in root.data and {"plan_file", "aws", "terraform"} & set(map(str, root.data)):
+        raise PlanError(
+            root.path,
+            None,
+            "this is a ket-infra environment file, not a KET plan file",
+            f"pass it as --env (ket-infra rules --env {root.path}); its plan_file: names the plan",
+        )
     cluster = root.mapping("cluster")
     name = cluster.text("name", default="kubernetes")
     assert name is not None

@@ -13,11 +13,55 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from contextvars import ContextVar
 from typing import TextIO
 
+# --quiet: a Live made while this is set says nothing (the CLI sets it for one command and resets it after)
+QUIET: ContextVar[bool] = ContextVar("ket_infra_quiet", default=False)
 INTERVAL = 10.0  # seconds between plain lines while nothing else is said
 BAR_WIDTH = 24
 REDRAW = 0.1  # seconds between redraws of the bar
+
+
+_said = [time.monotonic()]  # when anything was last said on stderr (a Live's line or bar, a progress line)
+
+
+def said() -> None:
+    """Something was just said: a heartbeat waits a full INTERVAL from now."""
+    _said[0] = time.monotonic()
+
+
+class Heartbeat:
+    """A line whenever INTERVAL passes with nothing said, through the whole command (a node lookup, an init,
+    a verify after the apply), not only while Terraform streams: `still working: <what was said last>, N s`."""
+
+    def __init__(self, say: Callable[[str], None], interval: float | None = None) -> None:
+        self.say = say
+        self.interval = INTERVAL if interval is None else interval
+        self.last = ""  # what was said last, to name where the command is
+        self.started = time.monotonic()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
+
+    def note(self, message: str) -> None:
+        self.last = message
+        said()
+
+    def _run(self) -> None:
+        while not self._stop.wait(min(1.0, self.interval / 4)):
+            if time.monotonic() - _said[0] >= self.interval:
+                elapsed = f"{time.monotonic() - self.started:.0f} s"
+                self.say(f"still working: {self.last}, {elapsed}" if self.last else f"still working, {elapsed}")
+                said()
+
+    def __enter__(self) -> Heartbeat:
+        said()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def wants_colour(stream: TextIO) -> bool:
@@ -38,6 +82,7 @@ class Live:
     ) -> None:
         self.what = what  # e.g. "terraform apply"
         self.shown = shown  # a hidden Live keeps count and says nothing until show()
+        self.silent = QUIET.get()  # --quiet: keeps count, says nothing ever
         self.stream = stream if stream is not None else sys.stderr
         self.interval = interval
         self.clock = clock
@@ -111,11 +156,16 @@ class Live:
         return f"{self.done} done, " if self.done else ""
 
     def _line(self, text: str) -> None:
+        if self.silent:
+            return
         self.stream.write(text + "\n")
         self.stream.flush()
         self._said = self.clock()
+        said()
 
     def _draw(self, force: bool = False) -> None:
+        if self.silent:
+            return
         now = self.clock()
         if not force and now - self._drawn < REDRAW:
             return
@@ -133,4 +183,5 @@ class Live:
         pad = " " * max(0, self._width - visible)
         self.stream.write(f"\r{text}{pad}")
         self.stream.flush()
+        said()
         self._width = visible

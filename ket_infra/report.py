@@ -12,7 +12,7 @@ from collections import defaultdict
 from typing import Any
 
 from ket_infra.flows import protocol_label
-from ket_infra.layout import Peer, Rule, RuleSet
+from ket_infra.layout import Peer, Rule, RuleSet, warning_id
 
 FORMATS = ("table", "json", "markdown", "mermaid")
 
@@ -54,7 +54,13 @@ def as_dict(rs: RuleSet) -> dict[str, Any]:
             {"group": h.group, "source_dest_check": h.source_dest_check, "reason": h.reason} for h in rs.host_settings
         ],
         "warnings": list(rs.warnings),
+        "acknowledged": acknowledged_json(rs),
     }
+
+
+def acknowledged_json(rs: RuleSet) -> list[dict[str, str]]:
+    """The warnings the environment file acknowledges, each with its id (JSON of rules, plan, verify, audit)."""
+    return [{"id": warning_id(w), "warning": str(w)} for w in rs.acknowledged]
 
 
 def to_json(rs: RuleSet) -> str:
@@ -104,10 +110,7 @@ def to_table(rs: RuleSet) -> str:
     for h in rs.host_settings:
         lines.append("")
         lines.append(f"host setting: group {h.group}: source/dest check {'on' if h.source_dest_check else 'off'}")
-    if rs.warnings:
-        lines.append("")
-        lines.extend(f"warning: {w}" for w in rs.warnings)
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n"  # the warnings go to stderr (cli), not into the table
 
 
 def _md(text: str) -> str:

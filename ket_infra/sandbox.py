@@ -67,6 +67,11 @@ def log_file(port: int, state_dir: Path) -> Path:
     return state_dir / f"sandbox-{port}.log"
 
 
+def seeded_file(port: int, state_dir: Path) -> Path:
+    """What the sandbox on PORT was seeded from (a line), for `sandbox up` to say what runs there."""
+    return state_dir / f"sandbox-{port}.seeded"
+
+
 def endpoint(port: int) -> str:
     return f"http://{HOST}:{port}"
 
@@ -233,10 +238,20 @@ def _start(port: int, state_dir: Path, progress: Callable[[str], None]) -> None:
     raise SandboxError(f"the sandbox server did not answer on port {port} within {START_TIMEOUT:.0f} s; see {log}")
 
 
-def _ensure_server(port: int, state_dir: Path, progress: Callable[[str], None]) -> None:
-    """A running, empty sandbox on PORT: reuse ours (reset), refuse a stranger's port, else start one."""
+def _ensure_server(port: int, state_dir: Path, progress: Callable[[str], None], reset: bool = True) -> None:
+    """A running, empty sandbox on PORT: reuse ours (reset, unless RESET is false: then refused, saying what
+    runs there), refuse a stranger's port, else start one."""
     pids = pid_file(port, state_dir)
     pid = _read_pid(pids)
+    if pid is not None and _is_our_server(pid, port) and not reset:
+        try:
+            what = f", seeded from {seeded_file(port, state_dir).read_text().strip()}"
+        except OSError:
+            what = ""
+        raise SandboxError(
+            f"a sandbox is already running on port {port} (pid {pid}{what}); pass --reset to empty and reseed it, "
+            f"--port with another port, or stop it with ket-infra sandbox down --port {port}"
+        )
     if pid is not None and _is_our_server(pid, port):
         deadline = time.monotonic() + START_TIMEOUT
         while not _answers(port) and time.monotonic() < deadline:
@@ -629,19 +644,22 @@ def sandbox_up(
     progress: Callable[[str], None] = print,
     like: str | None = None,
     behaviours: Behaviours | None = None,
+    reset: bool = True,
 ) -> Path:
     """Start (or reset) the sandbox on PORT, seed it from PLAN_PATH, write its environment file; return that path.
 
     LIKE ("kismatic-provision" or "kops") also seeds the security groups and settings that tool leaves.
     BEHAVIOURS: what the sandbox refuses as AWS does (sandbox_aws.Behaviours, its defaults when None).
     Seeding stands for what was made long before ket-infra runs: it waits out the consistency delay.
+    RESET false: a sandbox already running on PORT is refused rather than emptied (the CLI's default).
     """
     check_like(like)
     plan_path = Path(plan_path)
     plan = load_plan(plan_path)
     vpc_net, _ = network_for(plan)  # refuse a plan that cannot be seeded before starting anything
     installer = installer_address(vpc_net, plan)
-    _ensure_server(port, Path(state_dir) if state_dir is not None else default_state_dir(), progress)
+    state = Path(state_dir) if state_dir is not None else default_state_dir()
+    _ensure_server(port, state, progress, reset)
     enforced = configure(port, behaviours or Behaviours())
     progress(f"refusing what AWS refuses: {enforced.summary()}")
     seeded = seed(port, plan, like)
@@ -664,6 +682,7 @@ def sandbox_up(
         enforced.rules_quota,
     )
     progress(f"wrote {path}")
+    seeded_file(port, state).write_text(f"{plan_path} (environment file {path})\n")
     return path
 
 
@@ -683,12 +702,15 @@ def _stop_pid(pid: int) -> None:
 
 
 def sandbox_down(port: int = 5000, state_dir: Path | None = None) -> bool:
-    """Stop the sandbox on PORT; False when none was running."""
-    pids = pid_file(port, Path(state_dir) if state_dir is not None else default_state_dir())
+    """Stop the sandbox on PORT and remove its files (pid, log: the log only ever explains a failed start,
+    which sandbox up reports with its tail); False when none was running."""
+    state = Path(state_dir) if state_dir is not None else default_state_dir()
+    pids = pid_file(port, state)
     pid = _read_pid(pids)
     running = pid is not None and _is_our_server(pid, port)
     if running:
         assert pid is not None
         _stop_pid(pid)
-    pids.unlink(missing_ok=True)
+    for path in (pids, log_file(port, state), seeded_file(port, state)):
+        path.unlink(missing_ok=True)
     return running

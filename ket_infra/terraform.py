@@ -37,6 +37,7 @@ MIN_VERSION = (1, 5)
 PLAN_FILE = "tfplan"
 DESTROY_PLAN = "destroy.tfplan"
 FINGERPRINT = "tfplan.fingerprint"
+INPUT_DIGESTS = "tfplan.inputs.json"  # a digest per file (per key of the YAML files): what made a saved plan stale
 INIT_STAMP = "ket-infra-init.sha256"  # in .terraform/: what the last successful init was run for
 PLUGIN_DIR_VAR = "KET_INFRA_TF_PLUGIN_DIR"
 RULE_TYPES = {
@@ -523,6 +524,22 @@ class Terraform:
             return []
         return state_addresses(json.loads(out))
 
+    def planned_values(self) -> dict[tuple[str, str], dict[str, Any]]:
+        """(resource type, key) -> {"before", "after"}: each change's attributes, from `terraform show -json` of
+        the saved plan (never its human output); empty when there is none to read."""
+        rc, out = self._run("show", PLAN_FILE, json=True, no_color=True, ok=(0, 1))
+        try:
+            doc = json.loads(out) if rc == 0 and out.strip() else {}
+        except ValueError:
+            return {}
+        values: dict[tuple[str, str], dict[str, Any]] = {}
+        for rc_ in doc.get("resource_changes", []) if isinstance(doc, dict) else []:
+            change = rc_.get("change") if isinstance(rc_, dict) else None
+            if isinstance(change, dict):
+                key = (str(rc_.get("type", "")), str(rc_.get("index", rc_.get("address", ""))))
+                values[key] = {"before": change.get("before"), "after": change.get("after")}
+        return values
+
     # Staleness: apply refuses a plan made from other inputs than today's.
     def fingerprint(self, inputs: list[tuple[str, bytes]]) -> str:
         """One digest of what a saved plan was made from: (name, content) pairs."""
@@ -543,7 +560,7 @@ class Terraform:
 
     def forget_plan(self) -> None:
         """Remove the saved plans (apply's and destroy's) and the fingerprint."""
-        for name in (PLAN_FILE, FINGERPRINT, DESTROY_PLAN):
+        for name in (PLAN_FILE, FINGERPRINT, INPUT_DIGESTS, DESTROY_PLAN):
             (self.work / name).unlink(missing_ok=True)
 
 

@@ -158,6 +158,7 @@ class Report:
     checks: list[Check] = field(default_factory=list)
     host_settings: list[HostCheck] = field(default_factory=list)
     api_calls: int = 0
+    seconds: float = 0.0  # how long reading and judging took (JUnit's time)
     nodes: int = 0
 
     @property
@@ -675,6 +676,9 @@ def verify(plan: Plan, env: Environment, rules: RuleSet, counter: Counter | None
 
     Instances at the plan's addresses in another account are not the cluster: refused, as plan does.
     """
+    import time
+
+    started = time.monotonic()
     counter = counter or Counter()
     check_account(env, client(env, "sts", counter))
     ec2 = client(env, "ec2", counter)
@@ -682,6 +686,7 @@ def verify(plan: Plan, env: Environment, rules: RuleSet, counter: Counter | None
     state = read_state(env, discovery, ec2)
     report = evaluate(plan, env, rules, discovery, state)
     report.api_calls = counter.total
+    report.seconds = time.monotonic() - started
     return report
 
 
@@ -745,6 +750,11 @@ def text_report(report: Report, env_name: str, cluster: str, checks_on_nodes: It
     return "\n".join(lines) + "\n"
 
 
+def junit_time(seconds: float, cases: int) -> str:
+    """A JUnit test case's time: the cases are judged together from one reading, so each carries an even share."""
+    return f"{seconds / max(cases, 1):.3f}"
+
+
 def junit_report(report: Report, env_name: str, cluster: str, warnings: Iterable[str] = ()) -> str:
     """JUnit XML for CI systems (GitLab, Jenkins, GitHub): one test case per checked class of node
     pairs and per host setting, a failure with its cause for each blocked one."""
@@ -756,7 +766,7 @@ def junit_report(report: Report, env_name: str, cluster: str, warnings: Iterable
         cases.append(
             (
                 f"ket-infra.{env_name}.{c.rule}",
-                f"{title} ({c.source.name} -> {c._target_node()}, {c.pairs} node pairs)",
+                f"{title} ({c.source.name} -> {c._target_node()}, {c.pairs} node pair{'s' * (c.pairs != 1)})",
                 c.reason if c.status == "blocked" else None,
                 f"{c.reason}\nsource nodes: {', '.join(c.source.hosts)}\ntarget nodes: {', '.join(c.target.hosts)}",
             )
@@ -775,8 +785,10 @@ def junit_report(report: Report, env_name: str, cluster: str, warnings: Iterable
     props = ET.SubElement(suite, "properties")
     for key, value in (("nodes", report.nodes), ("aws_api_calls", report.api_calls)):
         ET.SubElement(props, "property", name=key, value=str(value))
+    share = junit_time(report.seconds, len(cases))
+    suite.set("time", f"{report.seconds:.3f}")
     for classname, name, message, detail in cases:
-        case = ET.SubElement(suite, "testcase", classname=classname, name=name)
+        case = ET.SubElement(suite, "testcase", classname=classname, name=name, time=share)
         if message is not None:
             ET.SubElement(case, "failure", type="blocked", message=message).text = detail
     listed = list(warnings)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
@@ -41,7 +42,7 @@ from ket_infra.render import (
     work_dir,
     write_imports,
 )
-from ket_infra.terraform import PlanSummary, Terraform, TerraformError, summary_lines
+from ket_infra.terraform import INPUT_DIGESTS, PlanSummary, Terraform, TerraformError, summary_lines
 
 if TYPE_CHECKING:
     from ket_infra.aws import Discovery, Owned
@@ -61,6 +62,14 @@ class Context:
     imports: list[Import] = field(default_factory=list)  # orphans this run's plan adopts
     # called before this run changes a file of the work folder (a plan started ahead is stopped)
     changing: Changing = field(default=no_hook, repr=False)
+    # what the command reports as its result (the plan's changes, apply's verdict): the CLI puts it on
+    # stdout, progress on stderr; unset, it goes with the progress
+    output: Progress | None = field(default=None, repr=False)
+    # each layout warning that still applies once the nodes are found (the CLI prints them on stderr)
+    warn: Progress = field(default=lambda _w: None, repr=False)
+
+    def out(self, line: str) -> None:
+        (self.output or self.progress)(line)
 
     @property
     def tf(self) -> Terraform:
@@ -100,6 +109,63 @@ def _meaning(raw: bytes) -> bytes:
         return json.dumps(yaml.load(raw, Loader=yamldoc.LOADER), sort_keys=True, default=str).encode()
     except (yaml.YAMLError, TypeError, ValueError, RecursionError):  # keys of mixed types, huge numbers, cycles
         return raw
+
+
+def input_digests(inputs: list[tuple[str, bytes]]) -> dict[str, str]:
+    """A digest per input file, and per key path of a YAML file (its meaning, as inputs() gives it): saved
+    with a plan, so that a stale one can be said to be stale because of which file and which key. Digests,
+    not values: the plan file may hold passwords."""
+    import hashlib
+
+    out: dict[str, str] = {}
+
+    def walk(name: str, at: str, value: Any) -> None:
+        if isinstance(value, dict) and value:
+            for key, item in value.items():
+                walk(name, f"{at}.{key}" if at else str(key), item)
+        elif isinstance(value, list) and value:
+            for i, item in enumerate(value):
+                walk(name, f"{at}[{i}]", item)
+        elif not _SECRET.search(at):  # a password's digest alone could be guessed back: only the whole file's
+            out[f"{name}#{at}"] = hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:16]
+
+    for i, (name, content) in enumerate(inputs):
+        if i < 2:  # the plan and environment files, as their meaning (canonical JSON) when they had one
+            try:
+                walk(name, "", json.loads(content))
+                out[f"{name}#*"] = hashlib.sha256(content).hexdigest()[:16]  # the whole file
+                continue
+            except ValueError:
+                pass
+        out[name] = hashlib.sha256(content).hexdigest()[:16]
+    return out
+
+
+_SECRET = re.compile(r"password|secret|token", re.IGNORECASE)
+
+
+def _what_changed(ctx: Context, now: list[tuple[str, bytes]]) -> str:
+    """Which input of the saved plan changed, and for the YAML files which keys (at most three named)."""
+    try:
+        saved = json.loads((ctx.work / INPUT_DIGESTS).read_text())
+    except (OSError, ValueError):
+        return "the plan file, the environment file or the rendered module"
+    current = input_digests(now)
+    changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+    names = {now[0][0]: f"the plan file {ctx.plan.path}", now[1][0]: f"the environment file {ctx.env.path}"}
+    parts: list[str] = []
+    for name, label in names.items():
+        keys = [k.split("#", 1)[1] for k in changed if k.split("#", 1)[0] == name]
+        if keys == ["*"]:
+            keys = ["a value not shown here"]  # only a secret's key changed
+        keys = [k for k in keys if k != "*"]
+        if keys:
+            shown = ", ".join(keys[:3]) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
+            parts.append(f"{label} ({shown})")
+    files = [k for k in changed if "#" not in k]
+    if files:
+        parts.append(f"the rendered module ({', '.join(files[:3])}{' and more' if len(files) > 3 else ''})")
+    return " and ".join(parts) or "the plan file, the environment file or the rendered module"
 
 
 def context(env_arg: str, progress: Progress = print, base: Path | None = None, strict: bool = True) -> Context:
@@ -184,6 +250,9 @@ def discover_and_render(ctx: Context) -> Discovery:
     if ctx.rules.host_settings:
         kubelet = {n.host for n in ctx.plan.nodes if n.roles & set(KUBELET_ROLES)}
         aws.check_routed_subnets(ctx.plan, found, kubelet)
+        ctx.rules = ctx.rules.without({"calico-routed-subnet"})  # the nodes share one subnet: it no longer applies
+    for warning in ctx.rules.warnings:
+        ctx.warn(warning)
     attachments = [Attachment(n.host, ctx.plan.node(n.host).group, n.network_interface_id) for n in found.nodes]
     render(ctx.rules, ctx.env, found.vpc_id, attachments, ctx.work, ctx.changing)
     ctx.progress(
@@ -309,8 +378,9 @@ def plan(ctx: Context) -> PlanSummary:
         ctx.changing = no_hook
     summary = tf.plan(ctx.purposes()) if ahead is None or ahead.cancelled else ahead.result(ctx.purposes())
     tf.save_fingerprint(tf.fingerprint(planned))
+    (ctx.work / INPUT_DIGESTS).write_text(json.dumps(input_digests(planned), indent=1, sort_keys=True) + "\n")
     for line in summary_lines(summary):
-        ctx.progress(line)
+        ctx.out(line)
     if ctx.env.detach_groups:
         ctx.progress(
             f"after the apply: detach_groups {', '.join(ctx.env.detach_groups)} come off the nodes' interfaces "
@@ -332,10 +402,11 @@ def apply(ctx: Context, auto_approve: bool) -> Report:
                 f"no saved plan for environment {ctx.env.name} in {ctx.work}; run ket-infra plan --env {ctx.env.arg} "
                 "first (or apply --auto-approve)"
             )
-        if saved != tf.fingerprint(ctx.inputs()):
+        now = ctx.inputs()
+        if saved != tf.fingerprint(now):
             raise KetInfraError(
-                f"the saved plan for environment {ctx.env.name} is stale: the plan file, the environment file or the "
-                f"rendered module changed since it was made; run ket-infra plan --env {ctx.env.arg} again"
+                f"the saved plan for environment {ctx.env.name} is stale: {_what_changed(ctx, now)} changed since it "
+                f"was made; run ket-infra plan --env {ctx.env.arg} again"
             )
         tf.check_version()
         tf.init()  # a saved plan carried to another job comes without .terraform/; skipped when in place
@@ -404,7 +475,7 @@ def proven(ctx: Context, settling: bool = False) -> Report:
         time.sleep(delay)
         report = verify(ctx.plan, ctx.env, ctx.rules)
     if report.ok:
-        ctx.progress(f"applied: environment {ctx.env.name} is ready for kismatic install apply")
+        ctx.out(f"applied: environment {ctx.env.name} is ready for kismatic install apply")
         return report
     flows = list(
         dict.fromkeys(
@@ -423,19 +494,68 @@ def proven(ctx: Context, settling: bool = False) -> Report:
     else:
         found = f"verify judged nothing ({len(report.checks)} checks over {report.nodes} nodes)"
     it = "it" if len(flows) == 1 else "them"
-    ctx.progress(
+    ctx.out(
         f"applied, but environment {ctx.env.name} is not ready: {found}; the cloud changed after the saved plan was "
         f"made (a rule removed by hand?), or something ket-infra does not manage (a network ACL) blocks {it}"
     )
     for flow in flows[:3]:
-        ctx.progress(f"  {flow}")
+        ctx.out(f"  {flow}")
     if len(flows) > 3:
-        ctx.progress(f"  and {len(flows) - 3} more")
-    ctx.progress(
+        ctx.out(f"  and {len(flows) - 3} more")
+    ctx.out(
         f"run ket-infra plan --env {ctx.env.arg} again, then apply (ket-infra verify --env {ctx.env.arg} "
         "names the causes)"
     )
     return report
+
+
+# Terraform's attribute names of a rule, as the JSON contract names them (rules --format json)
+_RULE_ATTRIBUTES = {"ip_protocol": "protocol", "from_port": "from_port", "to_port": "to_port"}
+
+
+def change_details(ctx: Context, summary: PlanSummary) -> list[dict[str, Any]]:
+    """Each change of SUMMARY for `plan --format json`: what it is (a rule's protocol, ports and peer, as
+    `rules --format json` writes them: what the rendered rules want, or for a removal what the state holds)
+    and, for an update, the attributes that change, before and after (from the saved plan)."""
+    from ket_infra.terraform import RULE_TYPES
+
+    wanted = json.loads((ctx.work / TFVARS).read_text())
+    types = {kind: resource for resource, kind in RULE_TYPES.items()}
+    planned = ctx.tf.planned_values() if any(c.action != "create" for c in summary.changes) else {}
+    group_names = {  # a group's id -> its key, for the peer of a removed rule (the state names it by id)
+        str(v.get(side, {}).get("id")): key
+        for (kind, key), v in planned.items()
+        if kind == "aws_security_group"
+        for side in ("before", "after")
+        if isinstance(v.get(side), dict) and v[side].get("id")
+    }
+    out: list[dict[str, Any]] = []
+    for c in summary.changes:
+        doc: dict[str, Any] = {"action": c.action, "kind": c.kind, "name": c.name, "purpose": c.purpose}
+        values = planned.get((types.get(c.kind, ""), c.name), {})
+        if c.kind in ("ingress", "egress"):
+            rule = wanted[f"{c.kind}_rules"].get(c.name)
+            if rule is not None:
+                peer = rule.get("source_group") if c.kind == "ingress" else rule.get("destination_group")
+                doc.update(protocol=rule["protocol"], from_port=rule["from_port"], to_port=rule["to_port"])
+                doc["source" if c.kind == "ingress" else "destination"] = (
+                    {"group": peer} if peer is not None else {"cidr": rule["cidr"]}
+                )
+            elif isinstance(values.get("before"), dict):  # removed: what the state holds
+                before = values["before"]
+                doc.update({name: before.get(attr) for attr, name in _RULE_ATTRIBUTES.items()})
+                peer_id = before.get("referenced_security_group_id")
+                peer_doc = (
+                    {"group": group_names.get(str(peer_id), peer_id)} if peer_id else {"cidr": before.get("cidr_ipv4")}
+                )
+                doc["source" if c.kind == "ingress" else "destination"] = peer_doc
+        if c.action == "update" and isinstance(values.get("before"), dict) and isinstance(values.get("after"), dict):
+            before, after = values["before"], values["after"]
+            keys = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k) and k != "tags_all")
+            doc["before"] = {k: before.get(k) for k in keys}
+            doc["after"] = {k: after.get(k) for k in keys}
+        out.append(doc)
+    return out
 
 
 def foreign_groups(ctx: Context) -> None:
@@ -502,7 +622,7 @@ def destroy(ctx: Context, approve: Approve) -> None:
     reattach = detach.recorded(ctx.env, recorded_on, record=record)
     if not summary.has_changes and not restore and not reattach:
         tf.forget_plan()
-        ctx.progress(f"nothing to destroy: the Terraform state of environment {ctx.env.name} holds nothing")
+        ctx.out(f"nothing to destroy: the Terraform state of environment {ctx.env.name} holds nothing")
         return
     listing = summary_lines(summary)[:-1] if summary.has_changes else []
     if restore:
@@ -534,4 +654,4 @@ def destroy(ctx: Context, approve: Approve) -> None:
             failed = exc
     if failed is not None:
         ctx.progress(f"note: could not restore the source/dest check: {failed}")
-    ctx.progress(f"destroyed: ket-infra's groups and rules for environment {ctx.env.name} are gone")
+    ctx.out(f"destroyed: ket-infra's groups and rules for environment {ctx.env.name} are gone")

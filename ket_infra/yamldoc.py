@@ -86,7 +86,17 @@ class Doc:
         return f"{self.prefix}.{name}" if self.prefix else name
 
     def fail(self, name: str | None, problem: str, fix: str | None = None) -> NoReturn:
+        if name is not None and problem.startswith("is required") and name not in self.data:
+            near = self.misspelt(name)
+            if near is not None:  # the key is there, misspelt: that is the mistake to name
+                fix = f"found {safe_key(near)}: did you mean {name}?" + (f" else {fix}" if fix else "")
         raise self.error(self.path, self.key(name) if name is not None else (self.prefix or None), problem, fix)
+
+    def misspelt(self, name: str) -> str | None:
+        """A key of this mapping a slip away from NAME (which is missing), as unknown keys are matched."""
+        keys = [k for k in self.data if isinstance(k, str) and k != name]
+        near = difflib.get_close_matches(name, keys, n=1, cutoff=0.8)
+        return near[0] if near else None
 
     def has(self, name: str) -> bool:
         return self.data.get(name) is not None

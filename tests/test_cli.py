@@ -38,7 +38,7 @@ def test_rules_every_format_on_every_example(plan: Path, fmt: str) -> None:
 def test_json_contract() -> None:
     result = run("rules", str(EXAMPLES / "calico-overlay.yaml"), "--format", "json")
     doc = json.loads(result.stdout)
-    assert set(doc) == {"cluster", "cni", "groups", "rules", "host_settings", "warnings"}
+    assert set(doc) == {"cluster", "cni", "groups", "rules", "host_settings", "warnings", "acknowledged"}
     assert doc["cluster"] == "prod-east"
     assert doc["cni"] == {"provider": "calico", "mode": "overlay", "encrypted": False, "disabled": False}
     assert doc["groups"][0] == {"name": "etcd", "roles": ["etcd"], "nodes": ["etcd01", "etcd02", "etcd03"]}
@@ -85,7 +85,7 @@ def test_env_by_name_reads_environments_folder(tmp_path: Path) -> None:
     result = run("rules", str(EXAMPLES / "contiv.yaml"), "--env", "dev", cwd=tmp_path)
     assert result.returncode == 1
     assert result.stderr == "error: environments/dev.yaml: bogus: unknown key; remove it (allowed here: " + (
-        "api_cidrs, aws, detach_groups, egress_cidrs, endpoint_cidrs, ephemeral_ports, extra_rules, "
+        "acknowledge, api_cidrs, aws, detach_groups, egress_cidrs, endpoint_cidrs, ephemeral_ports, extra_rules, "
         "gluster_brick_ports, ingress_cidrs, installer_cidr, nodeport_cidrs, plan_file, preflight, terraform)\n"
     )
 
@@ -213,12 +213,12 @@ def test_verify_without_aws_credentials_says_so(tmp_path: Path) -> None:
     result = run_with(["verify", "--env", str(env_file)], tmp_path, no_credentials)
     assert result.returncode == 1, result.stdout + result.stderr
     assert result.stdout == ""
-    *warnings, error = result.stderr.splitlines()
+    note, error = result.stderr.splitlines()
     assert error == (
         "error: checking the AWS account: no AWS credentials found; "
         "set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"
     )
-    assert warnings and all(w.startswith("warning: ") for w in warnings)  # the layout's, as `rules` shows them
+    assert note.startswith("note: 6 warning(s) apply (")  # the layout's, named by id: plan says them in full
 
 
 def test_verify_exits_1_when_aws_cannot_be_reached(tmp_path: Path) -> None:
@@ -229,12 +229,12 @@ def test_verify_exits_1_when_aws_cannot_be_reached(tmp_path: Path) -> None:
     result = run_with(["verify", "--env", str(env_file), "--format", "json"], tmp_path, clean_environ())
     assert result.returncode == 1, result.stdout + result.stderr
     assert result.stdout == ""  # no half report
-    *warnings, error = result.stderr.splitlines()
+    *notes, error = result.stderr.splitlines()
     assert error == (
         f"error: checking the AWS account: cannot reach http://127.0.0.1:{port} (EndpointConnectionError); "
         f"check {env_file}: aws.endpoint_url and the network"
     )
-    assert all(w.startswith("warning: ") for w in warnings)
+    assert all(n.startswith("note: ") for n in notes)
 
 
 @pytest.mark.parametrize("command", ["verify", "audit"])
@@ -311,7 +311,9 @@ def test_table_shows_every_rule_of_the_json(plan: Path) -> None:
     assert table[header + 1 + len(doc["rules"]) :][:1] in ([], [""])
     for h in doc["host_settings"]:
         assert f"host setting: group {h['group']}: source/dest check off" in table
-    assert [ln.removeprefix("warning: ") for ln in table if ln.startswith("warning: ")] == doc["warnings"]
+    warned = run("rules", str(plan)).stderr.splitlines()  # the warnings go to stderr, each ending in its [id]
+    assert [ln.removeprefix("warning: ").rsplit(" [", 1)[0] for ln in warned] == doc["warnings"]
+    assert not [ln for ln in table if ln.startswith("warning: ")]
 
 
 @pytest.mark.parametrize("plan", sorted(EXAMPLES.glob("*.yaml")), ids=lambda p: p.stem)
@@ -356,7 +358,7 @@ def test_custom_cni_without_extra_rules_is_refused(tmp_path: Path, command: str)
     )
     assert "Traceback" not in result.stderr and not (tmp_path / ".work").exists()
     warned = run("rules", str(plan), "--env", str(env), cwd=tmp_path)
-    assert warned.returncode == 0 and "CNI provider custom: ket-infra knows no ports" in warned.stdout
+    assert warned.returncode == 0 and "CNI provider custom: ket-infra knows no ports" in warned.stderr
 
 
 @pytest.mark.parametrize("where", ["plan", "env", "audit"])

@@ -144,13 +144,30 @@ def test_the_cli_formats() -> None:
     assert table.returncode == 0
     lines = table.stdout.splitlines()
     assert lines[0] == f"compare {plan} (current: Contiv)"
-    assert "Calico overlay (KET default)" in lines[2] and "Contiv (current)" in lines[2]
-    assert any(ln.startswith("works here ") and "unknown" in ln for ln in lines)
+    assert lines[2] == "Calico overlay (KET default)" and "Contiv (current)" in lines  # stacked: no terminal
+    assert any(ln.startswith("  works here ") and "unknown" in ln for ln in lines)
     assert run("compare", plan, "--format", "markdown").stdout.startswith("Current choice: Contiv.\n\n| | Calico ")
 
 
+@pytest.mark.parametrize("width", [60, 80, 120])
+def test_the_table_fits_the_terminal_side_by_side_or_stacked(width: int) -> None:
+    """Side by side the comparison is 190-328 columns: a narrower terminal gets one block per option, every
+    line within its width, every value still there."""
+    from ket_infra.compare import table
+
+    doc = compare(load_plan(EXAMPLES / "calico-overlay.yaml"), None, None)
+    text = table(doc, width)
+    assert max(len(ln) for ln in text.splitlines()) <= width
+    for option in ("Calico overlay (current) (KET default)", "Calico routed", "Weave", "Weave encrypted", "Contiv"):
+        assert option in text.splitlines()
+    assert "  protocols beyond tcp/udp  ESP (50)" in text
+    wide = table(doc, 1000)
+    assert "| Calico routed " in wide.splitlines()[2] and max(len(ln) for ln in wide.splitlines()) > 190
+
+
 def test_the_contiv_warning_is_in_plan_and_verify_too(tmp_path: Path) -> None:
-    """rules shows it (examples/contiv.rules.md); plan, apply and verify print the layout's warnings first."""
+    """rules shows it (examples/contiv.rules.md); plan says it once the nodes are found, and verify (after
+    plan) names it by its id in one note instead of repeating it."""
     from tests.test_cli import run
 
     env = write_yaml(
@@ -161,10 +178,11 @@ def test_the_contiv_warning_is_in_plan_and_verify_too(tmp_path: Path) -> None:
         },
     )
     assert 'KET supports Contiv as a "preview"' in (EXAMPLES / "contiv.rules.md").read_text()
-    for command in ("verify", "plan"):
-        result = run(command, "--env", str(env), cwd=tmp_path)
-        assert result.returncode == 1
-        assert 'warning: KET supports Contiv as a "preview"' in result.stderr, command
+    result = run("verify", "--env", str(env), cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.startswith("note: 6 warning(s) apply (contiv-preview, contiv-limit, "), result.stderr
+    result = run("rules", "--env", str(env), cwd=tmp_path)
+    assert 'warning: KET supports Contiv as a "preview"' in result.stderr
 
 
 def test_each_cni_has_its_node_side_check() -> None:

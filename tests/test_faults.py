@@ -101,9 +101,9 @@ def test_ctrl_c_during_apply_leaves_the_state_whole(sandbox: Sandbox) -> None:
     work = fresh(sandbox)
     cmd, env = sandbox.command("apply", "--auto-approve")
     proc = subprocess.Popen(cmd, cwd=sandbox.root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
+    assert proc.stderr is not None
     seen: list[str] = []
-    for line in proc.stdout:
+    for line in proc.stderr:  # progress is on stderr
         seen.append(line)
         if line.startswith("terraform apply tfplan"):
             break
@@ -127,7 +127,7 @@ def test_ctrl_c_during_apply_leaves_the_state_whole(sandbox: Sandbox) -> None:
 
     rerun = sandbox.run("apply", "--auto-approve")
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
-    assert not [ln for ln in rerun.stdout.splitlines() if ln.startswith("adopting ")], rerun.stdout
+    assert not [ln for ln in rerun.stderr.splitlines() if ln.startswith("adopting ")], rerun.stderr
     assert_converged(sandbox)
 
 
@@ -171,7 +171,7 @@ def test_terraform_killed_during_apply_then_rerun_converges(sandbox: Sandbox) ->
     rerun = sandbox.run("apply", "--auto-approve")
     out = rerun.stdout + rerun.stderr
     assert rerun.returncode == 0, f"killed {killed}; first run: {''.join(seen)}{rest}\nrerun: {out}"
-    adopted = [ln for ln in rerun.stdout.splitlines() if ln.startswith("adopting ")]
+    adopted = [ln for ln in rerun.stderr.splitlines() if ln.startswith("adopting ")]
     assert len(adopted) == 1, out
     assert adopted[0].startswith("adopting "), adopted
     assert int(adopted[0].split()[1]) > 0, adopted

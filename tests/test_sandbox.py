@@ -394,6 +394,27 @@ def test_a_port_outside_1_to_65535_is_one_line(tmp_path: Path, command: str, por
     result = run("sandbox", command, *args, "--port", port, cwd=tmp_path)
     assert (result.returncode, result.stdout) == (1, "")
     assert result.stderr == (
-        f"error: Invalid value for '--port': {port} is not in the range 1<=x<=65535. (see ket-infra --help)\n"
+        f"error: Invalid value for '--port': {port} is not in the range 1<=x<=65535. (see ket-infra sandbox {command} "
+        "--help)\n"
     )
     assert list(tmp_path.iterdir()) == []
+
+
+def test_up_on_a_running_sandbox_is_refused_without_reset_and_down_removes_its_log(sandbox: Sandbox) -> None:
+    """Last in this module (it stops the module's sandbox). The CLI's `sandbox up` (reset=False) does not empty a running sandbox without --reset; it says what runs."""
+    from ket_infra.sandbox import log_file
+
+    path = sandbox.up(OVERLAY)
+    before = sandbox.instances()
+    with pytest.raises(KetInfraError) as info:
+        sandbox_up(ROUTED, sandbox.port, sandbox.env_file, sandbox.state_dir, progress=lambda _m: None, reset=False)
+    assert str(info.value).startswith(f"a sandbox is already running on port {sandbox.port} (pid ") and str(
+        info.value
+    ).endswith(
+        f", seeded from {OVERLAY} (environment file {path})); pass --reset to empty and reseed it, --port with "
+        f"another port, or stop it with ket-infra sandbox down --port {sandbox.port}"
+    )
+    assert sandbox.instances() == before  # nothing was reset
+    assert log_file(sandbox.port, sandbox.state_dir).exists()
+    assert sandbox_down(sandbox.port, sandbox.state_dir)
+    assert list(sandbox.state_dir.iterdir()) == []  # pid, log and what it was seeded from: gone

@@ -848,6 +848,11 @@ def test_junit_has_a_case_per_checked_class_and_a_failure_per_blocked_one(aws: N
     assert suite.findtext("system-out") == "warning: mind the gap"
     props = {p.get("name"): p.get("value") for p in suite.iter("property")}
     assert props == {"nodes": str(report.nodes), "aws_api_calls": str(report.api_calls)}
+    # every case carries a time (an even share of the one reading that judged them all), the suite the whole
+    assert 0 < float(suite.get("time", "")) == pytest.approx(report.seconds, abs=0.001)
+    assert all(float(c.get("time", "")) == pytest.approx(report.seconds / len(cases), abs=0.001) for c in cases)
+    singles = [c.get("name", "") for c in cases if c.get("name", "").endswith(", 1 node pair)")]
+    assert singles and not [c for c in cases if c.get("name", "").endswith(", 1 node pairs)")]
 
 
 def test_junit_reports_a_wrong_host_setting(aws: None) -> None:
