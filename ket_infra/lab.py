@@ -226,14 +226,28 @@ def build(lab: Lab) -> None:
         for p in ports[sn]:
             lines += [f"link set {p} master br0", f"link set {p} up"]
         _ip(batch=lines, ns=sn)
+    macs = {h.address: mac(i) for i, h in enumerate(lab.hosts)}
     for h in lab.hosts:
         lines = [
             "link set lo up",
+            f"link set eth0 address {macs[h.address]}",
             f"addr add {h.address}/32 dev eth0",
             "link set eth0 up",
             "route add default dev eth0",
         ]
+        lines += [f"neigh add {a} lladdr {m} dev eth0 nud permanent" for a, m in macs.items() if a != h.address]
         _ip(batch=lines, ns=h.ns)
+
+
+def mac(i: int, kind: int = 0) -> str:
+    """The lab's Ith host's link address (KIND 1: its overlay device's), locally administered.
+
+    Every host knows every other's address from the start (permanent neighbour entries), as a
+    VPC's hypervisor answers ARP itself: the kernel's ARP table is one table for all namespaces,
+    1024 resolved entries at most (gc_thresh3), and a 50-node lab resolving its own would overflow
+    it ("neighbor table overflow") and lose thousands of packets. Permanent entries do not count.
+    """
+    return f"02:6b:{kind:02x}:{i >> 16 & 0xFF:02x}:{i >> 8 & 0xFF:02x}:{i & 0xFF:02x}"
 
 
 def _kill(pids: Iterable[int]) -> None:
@@ -709,14 +723,21 @@ def etcd_peer_complaint(lab: Lab, cluster: EtcdCluster, m: Host) -> str:
 def vxlan_up(lab: Lab, nodes: list[Host], port: int) -> dict[str, str]:
     """Kernel VXLAN between NODES on udp PORT; each node's overlay address."""
     overlay = {h.name: str(OVERLAY.network_address + i + 1) for i, h in enumerate(nodes)}
+    macs = {h.name: mac(i, kind=1) for i, h in enumerate(nodes)}  # known in advance, as on eth0 (mac())
     for h in nodes:
         lines = [
-            f"link add {VXLAN_DEV} type vxlan id 4242 local {h.address} dstport {port} nolearning",
+            f"link add {VXLAN_DEV} address {macs[h.name]} type vxlan id 4242 local {h.address} dstport {port} nolearning",
             f"addr add {overlay[h.name]}/{OVERLAY.prefixlen} dev {VXLAN_DEV}",
             f"link set {VXLAN_DEV} up",
         ]
+        lines += [
+            f"neigh add {overlay[p.name]} lladdr {macs[p.name]} dev {VXLAN_DEV} nud permanent"
+            for p in nodes
+            if p is not h
+        ]
         _ip(batch=lines, ns=h.ns)
         fdb = [f"fdb append 00:00:00:00:00:00 dev {VXLAN_DEV} dst {p.address}" for p in nodes if p is not h]
+        fdb += [f"fdb append {macs[p.name]} dev {VXLAN_DEV} dst {p.address}" for p in nodes if p is not h]
         if fdb:
             done = subprocess.run(
                 [_tool("bridge"), "-n", h.ns, "-batch", "-"],

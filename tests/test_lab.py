@@ -69,6 +69,17 @@ def test_calico_bird_mesh_is_established_and_etcd_formed(routed: lab.Lab, routed
     assert any(r.flow == "calico-pod-traffic" and r.ok for r in routed_report.results)  # from the pod CIDR
 
 
+def test_no_node_resolves_an_address_by_arp(routed: lab.Lab, routed_report: lab.Report) -> None:
+    """The kernel's ARP table is shared by every namespace (1024 entries): a 50-node lab resolving its
+    own addresses overflowed it and lost thousands of packets. Every neighbour is permanent, known at up."""
+    assert routed_report.results
+    for h in routed.hosts:
+        shown = subprocess.run(["ip", "-n", h.ns, "neigh", "show", "dev", "eth0"], capture_output=True, text=True)
+        lines = shown.stdout.splitlines()
+        assert len(lines) == len(routed.hosts) - 1, (h.name, lines)
+        assert all(line.split()[-1] == "PERMANENT" for line in lines), (h.name, lines)
+
+
 def test_without_the_bgp_rule_bird_stays_down_and_the_lab_names_calico_bgp(routed: lab.Lab) -> None:
     done = cli(
         "lab", "run", "--state", str(routed.state), "--drop-flow", "calico-bgp", "--format", "json", "--wait", "3"
