@@ -113,7 +113,7 @@ def rules(plan_file: str, env: str | None, fmt: str, audit_file: str | None, nod
     plan = load_plan(plan_file)
     rs = layout(plan, environment)
     if fmt == "nftables":
-        from ket_infra import nftables
+        from ket_infra.lab import nftables
 
         if node is not None and node not in {n.host for n in plan.nodes}:
             hosts = ", ".join(n.host for n in plan.nodes)

@@ -1,0 +1,315 @@
+"""The real daemons in the node namespaces: BIRD 2 in a full BGP mesh (Calico), etcd 3.4 clusters
+(TLS off in the lab), kernel VXLAN with a ping across the overlay (Contiv, Weave); their own state
+read back as the lab's results."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ket_infra.errors import KetInfraError
+from ket_infra.lab.report import Result
+from ket_infra.lab.topology import Host, Lab, ip, kill, mac, tool
+
+if TYPE_CHECKING:
+    from ket_infra.environment import Environment
+    from ket_infra.plan import Plan
+
+DAEMON_WAIT = 6.0  # seconds the daemons get to reach their state (BIRD Established, etcd healthy)
+OVERLAY = ipaddress.IPv4Network("100.64.0.0/16")  # the VXLAN overlay's addresses
+VXLAN_DEV = "kivx0"
+AS_NUMBER = 64512  # Calico's default AS
+
+
+def _spawn(lab: Lab, key: str, ns: str, argv: list[str], log: Path) -> None:
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [tool("ip"), "netns", "exec", ns, *argv],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    lab.pids[key] = proc.pid
+    lab.save()
+
+
+def stop_daemons(lab: Lab) -> None:
+    kill(lab.pids.values())
+    lab.pids.clear()
+    lab.save()
+    for h in lab.nodes:
+        subprocess.run([tool("ip"), "-n", h.ns, "link", "del", VXLAN_DEV], capture_output=True)
+
+
+def _bird_name(host: str) -> str:
+    return "n_" + re.sub(r"[^A-Za-z0-9_]", "_", host)
+
+
+def start_bird(lab: Lab, peers: list[Host]) -> None:
+    for h in peers:
+        lines = [
+            f"router id {h.address};",
+            "protocol device { scan time 10; }",
+            "template bgp mesh {",
+            f"  local {h.address} as {AS_NUMBER};",
+            "  connect delay time 1; connect retry time 2; error wait time 1, 3; hold time 6; keepalive time 2;",
+            "  ipv4 { import none; export none; };",
+            "}",
+        ]
+        lines += [
+            f"protocol bgp {_bird_name(p.name)} from mesh {{ neighbor {p.address} as {AS_NUMBER}; }}"
+            for p in peers
+            if p is not h
+        ]
+        conf = lab.dir / f"bird-{h.name}.conf"
+        conf.write_text("\n".join(lines) + "\n")
+        sock = lab.dir / f"bird-{h.name}.ctl"
+        _spawn(
+            lab,
+            f"bird:{h.name}",
+            h.ns,
+            [tool("bird"), "-f", "-c", str(conf), "-s", str(sock)],
+            lab.dir / f"bird-{h.name}.log",
+        )
+
+
+def bird_sessions(lab: Lab, h: Host) -> dict[str, str]:
+    """`birdc show protocols` on H: each BGP session's line, by protocol name."""
+    done = subprocess.run(
+        [tool("birdc"), "-s", str(lab.dir / f"bird-{h.name}.ctl"), "show", "protocols"], capture_output=True, text=True
+    )
+    out = {}
+    for line in done.stdout.splitlines():
+        parts = line.split()
+        if len(parts) > 1 and parts[1] == "BGP":
+            out[parts[0]] = " ".join(parts)
+    return out
+
+
+@dataclass(frozen=True)
+class EtcdCluster:
+    name: str  # k8s | networking
+    client: int
+    peer: int
+    client_flow: str
+    peer_flow: str
+
+
+ETCD_CLUSTERS = (
+    EtcdCluster("k8s", 2379, 2380, "etcd-client", "etcd-peer"),
+    EtcdCluster("networking", 6666, 6660, "etcd-networking-client", "etcd-networking-peer"),
+)
+
+
+def start_etcd(lab: Lab, cluster: EtcdCluster, members: list[Host]) -> None:
+    initial = ",".join(f"{m.name}=http://{m.address}:{cluster.peer}" for m in members)
+    for m in members:
+        data = lab.dir / f"etcd-{cluster.name}-{m.name}"
+        shutil.rmtree(data, ignore_errors=True)
+        argv = [
+            tool("etcd"), "--name", m.name, "--data-dir", str(data),
+            "--listen-peer-urls", f"http://{m.address}:{cluster.peer}",
+            "--initial-advertise-peer-urls", f"http://{m.address}:{cluster.peer}",
+            "--listen-client-urls", f"http://{m.address}:{cluster.client}",
+            "--advertise-client-urls", f"http://{m.address}:{cluster.client}",
+            "--initial-cluster", initial, "--initial-cluster-state", "new",
+            "--initial-cluster-token", f"{lab.id}-{cluster.name}",
+            "--heartbeat-interval", "50", "--election-timeout", "500",
+            "--logger", "zap", "--log-outputs", "stderr",
+        ]  # fmt: skip
+        _spawn(lab, f"etcd-{cluster.name}:{m.name}", m.ns, argv, lab.dir / f"etcd-{cluster.name}-{m.name}.log")
+
+
+def etcdctl(lab: Lab, h: Host, endpoints: list[str], *args: str) -> subprocess.Popen[str]:
+    argv = [
+        tool("ip"),
+        "netns",
+        "exec",
+        h.ns,
+        tool("etcdctl"),
+        "--endpoints",
+        ",".join(endpoints),
+        "--dial-timeout",
+        "1s",
+        "--command-timeout",
+        "2s",
+        *args,
+    ]
+    return subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "ETCDCTL_API": "3"}
+    )
+
+
+def _words(text: str) -> str:
+    return " ".join(text.split())[:400]
+
+
+def etcd_peer_complaint(lab: Lab, cluster: EtcdCluster, m: Host) -> str:
+    """The member's own last word on its peers, from its log."""
+    log = lab.dir / f"etcd-{cluster.name}-{m.name}.log"
+    lines = log.read_text(errors="replace").splitlines() if log.exists() else []
+    for line in reversed(lines):
+        if "peer" in line and ("unhealthy" in line or "unreachable" in line or "failed" in line or "lost" in line):
+            try:
+                doc = json.loads(line)
+                return _words(f"{doc.get('msg', '')} {doc.get('remote-peer-id', '')} {doc.get('error', '')}")
+            except ValueError:
+                return _words(line)
+    return ""
+
+
+def vxlan_up(lab: Lab, nodes: list[Host], port: int) -> dict[str, str]:
+    """Kernel VXLAN between NODES on udp PORT; each node's overlay address."""
+    overlay = {h.name: str(OVERLAY.network_address + i + 1) for i, h in enumerate(nodes)}
+    macs = {h.name: mac(i, kind=1) for i, h in enumerate(nodes)}  # known in advance, as on eth0 (mac())
+    for h in nodes:
+        lines = [
+            f"link add {VXLAN_DEV} address {macs[h.name]} type vxlan id 4242 local {h.address} dstport {port} nolearning",
+            f"addr add {overlay[h.name]}/{OVERLAY.prefixlen} dev {VXLAN_DEV}",
+            f"link set {VXLAN_DEV} up",
+        ]
+        lines += [
+            f"neigh add {overlay[p.name]} lladdr {macs[p.name]} dev {VXLAN_DEV} nud permanent"
+            for p in nodes
+            if p is not h
+        ]
+        ip(batch=lines, ns=h.ns)
+        fdb = [f"fdb append 00:00:00:00:00:00 dev {VXLAN_DEV} dst {p.address}" for p in nodes if p is not h]
+        fdb += [f"fdb append {macs[p.name]} dev {VXLAN_DEV} dst {p.address}" for p in nodes if p is not h]
+        if fdb:
+            done = subprocess.run(
+                [tool("bridge"), "-n", h.ns, "-batch", "-"],
+                input="\n".join(fdb) + "\n",
+                capture_output=True,
+                text=True,
+            )
+            if done.returncode != 0:
+                raise KetInfraError(f"bridge fdb in {h.name}'s namespace: {done.stderr.strip()}")
+    return overlay
+
+
+def uses_vxlan(plan: Plan) -> bool:
+    return not plan.cni.disabled and plan.cni.provider in ("contiv", "weave")
+
+
+def daemon_results(lab: Lab, plan: Plan, env: Environment | None, wait: float = DAEMON_WAIT) -> list[Result]:
+    """Start the CNI's and KET's real daemons in the node namespaces and read their own state."""
+    from ket_infra import flows as catalog
+    from ket_infra.lab import net
+
+    cni = plan.cni
+    names = {f.name for f in catalog.required_flows(plan, env)}
+    kubelet = [h for h in lab.nodes if set(h.roles) & set(catalog.KUBELET)]
+    etcd_nodes = [h for h in lab.nodes if "etcd" in h.roles]
+    out: list[Result] = []
+    bird = not cni.disabled and cni.provider == "calico" and "calico-bgp" in names and len(kubelet) > 1
+    clusters = [c for c in ETCD_CLUSTERS if c.peer_flow in names] if etcd_nodes else []
+    if bird:
+        start_bird(lab, kubelet)
+    for c in clusters:
+        start_etcd(lab, c, etcd_nodes)
+    vx_flow, vx_port = ("contiv-vxlan", 4789) if cni.provider == "contiv" else ("weave-data", 6784)
+    overlay = vxlan_up(lab, kubelet, vx_port) if vx_flow in names and len(kubelet) > 1 else {}
+    deadline = time.monotonic() + wait
+    sessions: dict[str, dict[str, str]] = {}
+    health: dict[tuple[str, str], tuple[bool, str]] = {}
+    while True:
+        if bird:
+            sessions = {h.name: bird_sessions(lab, h) for h in kubelet}
+        for c in clusters:
+            procs = {
+                m.name: etcdctl(lab, m, [f"http://{m.address}:{c.client}"], "endpoint", "health") for m in etcd_nodes
+            }
+            for name, proc in procs.items():
+                text = proc.communicate()[0]
+                health[(c.name, name)] = (proc.returncode == 0 and "is healthy" in text, _words(text))
+        bgp_done = all(
+            len(s) == len(kubelet) - 1 and all("Established" in line for line in s.values()) for s in sessions.values()
+        )
+        etcd_done = all(ok for ok, _ in health.values())
+        if (bgp_done and etcd_done) or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    if bird:
+        for h in kubelet:
+            for p in kubelet:
+                if p is h:
+                    continue
+                line = sessions.get(h.name, {}).get(
+                    _bird_name(p.name), "no such BGP protocol in `birdc show protocols`"
+                )
+                out.append(
+                    Result(
+                        "daemon",
+                        "calico-bgp",
+                        p.name,
+                        h.name,
+                        "BGP session (BIRD, tcp 179)",
+                        "Established" in line,
+                        f"birdc show protocols: {line}",
+                    )
+                )
+    for c in clusters:
+        endpoints = [f"http://{m.address}:{c.client}" for m in etcd_nodes]
+        members = etcdctl(lab, etcd_nodes[0], endpoints[:1], "member", "list").communicate()[0]
+        for m in etcd_nodes:
+            ok, words = health[(c.name, m.name)]
+            if not ok:
+                complaint = etcd_peer_complaint(lab, c, m)
+                words += f"; etcd log: {complaint}" if complaint else ""
+            out.append(
+                Result(
+                    "daemon",
+                    c.peer_flow,
+                    m.name,
+                    m.name,
+                    f"etcd cluster {c.name} (tcp {c.peer})",
+                    ok,
+                    f"etcdctl endpoint health: {words}; member list: {_words(members)}",
+                )
+            )
+        flow = next(f for f in catalog.required_flows(plan, env) if f.name == c.client_flow)
+        clients = [h for h in lab.nodes if set(h.roles) & set(flow.src)]
+        puts = {h.name: etcdctl(lab, h, endpoints, "put", f"/ket-infra-lab/{h.name}", h.name) for h in clients}
+        wrote = {name: p.communicate()[0] for name, p in puts.items()}
+        gets = {
+            h.name: etcdctl(lab, h, endpoints, "get", "--print-value-only", f"/ket-infra-lab/{h.name}") for h in clients
+        }
+        for h in clients:
+            text, read = wrote[h.name], gets[h.name].communicate()[0]
+            ok = "OK" in text and read.strip() == h.name
+            words = f"etcdctl put: {_words(text)}; get: {_words(read)}"
+            out.append(
+                Result(
+                    "daemon",
+                    c.client_flow,
+                    h.name,
+                    etcd_nodes[0].name,
+                    f"etcd {c.name} write and read (tcp {c.client})",
+                    ok,
+                    words,
+                )
+            )
+    if overlay:
+        pings = [
+            (h, q, net.Probe(h.ns, q.ns, overlay[q.name], "icmp", 8)) for h in kubelet for q in kubelet if q is not h
+        ]
+        ex = net.Exchange()
+        try:
+            got = ex.run([x[2] for x in pings], 2.0)
+        finally:
+            ex.close()
+        for h, q, probe in pings:
+            ok = got[probe] == net.OPEN
+            words = f"ping {overlay[q.name]} over {VXLAN_DEV} (udp {vx_port}): {'reply' if ok else 'no reply in 2s'}"
+            out.append(Result("daemon", vx_flow, h.name, q.name, f"VXLAN overlay (udp {vx_port})", ok, words))
+    return out
