@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ket_infra.errors import KetInfraError
+from ket_infra.lab.probes import TIMEOUT
 from ket_infra.lab.report import Result
 from ket_infra.lab.topology import Host, Lab, ip, kill, mac, tool
 
@@ -129,24 +130,19 @@ def start_etcd(lab: Lab, cluster: EtcdCluster, members: list[Host]) -> None:
         _spawn(lab, f"etcd-{cluster.name}:{m.name}", m.ns, argv, lab.dir / f"etcd-{cluster.name}-{m.name}.log")
 
 
-def etcdctl(lab: Lab, h: Host, endpoints: list[str], *args: str) -> subprocess.Popen[str]:
-    argv = [
-        tool("ip"),
-        "netns",
-        "exec",
-        h.ns,
-        tool("etcdctl"),
-        "--endpoints",
-        ",".join(endpoints),
-        "--dial-timeout",
-        "1s",
-        "--command-timeout",
-        "2s",
-        *args,
-    ]
-    return subprocess.Popen(
-        argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "ETCDCTL_API": "3"}
-    )
+def etcdctl(lab: Lab, h: Host, endpoints: list[str], *args: str, timeout: str = "2s") -> subprocess.Popen[str]:
+    """etcdctl ARGS started in H's namespace (TIMEOUT: its command timeout)."""
+    from ket_infra.lab import net
+
+    argv = [tool("etcdctl"), "--endpoints", ",".join(endpoints), "--dial-timeout", "1s", "--command-timeout", timeout]
+    with net.netns(h.ns):
+        return subprocess.Popen(
+            [*argv, *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, "ETCDCTL_API": "3"},
+        )
 
 
 def _words(text: str) -> str:
@@ -222,21 +218,36 @@ def daemon_results(lab: Lab, plan: Plan, env: Environment | None, wait: float = 
     deadline = time.monotonic() + wait
     sessions: dict[str, dict[str, str]] = {}
     health: dict[tuple[str, str], tuple[bool, str]] = {}
+    # Each member is asked again as soon as its last answer came back unhealthy: a member that cannot
+    # answer (no quorum: the command times out) holds up no other member, BIRD or the other cluster.
+    asking: dict[tuple[str, str], subprocess.Popen[str]] = {}
+
+    def answered(key: tuple[str, str], proc: subprocess.Popen[str]) -> None:
+        text = proc.communicate()[0]
+        health[key] = (proc.returncode == 0 and "is healthy" in text, _words(text))
+        del asking[key]
+
     while True:
+        for c in clusters:
+            for m in etcd_nodes:
+                if (c.name, m.name) not in asking and not health.get((c.name, m.name), (False, ""))[0]:
+                    endpoint = [f"http://{m.address}:{c.client}"]
+                    # asked again until the deadline: a short timeout only makes the questions more frequent
+                    asking[(c.name, m.name)] = etcdctl(lab, m, endpoint, "endpoint", "health", timeout="1s")
         if bird:
             sessions = {h.name: bird_sessions(lab, h) for h in kubelet}
-        for c in clusters:
-            procs = {
-                m.name: etcdctl(lab, m, [f"http://{m.address}:{c.client}"], "endpoint", "health") for m in etcd_nodes
-            }
-            for name, proc in procs.items():
-                text = proc.communicate()[0]
-                health[(c.name, name)] = (proc.returncode == 0 and "is healthy" in text, _words(text))
+        for key, proc in list(asking.items()):
+            if proc.poll() is not None:
+                answered(key, proc)
         bgp_done = all(
             len(s) == len(kubelet) - 1 and all("Established" in line for line in s.values()) for s in sessions.values()
         )
-        etcd_done = all(ok for ok, _ in health.values())
-        if (bgp_done and etcd_done) or time.monotonic() > deadline:
+        etcd_done = not asking and all(ok for ok, _ in health.values())
+        if bgp_done and etcd_done:
+            break
+        if time.monotonic() > deadline:
+            for key, proc in list(asking.items()):  # the last answers: why a member is not healthy
+                answered(key, proc)
             break
         time.sleep(0.3)
     if bird:
@@ -258,9 +269,28 @@ def daemon_results(lab: Lab, plan: Plan, env: Environment | None, wait: float = 
                         f"birdc show protocols: {line}",
                     )
                 )
+    # Every cluster's member list and writes at once, then the reads of what was written: a cluster
+    # that did not form makes each of them wait out etcdctl's command timeout.
+    endpoints = {c.name: [f"http://{m.address}:{c.client}" for m in etcd_nodes] for c in clusters}
+    listing = {c.name: etcdctl(lab, etcd_nodes[0], endpoints[c.name][:1], "member", "list") for c in clusters}
+    clients: dict[str, list[Host]] = {}
     for c in clusters:
-        endpoints = [f"http://{m.address}:{c.client}" for m in etcd_nodes]
-        members = etcdctl(lab, etcd_nodes[0], endpoints[:1], "member", "list").communicate()[0]
+        flow = next(f for f in catalog.required_flows(plan, env) if f.name == c.client_flow)
+        clients[c.name] = [h for h in lab.nodes if set(h.roles) & set(flow.src)]
+    puts = {
+        (c.name, h.name): etcdctl(lab, h, endpoints[c.name], "put", f"/ket-infra-lab/{h.name}", h.name)
+        for c in clusters
+        for h in clients[c.name]
+    }
+    wrote = {key: p.communicate()[0] for key, p in puts.items()}
+    gets = {
+        (c.name, h.name): etcdctl(lab, h, endpoints[c.name], "get", "--print-value-only", f"/ket-infra-lab/{h.name}")
+        for c in clusters
+        for h in clients[c.name]
+        if "OK" in wrote[(c.name, h.name)]  # nothing written: nothing to read
+    }
+    for c in clusters:
+        members = listing[c.name].communicate()[0]
         for m in etcd_nodes:
             ok, words = health[(c.name, m.name)]
             if not ok:
@@ -277,17 +307,14 @@ def daemon_results(lab: Lab, plan: Plan, env: Environment | None, wait: float = 
                     f"etcdctl endpoint health: {words}; member list: {_words(members)}",
                 )
             )
-        flow = next(f for f in catalog.required_flows(plan, env) if f.name == c.client_flow)
-        clients = [h for h in lab.nodes if set(h.roles) & set(flow.src)]
-        puts = {h.name: etcdctl(lab, h, endpoints, "put", f"/ket-infra-lab/{h.name}", h.name) for h in clients}
-        wrote = {name: p.communicate()[0] for name, p in puts.items()}
-        gets = {
-            h.name: etcdctl(lab, h, endpoints, "get", "--print-value-only", f"/ket-infra-lab/{h.name}") for h in clients
-        }
-        for h in clients:
-            text, read = wrote[h.name], gets[h.name].communicate()[0]
+        for h in clients[c.name]:
+            text = wrote[(c.name, h.name)]
+            get = gets.get((c.name, h.name))
+            read = get.communicate()[0] if get is not None else ""
             ok = "OK" in text and read.strip() == h.name
-            words = f"etcdctl put: {_words(text)}; get: {_words(read)}"
+            words = (
+                f"etcdctl put: {_words(text)}; get: {_words(read) if get is not None else 'not tried, the put failed'}"
+            )
             out.append(
                 Result(
                     "daemon",
@@ -305,11 +332,11 @@ def daemon_results(lab: Lab, plan: Plan, env: Environment | None, wait: float = 
         ]
         ex = net.Exchange()
         try:
-            got = ex.run([x[2] for x in pings], 2.0)
+            got = ex.run([x[2] for x in pings], TIMEOUT)  # as every probe: no ARP on the way (vxlan_up)
         finally:
             ex.close()
         for h, q, probe in pings:
             ok = got[probe] == net.OPEN
-            words = f"ping {overlay[q.name]} over {VXLAN_DEV} (udp {vx_port}): {'reply' if ok else 'no reply in 2s'}"
+            words = f"ping {overlay[q.name]} over {VXLAN_DEV} (udp {vx_port}): {'reply' if ok else f'no reply in {TIMEOUT:g}s'}"
             out.append(Result("daemon", vx_flow, h.name, q.name, f"VXLAN overlay (udp {vx_port})", ok, words))
     return out

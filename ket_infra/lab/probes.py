@@ -59,8 +59,8 @@ def _covers(f: Flow, protocol: str, port: int | None) -> bool:
     return True
 
 
-def drives(lab: Lab, plan: Plan, env: Environment | None) -> list[Drive]:
-    """Every required flow between the hosts it names, then the probes that must be dropped."""
+def drives(lab: Lab, plan: Plan, env: Environment | None, probes: bool = True) -> list[Drive]:
+    """Every required flow between the hosts it names, then (PROBES) the probes that must be dropped."""
     from ket_infra import flows as catalog
     from ket_infra.layout import cidr_destinations, cidr_sources
 
@@ -97,6 +97,8 @@ def drives(lab: Lab, plan: Plan, env: Environment | None) -> list[Drive]:
             for t in targets(f):
                 if s.name != t.name:
                     out += [Drive(f.name, s.name, t.name, p, port, True) for p, port in samples(f.protocol, f.ports)]
+    if not probes:
+        return out
     candidates: list[tuple[str, int | None]] = list(ALL_PROBES)
     for f in [*(f for table in catalog.TABLES for f in table), *required]:
         if f.protocol != "all":

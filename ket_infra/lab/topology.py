@@ -1,6 +1,6 @@
 """The lab's namespaces: one per node, per subnet, per CIDR the catalog names, and the outside.
 
-`topology` decides them from the plan; `build` makes them, joined by veth pairs to
+`plan_hosts` decides them from the plan; `build` makes them, joined by veth pairs to
 a bridge per /24 subnet (subnets joined at layer 2: the VPC router and network
 ACLs are not modelled); `teardown` removes whatever the state file names. Every
 namespace is written to the state file before it is made.
@@ -112,7 +112,7 @@ def _free_address(net: ipaddress.IPv4Network, taken: set[str]) -> str | None:
     return None
 
 
-def topology(plan: Plan, env: Environment | None, lab_id: str) -> tuple[list[str], list[Host]]:
+def plan_hosts(plan: Plan, env: Environment | None, lab_id: str) -> tuple[list[str], list[Host]]:
     """The subnet namespaces and the hosts (nodes, CIDR stand-ins, the outside) of PLAN's lab."""
     from ket_infra import flows as catalog
     from ket_infra.layout import cidr_destinations, cidr_sources
@@ -216,11 +216,18 @@ def kill(pids: Iterable[int]) -> None:
                 if os.waitpid(pid, os.WNOHANG)[0]:
                     break
             except ChildProcessError:
-                try:
-                    os.kill(pid, 0)
-                except ProcessLookupError:
+                if not _running(pid):
                     break
             time.sleep(0.05)
+
+
+def _running(pid: int) -> bool:
+    """PID is a live process: not gone, and not a zombie its parent (another process) has yet to reap."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2 :].split()[0] != "Z"  # the state follows the command name in parentheses
 
 
 def teardown(lab: Lab) -> None:
