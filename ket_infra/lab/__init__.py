@@ -43,9 +43,11 @@ from ket_infra.errors import KetInfraError
 from ket_infra.lab.daemons import (
     DAEMON_WAIT,
     VXLAN_DEV,
+    Started,
     bird_sessions,
     daemon_results,
     etcdctl,
+    start_daemons,
     stop_daemons,
     uses_vxlan,
 )
@@ -216,10 +218,16 @@ def run(
     progress(
         f"lab {lab.id}: {sum(d.required for d in todo)} flow packet(s), {sum(not d.required for d in todo)} probe(s)"
     )
-    report.results += packet_results(lab, todo)
-    if daemons:
-        progress(f"lab {lab.id}: starting BIRD, etcd and VXLAN where the plan's CNI uses them")
-        report.results += daemon_results(lab, plan, env, wait)
+    started: list[Started] = []
+
+    def start() -> None:  # while the packets without ports wait out their timeout
+        if daemons:
+            progress(f"lab {lab.id}: starting BIRD, etcd and VXLAN where the plan's CNI uses them")
+            started.append(start_daemons(lab, plan, env))
+
+    report.results += packet_results(lab, todo, between=start)
+    if started:
+        report.results += daemon_results(lab, plan, env, wait, started[0])
     return report
 
 

@@ -197,16 +197,28 @@ def uses_vxlan(plan: Plan) -> bool:
     return not plan.cni.disabled and plan.cni.provider in ("contiv", "weave")
 
 
-def daemon_results(lab: Lab, plan: Plan, env: Environment | None, wait: float = DAEMON_WAIT) -> list[Result]:
-    """Start the CNI's and KET's real daemons in the node namespaces and read their own state."""
+@dataclass(frozen=True)
+class Started:
+    """The daemons start_daemons started, and when."""
+
+    bird: bool
+    kubelet: list[Host]
+    etcd_nodes: list[Host]
+    clusters: list[EtcdCluster]
+    overlay: dict[str, str]  # kubelet node -> its VXLAN overlay address (empty: no VXLAN)
+    vx_flow: str
+    vx_port: int
+    at: float  # time.monotonic() when they were started
+
+
+def start_daemons(lab: Lab, plan: Plan, env: Environment | None) -> Started:
+    """Start the CNI's and KET's real daemons in the node namespaces (BIRD, etcd, kernel VXLAN)."""
     from ket_infra import flows as catalog
-    from ket_infra.lab import net
 
     cni = plan.cni
     names = {f.name for f in catalog.required_flows(plan, env)}
     kubelet = [h for h in lab.nodes if set(h.roles) & set(catalog.KUBELET)]
     etcd_nodes = [h for h in lab.nodes if "etcd" in h.roles]
-    out: list[Result] = []
     bird = not cni.disabled and cni.provider == "calico" and "calico-bgp" in names and len(kubelet) > 1
     clusters = [c for c in ETCD_CLUSTERS if c.peer_flow in names] if etcd_nodes else []
     if bird:
@@ -215,7 +227,21 @@ def daemon_results(lab: Lab, plan: Plan, env: Environment | None, wait: float = 
         start_etcd(lab, c, etcd_nodes)
     vx_flow, vx_port = ("contiv-vxlan", 4789) if cni.provider == "contiv" else ("weave-data", 6784)
     overlay = vxlan_up(lab, kubelet, vx_port) if vx_flow in names and len(kubelet) > 1 else {}
-    deadline = time.monotonic() + wait
+    return Started(bird, kubelet, etcd_nodes, clusters, overlay, vx_flow, vx_port, time.monotonic())
+
+
+def daemon_results(
+    lab: Lab, plan: Plan, env: Environment | None, wait: float = DAEMON_WAIT, started: Started | None = None
+) -> list[Result]:
+    """The daemons' own state (starting them unless STARTED), once reached or WAIT seconds after their start."""
+    from ket_infra import flows as catalog
+    from ket_infra.lab import net
+
+    st = started or start_daemons(lab, plan, env)
+    bird, kubelet, etcd_nodes, clusters, overlay = st.bird, st.kubelet, st.etcd_nodes, st.clusters, st.overlay
+    vx_flow, vx_port = st.vx_flow, st.vx_port
+    out: list[Result] = []
+    deadline = st.at + wait
     sessions: dict[str, dict[str, str]] = {}
     health: dict[tuple[str, str], tuple[bool, str]] = {}
     # Each member is asked again as soon as its last answer came back unhealthy: a member that cannot

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -141,8 +142,19 @@ def what(protocol: str, port: int | None) -> str:
     return protocol_label(protocol)
 
 
-def packet_results(lab: Lab, todo: list[Drive], timeout: float = TIMEOUT, split: bool = True) -> list[Result]:
-    """Drive TODO with packets: listeners in every target, probes from every source, all at once."""
+def packet_results(
+    lab: Lab,
+    todo: list[Drive],
+    timeout: float = TIMEOUT,
+    split: bool = True,
+    between: Callable[[], None] | None = None,
+) -> list[Result]:
+    """Drive TODO with packets: listeners in every target, probes from every source, all at once.
+
+    BETWEEN is called once every port has been driven: before the last round, which has no ports (no
+    listener a daemon could take, nothing a daemon's traffic is tracked as), or after the only one.
+    What it starts runs while that last round waits out its timeout.
+    """
     from ket_infra.lab import net
 
     # Without ports, a protocol's packets from A to B make B to A a reply (conntrack tracks the address
@@ -156,7 +168,13 @@ def packet_results(lab: Lab, todo: list[Drive], timeout: float = TIMEOUT, split:
         out = packet_results(lab, first, timeout, split=False)
         for ns in namespaces(lab):
             net.flush_conntrack(ns)
+        if between is not None:
+            between()
         return out + packet_results(lab, later, timeout, split=False)
+    if between is not None:
+        out = packet_results(lab, todo, timeout, split=False)
+        between()
+        return out
     ex = net.Exchange()
     try:
         probes: dict[Drive, Probe] = {}
