@@ -172,8 +172,9 @@ def test_a_killed_lab_is_removed_by_the_next_up_and_down_leaves_nothing(tmp_path
 
 
 def test_down_does_not_wait_on_a_killed_process_its_parent_has_not_reaped() -> None:
-    """A daemon whose parent lives on (here a shell that never waits) is a zombie once killed: gone."""
-    parent = subprocess.Popen(["sh", "-c", "sleep 60 & echo $!; exec sleep 60"], stdout=subprocess.PIPE, text=True)
+    """A daemon whose parent lives on (here one that never waits) is a zombie once killed: gone."""
+    never_waits = "import subprocess, time; print(subprocess.Popen(['sleep', '60']).pid, flush=True); time.sleep(60)"
+    parent = subprocess.Popen([sys.executable, "-c", never_waits], stdout=subprocess.PIPE, text=True)
     try:
         assert parent.stdout is not None
         child = int(parent.stdout.readline())
