@@ -855,7 +855,7 @@ def lab_up(plan_file: str, env: str | None, state: str) -> None:
     "drop",
     multiple=True,
     metavar="FLOW",
-    help="Run without every rule that carries FLOW (e.g. calico-bgp): what breaks without it.",
+    help="Run without every rule that carries FLOW (e.g. calico-bgp; repeatable): what breaks without it.",
 )
 @click.option("--no-daemons", is_flag=True, help="Packets only: skip BIRD, etcd and VXLAN.")
 @click.option(

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from ket_infra import nftables
 from ket_infra.environment import load_environment
+from ket_infra.lab import nftables
 from ket_infra.layout import layout
 from ket_infra.plan import load_plan
 from tests.conftest import EXAMPLES

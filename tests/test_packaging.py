@@ -58,6 +58,8 @@ def test_wheel_carries_the_template_the_module_and_the_license(wheel: Path) -> N
     module = {n.rsplit("/", 1)[1] for n in names if n.startswith("ket_infra/modules/ket-cni-network/")}
     assert {"main.tf", "variables.tf", "outputs.tf", "versions.tf"} <= module
     assert "ket_infra/templates/main.tf.j2" in names
+    lab = {"__init__", "topology", "nftables", "net", "probes", "daemons", "report"}  # a subpackage
+    assert {f"ket_infra/lab/{m}.py" for m in lab} <= names
     assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
     metadata = next(n for n in names if n.endswith(".dist-info/METADATA"))
     assert "License-Expression: Apache-2.0" in zipfile.ZipFile(wheel).read(metadata).decode()

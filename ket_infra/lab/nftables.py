@@ -1,7 +1,7 @@
 """A RuleSet as nftables: each node's firewall with security-group semantics.
 
 For hosts without cloud security groups (bare metal, on-premises) and for the
-lab (ket_infra/lab.py), which loads exactly this text in each node's namespace.
+lab (ket_infra/lab/), which loads exactly this text in each node's namespace.
 What a security group does, nftables does here:
 
 - default drop in both directions (policy drop on input and output);
