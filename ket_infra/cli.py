@@ -25,7 +25,7 @@ EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it; 128 + the signal fo
 
 
 # The commands in the order of the job (what to open, then the pipeline, then the tools around it).
-ORDER = ("rules", "compare", "plan", "apply", "verify", "audit", "destroy", "render", "sandbox", "version")
+ORDER = ("rules", "compare", "plan", "apply", "verify", "audit", "destroy", "render", "sandbox", "lab", "version")
 
 
 class _Cli(click.Group):
@@ -808,7 +808,12 @@ def sandbox_down(port: int) -> None:
     click.echo("sandbox stopped" if down(port=port) else f"no sandbox was running on port {port}")
 
 
-@cli.group()
+@cli.group(
+    short_help="Prove the rules with real packets and daemons in namespaces.",
+    epilog="""\b
+Example:
+  ket-infra lab up examples/calico-routed.yaml && ket-infra lab run; ket-infra lab down""",
+)
 def lab() -> None:
     """The plan's nodes as network namespaces behind the computed rules, proven with packets.
 
@@ -828,9 +833,22 @@ STATE_OPTION = click.option(
 )
 
 
-@lab.command("up")
+@lab.command(
+    "up",
+    epilog="""\b
+Examples:
+  ket-infra lab up examples/calico-routed.yaml
+  ket-infra lab up examples/weave-encrypted.yaml --env staging   # staging's CIDRs and options apply""",
+)
 @click.argument("plan_file", type=click.Path(dir_okay=False))
-@click.option("--env", "env", metavar="ENV", shell_complete=complete_env, help="Environment name or file path.")
+@click.option(
+    "--env",
+    "env",
+    metavar="ENV",
+    envvar=ENV_VAR,
+    shell_complete=complete_env,
+    help="Environment name or file path; its CIDRs and options shape the rules. [env var: KET_INFRA_ENV]",
+)
 @STATE_OPTION
 def lab_up(plan_file: str, env: str | None, state: str) -> None:
     """One namespace per node of PLAN_FILE, its rules loaded; removes a lab STATE still names."""
@@ -842,13 +860,21 @@ def lab_up(plan_file: str, env: str | None, state: str) -> None:
         lab_mod.up(plan_file, env, Path(state), progress=_progress)
 
 
-@lab.command("run")
+@lab.command(
+    "run",
+    epilog="""\b
+Examples:
+  ket-infra lab run
+  ket-infra lab run --format junit > lab.xml
+  ket-infra lab run --drop-flow calico-bgp   # what breaks without the BGP rule (exit 3)""",
+)
 @click.option(
     "--format",
     "fmt",
     type=click.Choice(["text", "json", "junit"]),
     default="text",
     show_default=True,
+    help="text for a terminal, json for tools, junit for CI test reports.",
 )
 @click.option(
     "--drop-flow",
@@ -886,7 +912,12 @@ def lab_run(fmt: str, drop: tuple[str, ...], no_daemons: bool, wait: float, stat
         sys.exit(EXIT_BLOCKED)
 
 
-@lab.command("down")
+@lab.command(
+    "down",
+    epilog="""\b
+Example:
+  ket-infra lab down""",
+)
 @STATE_OPTION
 def lab_down(state: str) -> None:
     """Stop the lab's processes and remove its namespaces."""

@@ -86,7 +86,8 @@ def test_env_by_name_reads_environments_folder(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert result.stderr == "error: environments/dev.yaml: bogus: unknown key; remove it (allowed here: " + (
         "acknowledge, api_cidrs, aws, detach_groups, egress_cidrs, endpoint_cidrs, ephemeral_ports, extra_rules, "
-        "gluster_brick_ports, ingress_cidrs, installer_cidr, nodeport_cidrs, plan_file, preflight, terraform)\n"
+        "gluster_brick_ports, ingress_cidrs, installer_cidr, nodeport_cidrs, plan_file, preflight, rules_per_group_quota, "
+        "terraform)\n"
     )
 
 

@@ -382,7 +382,19 @@ def test_help_lists_the_commands_in_workflow_order_each_with_help_and_examples()
     ran = ket("--help")
     listed = ran.stdout.split("Commands:\n", 1)[1].split("\n\n", 1)[0].splitlines()
     names = [ln.split()[0] for ln in listed]
-    assert names == ["rules", "compare", "plan", "apply", "verify", "audit", "destroy", "render", "sandbox", "version"]
+    assert names == [
+        "rules",
+        "compare",
+        "plan",
+        "apply",
+        "verify",
+        "audit",
+        "destroy",
+        "render",
+        "sandbox",
+        "lab",
+        "version",
+    ]
     assert not [ln for ln in listed if ln.rstrip().endswith("...")], listed  # no summary cut mid-phrase
 
     def commands(group: click.Group, path: list[str]) -> list[tuple[list[str], click.Command]]:
