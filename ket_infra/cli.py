@@ -400,6 +400,38 @@ def destroy_cmd(env: str, auto_approve: bool) -> None:
     workflow.destroy(ctx, approve)
 
 
+@cli.command("iam-policy")
+@click.option(
+    "--env",
+    "env",
+    metavar="ENV",
+    shell_complete=complete_env,
+    help="Scope to ENV's region, account, cluster and s3 state (without it: any of each, and no s3 statements).",
+)
+@click.option(
+    "--commands",
+    default=",".join(("plan", "apply", "verify", "audit", "destroy")),
+    show_default=True,
+    help="Comma-separated: only what these commands call (verify,audit: read-only).",
+)
+def iam_policy_cmd(env: str | None, commands: str) -> None:
+    """Print the least-privilege IAM policy (JSON) that ket-infra itself needs.
+
+    Each action ket-infra, Terraform's AWS provider (for the module's resources) and
+    the s3 backend call, and no other; writes limited to groups tagged
+    ket-infra/cluster with the plan's cluster name, the region, the account.
+    A refused call names the missing action and points here.
+    """
+    import json
+
+    from ket_infra import iam
+    from ket_infra.environment import load_environment
+
+    chosen = iam.parse_commands(commands)
+    environment = load_environment(env) if env else None
+    click.echo(json.dumps(iam.policy(environment, chosen), indent=2))
+
+
 @cli.group()
 def sandbox() -> None:
     """A local AWS API emulator (moto server) seeded from a plan file."""

@@ -21,6 +21,7 @@ description the patch changes nothing.
 from __future__ import annotations
 
 import argparse
+import re
 from typing import Any
 
 _PATCHED = "_ket_infra_description_patch"
@@ -79,8 +80,82 @@ def _delayed(app: Any) -> Any:
     return wrapped
 
 
+# Where the server notes every AWS call it answers (one JSON line each), when set: the evidence
+# `ket-infra iam-policy` is checked against (tests/test_iam_policy.py).
+ACTION_LOG_VAR = "KET_INFRA_SANDBOX_ACTION_LOG"
+_CREDENTIAL = re.compile(r"Credential=([^/,\s]+)/[^/]+/[^/]+/([^/]+)/aws4_request")
+_S3_OBJECT = {"GET": "GetObject", "HEAD": "GetObject", "PUT": "PutObject", "DELETE": "DeleteObject"}
+_S3_BUCKET = {"GET": "ListBucket", "HEAD": "ListBucket", "PUT": "CreateBucket", "DELETE": "DeleteBucket"}
+
+
+def iam_action(method: str, path: str, query: str, body: bytes, authorization: str) -> tuple[str, str, str] | None:
+    """(IAM action, resource, access key) of one request, as IAM names them; None for moto's own API.
+
+    The service is the one the request is signed for (SigV4's credential scope). Query-protocol
+    services (EC2, STS, IAM) name the action in `Action=`; S3 is REST: the method on a bucket or an
+    object (path style, as ket-infra and Terraform's s3 backend use it against an endpoint).
+    """
+    from urllib.parse import parse_qs
+
+    found = _CREDENTIAL.search(authorization)
+    if path.startswith("/moto-api") or found is None:
+        return None
+    key, service = found.group(1), found.group(2)
+    if service == "s3":
+        bucket, _, obj = path.lstrip("/").partition("/")
+        if obj:
+            return f"s3:{_S3_OBJECT.get(method, method)}", f"arn:aws:s3:::{bucket}/{obj}", key
+        return f"s3:{_S3_BUCKET.get(method, method)}", f"arn:aws:s3:::{bucket}", key
+    params = parse_qs(query)
+    if not params.get("Action"):
+        params = parse_qs(body.decode("utf-8", errors="replace"))
+    action = (params.get("Action") or ["?"])[0]
+    return f"{service}:{action}", "*", key
+
+
+def _logged(app: Any, log_path: str) -> Any:
+    """APP, noting each AWS call (its IAM action, resource, caller's access key, status, user agent) in LOG_PATH."""
+    import io
+    import json
+    import threading
+
+    lock = threading.Lock()
+
+    def wrapped(environ: Any, start_response: Any) -> Any:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        body = environ["wsgi.input"].read(length) if length else b""
+        environ["wsgi.input"] = io.BytesIO(body)
+        status: list[str] = []
+
+        def started(code: str, headers: Any, *rest: Any) -> Any:
+            status.append(code)
+            return start_response(code, headers, *rest)
+
+        result = app(environ, started)
+        what = iam_action(
+            environ.get("REQUEST_METHOD", ""),
+            environ.get("PATH_INFO", ""),
+            environ.get("QUERY_STRING", ""),
+            body,
+            environ.get("HTTP_AUTHORIZATION", ""),
+        )
+        if what is not None:
+            line = {
+                "action": what[0],
+                "resource": what[1],
+                "key": what[2],
+                "status": int(status[0].split()[0]) if status else 0,
+                "agent": environ.get("HTTP_USER_AGENT", ""),
+            }
+            with lock, open(log_path, "a", encoding="utf-8") as out:
+                out.write(json.dumps(line) + "\n")
+        return result
+
+    return wrapped
+
+
 def serve(host: str, port: int) -> None:
-    """moto's server app (as `moto.server.main` builds it), with the response delay."""
+    """moto's server app (as `moto.server.main` builds it), with the response delay (and the action log)."""
     import os
 
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
@@ -88,6 +163,9 @@ def serve(host: str, port: int) -> None:
 
     os.environ.setdefault("MOTO_PORT", str(port))
     app = DomainDispatcherApplication(create_backend_app)
+    log_path = os.environ.get(ACTION_LOG_VAR)
+    if log_path:
+        app = _logged(app, log_path)
     run_simple(host, port, _delayed(app), threaded=True, request_handler=MotoRequestHandler)
 
 
