@@ -1,0 +1,278 @@
+"""`ket-infra iam-policy`: the policy is what ket-infra calls, and each action in it is needed.
+
+moto enforces IAM once told to (its `INITIAL_NO_AUTH_ACTION_COUNT`): every call is then signed by an
+IAM user and judged against that user's policies. moto judges the action of every call and the
+resource of S3 calls; it does not judge EC2 resource ARNs (it asks with "*") nor conditions (a
+statement with one fails). So the policy is given to moto as `moto_view` makes it: EC2 statements
+on "*", no conditions; the S3 statements keep their resources. Conditions and EC2 ARNs are held to
+AWS's Service Authorization Reference in ket_infra/iam.py, not here.
+
+In-process (mock_aws): each action ket-infra's own boto3 code calls, removed in turn, makes the
+command's step that calls it fail with one line naming it. With the sandbox and real Terraform
+(test_e2e-style, marked e2e): the actions only Terraform calls, and the whole workflow as a user
+holding only the policy.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from ket_infra import iam
+from ket_infra.cli import cli
+from ket_infra.errors import KetInfraError, lacks
+from tests.conftest import EXAMPLES, ROOT, base_plan, write_yaml
+
+ROUTED = {"provider": "calico", "options": {"calico": {"mode": "routed"}}}
+BUCKET, KEY = "ket-state", "test/ket.tfstate"
+
+
+def moto_view(document: dict[str, Any], without: str | None = None) -> dict[str, Any]:
+    """DOCUMENT as moto can judge it (see the module doc), WITHOUT one action."""
+    statements = []
+    for s in document["Statement"]:
+        actions = [a for a in s["Action"] if a != without]
+        if not actions:
+            continue
+        ec2 = any(r.startswith("arn:aws:ec2:") for r in s["Resource"])
+        statements.append({"Effect": "Allow", "Action": actions, "Resource": "*" if ec2 else s["Resource"]})
+    return {"Version": document["Version"], "Statement": statements}
+
+
+def test_the_example_policy_is_the_commands_output() -> None:
+    result = CliRunner().invoke(cli, ["iam-policy", "--env", str(ROOT / "environments" / "example.yaml")])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output) == json.loads((EXAMPLES / "iam-policy.json").read_text())
+
+
+def test_verify_and_audit_are_read_only_and_commands_are_checked() -> None:
+    result = CliRunner().invoke(cli, ["iam-policy", "--commands", "verify,audit"])
+    assert result.exit_code == 0, result.output
+    read = iam.actions(json.loads(result.output))
+    assert read == [
+        "ec2:DescribeInstances",
+        "ec2:DescribeNetworkAcls",
+        "ec2:DescribeNetworkInterfaces",
+        "ec2:DescribeSecurityGroupRules",
+        "ec2:DescribeSecurityGroups",
+        "ec2:DescribeSubnets",
+        "ec2:GetManagedPrefixListEntries",
+    ]
+    with pytest.raises(KetInfraError, match=r"^--commands: deploy: not a ket-infra command that calls AWS; give "):
+        iam.parse_commands("verify,deploy")
+
+
+# --- in-process: what ket-infra's own boto3 code calls ---------------------------------------------
+
+
+class World:
+    """A kismatic-provision-like cluster in moto (routed Calico, s3 backend), and the workflow's steps."""
+
+    def __init__(self, root: Path) -> None:
+        import boto3
+
+        from ket_infra import sandbox
+
+        self.root = root
+        self.ec2 = boto3.client("ec2", region_name="eu-west-1")
+        self.s3 = boto3.client("s3", region_name="eu-west-1")
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(sandbox, "_ec2", lambda _port: self.ec2)
+            plan = write_yaml(root / "plan.yaml", base_plan(ROUTED))
+            seeded = sandbox.seed(0, sandbox.load_plan(plan), like=sandbox.LIKE_KISMATIC_PROVISION)
+        self.default = seeded.groups[0].group_id
+        self.s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+        backend = {"type": "s3", "bucket": BUCKET, "key": KEY, "region": "eu-west-1"}
+        env = {"plan_file": "plan.yaml", "aws": {"region": "eu-west-1"}, "terraform": {"backend": backend}}
+        self.env_file = write_yaml(root / "env.yaml", env)
+        # a group ket-infra took off an interface (its record says so), another one there now
+        self.other = self.ec2.create_security_group(GroupName="other", Description="other", VpcId=seeded.vpc_id)
+        self.eni = self.ec2.describe_network_interfaces()["NetworkInterfaces"][0]["NetworkInterfaceId"]
+        self.book = root / "detached.json"
+        self.prefix_list = self.ec2.create_managed_prefix_list(
+            PrefixListName="office", MaxEntries=2, AddressFamily="IPv4", Entries=[{"Cidr": "10.0.1.5/32"}]
+        )["PrefixList"]["PrefixListId"]
+        self.users = 0
+        self.lines: list[str] = []
+
+    def reset(self) -> None:
+        """The cloud as the steps expect it: the record's group off the interface, every check on, no records."""
+        self.ec2.modify_network_interface_attribute(NetworkInterfaceId=self.eni, Groups=[self.other["GroupId"]])
+        self.book.write_text(json.dumps({"detached": {self.eni: [self.default]}}))
+        for r in self.ec2.describe_instances()["Reservations"]:
+            for i in r["Instances"]:
+                self.ec2.modify_instance_attribute(InstanceId=i["InstanceId"], SourceDestCheck={"Value": True})
+        self.s3.delete_object(Bucket=BUCKET, Key=f"{KEY}.source-dest-check.json")
+        self.lines.clear()
+
+    def context(self) -> Any:
+        from ket_infra import workflow
+
+        return workflow.context(str(self.env_file), self.lines.append, base=self.root)
+
+    def as_user(self, document: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+        """From now on (until the test ends) every call is judged, signed as a user holding only DOCUMENT."""
+        import boto3
+        from moto import settings
+        from moto.core.authorization import ActionAuthenticatorMixin
+
+        self.users += 1
+        name = f"ket-{self.users}"
+        iam_client = boto3.client("iam", region_name="us-east-1")
+        iam_client.create_user(UserName=name)
+        iam_client.put_user_policy(UserName=name, PolicyName="ket-infra", PolicyDocument=json.dumps(document))
+        key = iam_client.create_access_key(UserName=name)["AccessKey"]
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", key["AccessKeyId"])
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", key["SecretAccessKey"])
+        monkeypatch.setattr(settings, "INITIAL_NO_AUTH_ACTION_COUNT", 0)
+        monkeypatch.setattr(ActionAuthenticatorMixin, "request_count", 0)
+
+
+def _discover(w: World) -> None:
+    from ket_infra import aws
+
+    ctx = w.context()
+    aws.discover(ctx.plan, ctx.env)
+
+
+def _verify(w: World) -> None:
+    from ket_infra.verify import verify
+
+    ctx = w.context()
+    verify(ctx.plan, ctx.env, ctx.rules)
+
+
+def _prefix_lists(w: World) -> None:
+    from ket_infra import aws
+    from ket_infra.verify import read_prefix_lists
+
+    ctx = w.context()
+    assert read_prefix_lists(ctx.env, [w.prefix_list], aws.client(ctx.env, "ec2")) == {w.prefix_list: ("10.0.1.5/32",)}
+
+
+def _audit(w: World) -> None:
+    from ket_infra.audit import audit
+
+    ctx = w.context()
+    audit(ctx.plan, ctx.env, ctx.rules)
+
+
+def _source_dest_check(w: World) -> None:
+    from ket_infra import workflow
+
+    workflow.host_settings(w.context(), restore=False)
+
+
+def _reattach(w: World) -> None:
+    from ket_infra import aws, detach
+
+    ctx = w.context()
+    detach.reattach(ctx.env, aws.discover(ctx.plan, ctx.env), w.lines.append, record=detach.Record(path=w.book))
+
+
+def _records(w: World) -> None:
+    from ket_infra import detach
+
+    ctx = w.context()
+    record = detach.CheckRecord.of(ctx.env, ctx.work)
+    book = {**record.read(), "i-1": detach.Checked("worker01", False)}
+    record.write(book)
+    assert record.read() == book
+    record.write({})
+    assert record.read() == {}
+
+
+# Each action ket-infra's own code calls: the step of a command that calls it (plan, apply, verify,
+# audit and destroy all start by finding the nodes; apply and destroy set the check and move groups;
+# apply and destroy keep their records beside an s3 state).
+STEPS: dict[str, Callable[[World], None]] = {
+    "ec2:DescribeInstances": _discover,
+    "ec2:DescribeSecurityGroups": _verify,
+    "ec2:DescribeNetworkAcls": _verify,
+    "ec2:GetManagedPrefixListEntries": _prefix_lists,
+    "ec2:DescribeSecurityGroupRules": _audit,
+    "ec2:DescribeNetworkInterfaces": _audit,
+    "ec2:DescribeSubnets": _audit,
+    "ec2:ModifyInstanceAttribute": _source_dest_check,
+    "ec2:CreateTags": _reattach,
+    "ec2:ModifyNetworkInterfaceAttribute": _reattach,
+    "ec2:DeleteTags": _reattach,
+    "s3:GetObject": _records,
+    "s3:PutObject": _records,
+    "s3:DeleteObject": _records,
+}
+# What only Terraform (the AWS provider, the s3 backend) calls: proven with the sandbox below.
+TERRAFORM_ONLY = {
+    "ec2:CreateSecurityGroup",
+    "ec2:AuthorizeSecurityGroupIngress",
+    "ec2:AuthorizeSecurityGroupEgress",
+    "ec2:RevokeSecurityGroupIngress",
+    "ec2:RevokeSecurityGroupEgress",
+    "ec2:DeleteSecurityGroup",
+    "s3:ListBucket",
+}
+
+
+def _policy(root: Path) -> dict[str, Any]:
+    from ket_infra.environment import load_environment
+
+    return iam.policy(load_environment(str(root / "env.yaml")))
+
+
+@pytest.fixture(scope="module")
+def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    from moto import mock_aws
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("AWS_PROFILE", raising=False)
+        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+            patch.setenv(name, "testing")
+        with mock_aws():
+            yield World(tmp_path_factory.mktemp("iam"))
+
+
+@pytest.fixture
+def world(cloud: World) -> World:
+    cloud.reset()
+    return cloud
+
+
+def test_every_action_of_the_policy_has_its_case(tmp_path: Path) -> None:
+    """The cases below are generated from the policy: a new action in it without a case fails here."""
+    write_yaml(tmp_path / "plan.yaml", base_plan(ROUTED))
+    backend = {"type": "s3", "bucket": BUCKET, "key": KEY, "region": "eu-west-1", "use_lockfile": True}
+    write_yaml(
+        tmp_path / "env.yaml",
+        {"plan_file": "plan.yaml", "aws": {"region": "eu-west-1"}, "terraform": {"backend": backend}},
+    )
+    assert sorted(set(STEPS) | TERRAFORM_ONLY) == iam.actions(_policy(tmp_path))
+    assert not set(STEPS) & TERRAFORM_ONLY
+
+
+def test_each_step_works_with_the_policy(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    from moto import settings
+
+    world.as_user(moto_view(_policy(world.root)), monkeypatch)
+    for step in dict.fromkeys(STEPS.values()):
+        step(world)
+    monkeypatch.setattr(settings, "INITIAL_NO_AUTH_ACTION_COUNT", float("inf"))  # the test's own look
+    groups = world.ec2.describe_network_interfaces(NetworkInterfaceIds=[world.eni])["NetworkInterfaces"][0]["Groups"]
+    assert sorted(g["GroupId"] for g in groups) == sorted([world.default, world.other["GroupId"]])
+
+
+@pytest.mark.parametrize("action", sorted(STEPS))
+def test_without_one_action_its_step_fails_naming_it(
+    world: World, action: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world.as_user(moto_view(_policy(world.root), without=action), monkeypatch)
+    with pytest.raises(KetInfraError) as info:
+        STEPS[action](world)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.endswith(lacks([action])), message
