@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -436,8 +436,8 @@ def host_settings(ctx: Context, restore: bool) -> None:
     targets = (
         _host_setting_targets(ctx, ctx.found or aws.discover(ctx.plan, ctx.env)) if ctx.rules.host_settings else []
     )
+    value = ctx.rules.host_settings[0].source_dest_check if targets else True
     if targets:
-        value = ctx.rules.host_settings[0].source_dest_check
         ctx.progress(f"source/dest check {'on' if value else 'off'} for {len(targets)} node(s)")
         current = aws.source_dest_checks(ctx.env, [t.instance_id for t in targets])
         first = {
@@ -456,6 +456,12 @@ def host_settings(ctx: Context, restore: bool) -> None:
         ctx.progress(f"source/dest check back as it was for {len(back)} node(s) the rules no longer set it on")
         aws.put_back_source_dest_checks(ctx.env, _was(back), ctx.progress)
         record.write({i: c for i, c in book.items() if i not in back})
+    if ctx.found is not None:  # the nodes as they are now: what detach_groups judges next
+        now = {**{t.instance_id: value for t in targets}, **{i: c.source_dest_check for i, c in back.items()}}
+        nodes = tuple(
+            replace(n, source_dest_check=now.get(n.instance_id, n.source_dest_check)) for n in ctx.found.nodes
+        )
+        ctx.found = aws.Discovery(ctx.found.vpc_id, nodes)
 
 
 def _was(book: dict[str, Any]) -> dict[str, tuple[str, bool]]:
