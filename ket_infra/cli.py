@@ -373,7 +373,8 @@ def destroy_cmd(env: str, auto_approve: bool) -> None:
     """Remove the groups, rules and attachments ket-infra created for ENV.
 
     Lists what it will remove (from the Terraform state) and the source/dest
-    checks it will restore, then asks for `yes` on a terminal.
+    checks it will put back as they were before ket-infra (its record), then
+    asks for `yes` on a terminal.
     """
     import shlex
 

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from click.testing import CliRunner
 
 from ket_infra import iam
@@ -276,3 +275,26 @@ def test_without_one_action_its_step_fails_naming_it(
     message = str(info.value)
     assert "\n" not in message
     assert message.endswith(lacks([action])), message
+
+
+def test_terraforms_refusals_name_each_missing_action() -> None:
+    """The AWS provider's and the s3 backend's errors (aws-sdk-go-v2's `operation error` text) as one line."""
+    from ket_infra.terraform import denied
+
+    error = (
+        "Error: creating Security Group (test-etcd): operation error EC2: CreateSecurityGroup, https response error "
+        "StatusCode: 403, RequestID: 1, api error UnauthorizedOperation: You are not authorized to perform this "
+        "operation. Encoded authorization failure message: xyz\n"
+        "Error: operation error EC2: AuthorizeSecurityGroupIngress, https response error StatusCode: 403, "
+        "api error AccessDenied: User: arn:aws:iam::123456789012:user/ket is not authorized to perform: "
+        "ec2:AuthorizeSecurityGroupIngress\n"
+        "Error: Failed to get existing workspaces: operation error S3: ListObjectsV2, https response error "
+        "StatusCode: 403, api error AccessDenied: Access Denied\n"
+        "Error: operation error EC2: DescribeVpcs, https response error StatusCode: 400, api error "
+        "InvalidVpcID.NotFound: gone\n"
+    )
+    assert denied(error) == ["ec2:CreateSecurityGroup", "ec2:AuthorizeSecurityGroupIngress", "s3:ListBucket"]
+    assert lacks(denied(error)) == (
+        "the AWS identity lacks ec2:AuthorizeSecurityGroupIngress, ec2:CreateSecurityGroup, s3:ListBucket; "
+        "see ket-infra iam-policy"
+    )
