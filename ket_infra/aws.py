@@ -277,11 +277,16 @@ def check_routed_subnets(plan: Plan, discovery: Discovery, kubelet_hosts: set[st
         )
 
 
-def source_dest_checks(env: Environment, instance_ids: list[str], ec2: Any | None = None) -> dict[str, bool]:
-    """The source/destination check of each of INSTANCE_IDS that still exists."""
+def source_dest_checks(
+    env: Environment,
+    instance_ids: list[str],
+    ec2: Any | None = None,
+    doing: str = "reading the EC2 source/destination check",
+) -> dict[str, bool]:
+    """The source/destination check of each of INSTANCE_IDS that still exists (DOING: for a failure's message)."""
     ec2 = ec2 or client(env, "ec2")
     current: dict[str, bool] = {}
-    with aws_errors(env, "reading the EC2 source/destination check"):
+    with aws_errors(env, doing):
         for page in _instances(ec2, instance_ids):
             for r in page["Reservations"]:
                 for inst in r["Instances"]:
@@ -324,8 +329,9 @@ def set_source_dest_check(
     """Set the check on TARGETS where it differs; returns how many changed."""
     ec2 = ec2 or client(env, "ec2")
     changed = 0
-    current = source_dest_checks(env, [t.instance_id for t in targets], ec2)
-    with aws_errors(env, "setting the EC2 source/destination check"):
+    doing = "setting the EC2 source/destination check"
+    current = source_dest_checks(env, [t.instance_id for t in targets], ec2, doing)
+    with aws_errors(env, doing):
         for t in targets:
             if current.get(t.instance_id) == value:
                 continue
