@@ -154,15 +154,71 @@ def _logged(app: Any, log_path: str) -> Any:
     return wrapped
 
 
+# S3 answers a GET or HEAD of a key that does not exist with 404 only to a caller allowed s3:ListBucket on
+# the bucket, and with 403 AccessDenied to any other (S3 API Reference, GetObject and HeadObject,
+# "Permissions"): Terraform's s3 backend reads a state that does not exist yet on a first run. moto answers
+# 404 to everyone; while moto judges IAM (its `/moto-api/reset-auth`), the sandbox answers as S3 does.
+_ACCESS_DENIED = (
+    b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>'
+)
+
+
+def _may_list(access_key_id: str, bucket: str) -> bool:
+    """Whether moto's IAM lets ACCESS_KEY_ID's user s3:ListBucket BUCKET (True while moto judges nothing)."""
+    from moto import settings
+    from moto.core.authorization import ActionAuthenticatorMixin
+    from moto.core.models import DEFAULT_ACCOUNT_ID  # the sandbox's account
+    from moto.iam.access_control import IAMPolicy, PermissionResult, create_access_key
+
+    if ActionAuthenticatorMixin.request_count < settings.INITIAL_NO_AUTH_ACTION_COUNT:
+        return True
+    try:
+        key = create_access_key(DEFAULT_ACCOUNT_ID, "aws", access_key_id, {})
+        policies = key.collect_policies()
+    except Exception:  # moto knows no such key: it has refused the call itself
+        return True
+    judged = {IAMPolicy(p).is_action_permitted("s3:ListBucket", f"arn:aws:s3:::{bucket}") for p in policies}
+    return PermissionResult.PERMITTED in judged and PermissionResult.DENIED not in judged
+
+
+def _missing_key_needs_list(app: Any) -> Any:
+    """APP, answering a read of a missing S3 key as S3 does to a caller without s3:ListBucket (403, not 404)."""
+
+    def wrapped(environ: Any, start_response: Any) -> Any:
+        method = environ.get("REQUEST_METHOD", "")
+        what = iam_action(method, environ.get("PATH_INFO", ""), "", b"", environ.get("HTTP_AUTHORIZATION", ""))
+        if what is None or what[0] != "s3:GetObject" or method not in ("GET", "HEAD"):
+            return app(environ, start_response)
+        answer: list[Any] = []
+
+        def held(status: str, headers: Any, exc_info: Any = None) -> Any:
+            answer[:] = [status, headers, exc_info]
+            return lambda _data: None  # moto's apps return their body, never write it
+
+        body = app(environ, held)
+        bucket = what[1].removeprefix("arn:aws:s3:::").partition("/")[0]
+        if answer and answer[0].startswith("404") and not _may_list(what[2], bucket):
+            if hasattr(body, "close"):
+                body.close()
+            denied = b"" if method == "HEAD" else _ACCESS_DENIED
+            start_response("403 Forbidden", [("Content-Type", "application/xml"), ("Content-Length", str(len(denied)))])
+            return [denied]
+        start_response(*answer)
+        return body
+
+    return wrapped
+
+
 def serve(host: str, port: int) -> None:
-    """moto's server app (as `moto.server.main` builds it), with the response delay (and the action log)."""
+    """moto's server app (as `moto.server.main` builds it), with the response delay, S3's answer to a read of a
+    missing key (and the action log)."""
     import os
 
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
     from werkzeug.serving import run_simple
 
     os.environ.setdefault("MOTO_PORT", str(port))
-    app = DomainDispatcherApplication(create_backend_app)
+    app = _missing_key_needs_list(DomainDispatcherApplication(create_backend_app))
     log_path = os.environ.get(ACTION_LOG_VAR)
     if log_path:
         app = _logged(app, log_path)
