@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ket_infra.environment import Environment
-from ket_infra.errors import KetInfraError
+from ket_infra.errors import S3_OPERATIONS, KetInfraError, denied_action, lacks
 from ket_infra.plan import Plan
 
 MAX_GROUPS_PER_INTERFACE = 5
@@ -135,6 +135,13 @@ def aws_errors(env: Environment, doing: str) -> Iterator[None]:
         ) from None
     except bx.ClientError as exc:
         err = exc.response.get("Error", {})
+        op = exc.operation_name
+        service = (
+            "s3" if op in S3_OPERATIONS else "ec2"
+        )  # ket-infra's boto3 calls only EC2, S3 (and STS, never refused)
+        action = denied_action(str(err.get("Code", "")), str(err.get("Message", "")), service, op)
+        if action is not None:
+            raise AwsError(f"{doing}: {lacks([action])}") from None
         said = _one_line(f"{err.get('Code', '?')}: {err.get('Message', '')}")
         raise AwsError(f"{doing}: AWS said {said}".rstrip()) from None
     except bx.BotoCoreError as exc:
@@ -287,6 +294,48 @@ def check_routed_subnets(plan: Plan, discovery: Discovery, kubelet_hosts: set[st
         )
 
 
+def source_dest_checks(
+    env: Environment,
+    instance_ids: list[str],
+    ec2: Any | None = None,
+    doing: str = "reading the EC2 source/destination check",
+) -> dict[str, bool]:
+    """The source/destination check of each of INSTANCE_IDS that still exists (DOING: for a failure's message)."""
+    ec2 = ec2 or client(env, "ec2")
+    current: dict[str, bool] = {}
+    with aws_errors(env, doing):
+        for page in _instances(ec2, instance_ids):
+            for r in page["Reservations"]:
+                for inst in r["Instances"]:
+                    current[inst["InstanceId"]] = bool(inst.get("SourceDestCheck", True))
+    return current
+
+
+def _instances(ec2: Any, instance_ids: list[str]) -> Iterator[dict[str, Any]]:
+    """describe_instances pages for INSTANCE_IDS (by filter: an id since gone is no error)."""
+    for chunk in filter_chunks(instance_ids):
+        yield from ec2.get_paginator("describe_instances").paginate(Filters=[{"Name": "instance-id", "Values": chunk}])
+
+
+def put_back_source_dest_checks(
+    env: Environment, was: dict[str, tuple[str, bool]], progress: Callable[[str], None], ec2: Any | None = None
+) -> int:
+    """Set each instance of WAS (instance id -> (host, value)) back to its value where it differs; an
+    instance since gone is said and skipped. Returns how many changed."""
+    ec2 = ec2 or client(env, "ec2")
+    current = source_dest_checks(env, sorted(was), ec2)
+    changed = 0
+    with aws_errors(env, "putting the EC2 source/destination check back"):
+        for instance_id, (host, value) in sorted(was.items(), key=lambda item: item[1][0]):
+            if instance_id not in current:
+                progress(f"  {host} ({instance_id}): no longer exists, nothing to put back")
+            elif current[instance_id] != value:
+                ec2.modify_instance_attribute(InstanceId=instance_id, SourceDestCheck={"Value": value})
+                changed += 1
+                progress(f"  {host} ({instance_id}): source/dest check {'on' if value else 'off'}, as it was")
+    return changed
+
+
 def set_source_dest_check(
     env: Environment,
     targets: list[NodeInterface],
@@ -297,14 +346,9 @@ def set_source_dest_check(
     """Set the check on TARGETS where it differs; returns how many changed."""
     ec2 = ec2 or client(env, "ec2")
     changed = 0
-    with aws_errors(env, "setting the EC2 source/destination check"):
-        current: dict[str, bool] = {}
-        ids = [t.instance_id for t in targets]
-        for chunk in filter_chunks(ids):
-            for page in ec2.get_paginator("describe_instances").paginate(InstanceIds=chunk):
-                for r in page["Reservations"]:
-                    for inst in r["Instances"]:
-                        current[inst["InstanceId"]] = bool(inst.get("SourceDestCheck", True))
+    doing = "setting the EC2 source/destination check"
+    current = source_dest_checks(env, [t.instance_id for t in targets], ec2, doing)
+    with aws_errors(env, doing):
         for t in targets:
             if current.get(t.instance_id) == value:
                 continue

@@ -25,7 +25,20 @@ EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it; 128 + the signal fo
 
 
 # The commands in the order of the job (what to open, then the pipeline, then the tools around it).
-ORDER = ("rules", "compare", "plan", "apply", "verify", "audit", "destroy", "render", "sandbox", "lab", "version")
+ORDER = (
+    "rules",
+    "compare",
+    "plan",
+    "apply",
+    "verify",
+    "audit",
+    "destroy",
+    "render",
+    "iam-policy",
+    "sandbox",
+    "lab",
+    "version",
+)
 
 
 class _Cli(click.Group):
@@ -664,7 +677,8 @@ def destroy_cmd(env: str, auto_approve: bool) -> None:
     """Remove the groups, rules and attachments ket-infra created for ENV.
 
     Lists what it will remove (from the Terraform state) and the source/dest
-    checks it will restore, then asks for `yes` on a terminal.
+    checks it will put back as they were before ket-infra (its record), then
+    asks for `yes` on a terminal.
     """
     import shlex
 
@@ -693,6 +707,47 @@ def destroy_cmd(env: str, auto_approve: bool) -> None:
 
     workflow.destroy(ctx, approve)
     result.done()
+
+
+@cli.command(
+    "iam-policy",
+    short_help="The least-privilege IAM policy ket-infra itself needs.",
+    epilog="""\b
+Examples:
+  ket-infra iam-policy --env staging > ket-infra-policy.json
+  ket-infra iam-policy --commands verify,audit     # read-only, for a verifying job""",
+)
+@click.option(
+    "--env",
+    "env",
+    metavar="ENV",
+    envvar=ENV_VAR,
+    shell_complete=complete_env,
+    help="Scope to ENV's region, account, cluster and s3 state (without it: any of each, and no s3 "
+    "statements). [env var: KET_INFRA_ENV]",
+)
+@click.option(
+    "--commands",
+    default=",".join(("plan", "apply", "verify", "audit", "destroy")),
+    show_default=True,
+    help="Comma-separated: only what these commands call (verify,audit: read-only).",
+)
+def iam_policy_cmd(env: str | None, commands: str) -> None:
+    """Print the least-privilege IAM policy (JSON) that ket-infra itself needs.
+
+    Each action ket-infra, Terraform's AWS provider (for the module's resources) and
+    the s3 backend call, and no other; writes limited to groups tagged
+    ket-infra/cluster with the plan's cluster name, the region, the account.
+    A refused call names the missing action and points here.
+    """
+    import json
+
+    from ket_infra import iam
+    from ket_infra.environment import load_environment
+
+    chosen = iam.parse_commands(commands)
+    environment = load_environment(env) if env else None
+    click.echo(json.dumps(iam.policy(environment, chosen), indent=2))
 
 
 @cli.group(

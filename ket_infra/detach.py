@@ -52,11 +52,12 @@ class Record:
     key: str | None = None
 
     @classmethod
-    def of(cls, env: Environment, work: Path) -> Record:
+    def of(cls, env: Environment, work: Path, suffix: str = RECORD_SUFFIX) -> Record:
+        """The record beside ENV's Terraform state whose name ends in SUFFIX."""
         backend = env.terraform.backend
         if backend.type == "s3":
-            return cls(env=env, key=f"{backend.key}{RECORD_SUFFIX}")
-        return cls(path=work / f"{backend.path or 'terraform.tfstate'}{RECORD_SUFFIX}")
+            return cls(env=env, key=f"{backend.key}{suffix}")
+        return cls(path=work / f"{backend.path or 'terraform.tfstate'}{suffix}")
 
     @property
     def where(self) -> str:
@@ -65,9 +66,25 @@ class Record:
         assert self.env is not None
         return f"s3://{self.env.terraform.backend.bucket}/{self.key}"
 
+    def raw(self) -> str:
+        """The record's text ("" when there is none)."""
+        return self._s3_read() if self.path is None else self.path.read_text() if self.path.exists() else ""
+
+    def put(self, text: str | None) -> None:
+        """Replace the record with TEXT, whole or not at all (None: the record goes)."""
+        if self.path is None:
+            self._s3_write(text)
+        elif text is None:
+            self.path.unlink(missing_ok=True)
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            tmp.write_text(text)
+            os.replace(tmp, self.path)  # whole or not at all, even when killed
+
     def read(self) -> dict[str, tuple[str, ...]]:
         """Interface id -> the group ids ket-infra took off it."""
-        raw = self._s3_read() if self.path is None else self.path.read_text() if self.path.exists() else ""
+        raw = self.raw()
         if not raw:
             return {}
         try:
@@ -82,17 +99,7 @@ class Record:
     def write(self, book: Mapping[str, Iterable[str]]) -> None:
         """Replace the record with BOOK (the record goes when BOOK holds nothing)."""
         kept = {eni: sorted(groups) for eni, groups in sorted(book.items()) if groups}
-        text = json.dumps({"detached": kept}, indent=2) + "\n"
-        if self.path is not None:
-            if not kept:
-                self.path.unlink(missing_ok=True)
-                return
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_name(self.path.name + ".tmp")
-            tmp.write_text(text)
-            os.replace(tmp, self.path)  # whole or not at all, even when killed
-            return
-        self._s3_write(text if kept else None)
+        self.put(json.dumps({"detached": kept}, indent=2) + "\n" if kept else None)
 
     def _s3(self) -> tuple[Any, str, Environment]:
         assert self.env is not None
@@ -102,7 +109,7 @@ class Record:
 
     def _s3_read(self) -> str:
         s3, bucket, env = self._s3()
-        with aws.aws_errors(env, f"reading ket-infra's detach record {self.where}"):
+        with aws.aws_errors(env, f"reading ket-infra's record {self.where}"):
             try:
                 return str(s3.get_object(Bucket=bucket, Key=self.key)["Body"].read().decode())
             except s3.exceptions.NoSuchKey:
@@ -110,11 +117,55 @@ class Record:
 
     def _s3_write(self, text: str | None) -> None:
         s3, bucket, env = self._s3()
-        with aws.aws_errors(env, f"writing ket-infra's detach record {self.where}"):
+        with aws.aws_errors(env, f"writing ket-infra's record {self.where}"):
             if text is None:
                 s3.delete_object(Bucket=bucket, Key=self.key)
             else:
                 s3.put_object(Bucket=bucket, Key=self.key, Body=text.encode(), ServerSideEncryption="AES256")
+
+
+CHECK_SUFFIX = ".source-dest-check.json"
+
+
+@dataclass(frozen=True)
+class Checked:
+    """A node's EC2 source/destination check as it was before ket-infra first changed it."""
+
+    host: str
+    source_dest_check: bool
+
+
+@dataclass(frozen=True)
+class CheckRecord:
+    """Instance id -> its check before ket-infra changed it: what `destroy` puts back (not AWS's default).
+
+    Kept as the detach record is (`Record`, beside the Terraform state, `<state>.source-dest-check.json`),
+    written before any change, so a run killed half-way still knows what was there.
+    """
+
+    record: Record
+
+    @classmethod
+    def of(cls, env: Environment, work: Path) -> CheckRecord:
+        return cls(Record.of(env, work, CHECK_SUFFIX))
+
+    def read(self) -> dict[str, Checked]:
+        raw = self.record.raw()
+        if not raw:
+            return {}
+        try:
+            data = json.loads(raw)["source_dest_check"]
+            return {str(i): Checked(str(v["host"]), bool(v["was"])) for i, v in data.items()}
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise KetInfraError(
+                f"{self.record.where}: ket-infra's record of the source/dest checks it changed is not what "
+                "ket-infra writes; restore it from the state's backup"
+            ) from None
+
+    def write(self, book: Mapping[str, Checked]) -> None:
+        """Replace the record with BOOK (the record goes when BOOK is empty)."""
+        data = {i: {"host": c.host, "was": c.source_dest_check} for i, c in sorted(book.items())}
+        self.record.put(json.dumps({"source_dest_check": data}, indent=2) + "\n" if data else None)
 
 
 @dataclass(frozen=True)

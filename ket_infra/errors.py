@@ -64,3 +64,46 @@ class Stopped(BaseException):
     def __init__(self, signum: int) -> None:
         super().__init__(signum)
         self.signum = signum
+
+
+# --- an identity without a permission ----------------------------------------------------------------
+
+# What AWS answers a call the identity's policies do not allow: EC2's UnauthorizedOperation (also
+# with its Query-API "Client." prefix), the AccessDenied of S3, STS and IAM (and moto, for every
+# service), AccessDeniedException of the JSON-protocol services.
+DENIED_CODES = frozenset(
+    {"UnauthorizedOperation", "Client.UnauthorizedOperation", "AccessDenied", "AccessDeniedException"}
+)
+_PERFORM = re.compile(r"not authorized to perform:? ([a-z0-9-]+:[A-Za-z0-9]+)")
+# Operations whose IAM action has another name (S3's REST calls); the rest are SERVICE:OPERATION.
+S3_ACTIONS = {
+    "ListObjectsV2": "ListBucket",
+    "ListObjects": "ListBucket",
+    "HeadObject": "GetObject",
+    "HeadBucket": "ListBucket",
+}
+S3_OPERATIONS = frozenset({*S3_ACTIONS, "GetObject", "PutObject", "DeleteObject"})
+S3_READ = "s3:GetObject (or s3:ListBucket, where the object does not exist yet)"  # what S3's refused read lacks
+
+
+def denied_action(code: str, message: str, service: str, operation: str) -> str | None:
+    """The IAM action a refused call needed (None when CODE is no refusal): as the message names it,
+    else SERVICE:OPERATION (EC2's UnauthorizedOperation names it only in an encoded message)."""
+    if service.lower() == "s3" and operation in ("GetObject", "HeadObject") and code in (*DENIED_CODES, "Forbidden"):
+        # S3 refuses a read without s3:GetObject on the key, and a read of a key that does not exist without
+        # s3:ListBucket on the bucket, with the same 403 (S3 API Reference, GetObject and HeadObject,
+        # "Permissions"); a HEAD's answer has no body, so the SDK names only its status ("Forbidden")
+        return S3_READ
+    if code not in DENIED_CODES:
+        return None
+    named = _PERFORM.search(message)
+    if named:
+        return named.group(1)
+    service = service.lower()
+    return f"{service}:{S3_ACTIONS.get(operation, operation) if service == 's3' else operation}"
+
+
+def lacks(actions: list[str]) -> str:
+    """The one-line cause for refused ACTIONS."""
+    names = ", ".join(sorted(set(actions)))
+    return f"the AWS identity lacks {names}; see ket-infra iam-policy"

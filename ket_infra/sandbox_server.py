@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from typing import Any
 
 _PATCHED = "_ket_infra_description_patch"
@@ -93,8 +94,138 @@ def _delayed(app: Any) -> Any:
     return wrapped
 
 
+# Where the server notes every AWS call it answers (one JSON line each), when set: the evidence
+# `ket-infra iam-policy` is checked against (tests/test_iam_policy.py).
+ACTION_LOG_VAR = "KET_INFRA_SANDBOX_ACTION_LOG"
+_CREDENTIAL = re.compile(r"Credential=([^/,\s]+)/[^/]+/[^/]+/([^/]+)/aws4_request")
+_S3_OBJECT = {"GET": "GetObject", "HEAD": "GetObject", "PUT": "PutObject", "DELETE": "DeleteObject"}
+_S3_BUCKET = {"GET": "ListBucket", "HEAD": "ListBucket", "PUT": "CreateBucket", "DELETE": "DeleteBucket"}
+
+
+def iam_action(method: str, path: str, query: str, body: bytes, authorization: str) -> tuple[str, str, str] | None:
+    """(IAM action, resource, access key) of one request, as IAM names them; None for moto's own API.
+
+    The service is the one the request is signed for (SigV4's credential scope). Query-protocol
+    services (EC2, STS, IAM) name the action in `Action=`; S3 is REST: the method on a bucket or an
+    object (path style, as ket-infra and Terraform's s3 backend use it against an endpoint).
+    """
+    from urllib.parse import parse_qs
+
+    found = _CREDENTIAL.search(authorization)
+    if path.startswith("/moto-api") or found is None:
+        return None
+    key, service = found.group(1), found.group(2)
+    if service == "s3":
+        bucket, _, obj = path.lstrip("/").partition("/")
+        if obj:
+            return f"s3:{_S3_OBJECT.get(method, method)}", f"arn:aws:s3:::{bucket}/{obj}", key
+        return f"s3:{_S3_BUCKET.get(method, method)}", f"arn:aws:s3:::{bucket}", key
+    params = parse_qs(query)
+    if not params.get("Action"):
+        params = parse_qs(body.decode("utf-8", errors="replace"))
+    action = (params.get("Action") or ["?"])[0]
+    return f"{service}:{action}", "*", key
+
+
+def _logged(app: Any, log_path: str) -> Any:
+    """APP, noting each AWS call (its IAM action, resource, caller's access key, status, user agent) in LOG_PATH."""
+    import io
+    import json
+    import threading
+
+    lock = threading.Lock()
+
+    def wrapped(environ: Any, start_response: Any) -> Any:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        body = environ["wsgi.input"].read(length) if length else b""
+        environ["wsgi.input"] = io.BytesIO(body)
+        status: list[str] = []
+
+        def started(code: str, headers: Any, *rest: Any) -> Any:
+            status.append(code)
+            return start_response(code, headers, *rest)
+
+        result = app(environ, started)
+        what = iam_action(
+            environ.get("REQUEST_METHOD", ""),
+            environ.get("PATH_INFO", ""),
+            environ.get("QUERY_STRING", ""),
+            body,
+            environ.get("HTTP_AUTHORIZATION", ""),
+        )
+        if what is not None:
+            line = {
+                "action": what[0],
+                "resource": what[1],
+                "key": what[2],
+                "status": int(status[0].split()[0]) if status else 0,
+                "agent": environ.get("HTTP_USER_AGENT", ""),
+            }
+            with lock, open(log_path, "a", encoding="utf-8") as out:
+                out.write(json.dumps(line) + "\n")
+        return result
+
+    return wrapped
+
+
+# S3 answers a GET or HEAD of a key that does not exist with 404 only to a caller allowed s3:ListBucket on
+# the bucket, and with 403 AccessDenied to any other (S3 API Reference, GetObject and HeadObject,
+# "Permissions"): Terraform's s3 backend reads a state that does not exist yet on a first run. moto answers
+# 404 to everyone; while moto judges IAM (its `/moto-api/reset-auth`), the sandbox answers as S3 does.
+_ACCESS_DENIED = (
+    b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>'
+)
+
+
+def _may_list(access_key_id: str, bucket: str) -> bool:
+    """Whether moto's IAM lets ACCESS_KEY_ID's user s3:ListBucket BUCKET (True while moto judges nothing)."""
+    from moto import settings
+    from moto.core.authorization import ActionAuthenticatorMixin
+    from moto.core.models import DEFAULT_ACCOUNT_ID  # the sandbox's account
+    from moto.iam.access_control import IAMPolicy, PermissionResult, create_access_key
+
+    if ActionAuthenticatorMixin.request_count < settings.INITIAL_NO_AUTH_ACTION_COUNT:
+        return True
+    try:
+        key = create_access_key(DEFAULT_ACCOUNT_ID, "aws", access_key_id, {})
+        policies = key.collect_policies()
+    except Exception:  # moto knows no such key: it has refused the call itself
+        return True
+    judged = {IAMPolicy(p).is_action_permitted("s3:ListBucket", f"arn:aws:s3:::{bucket}") for p in policies}
+    return PermissionResult.PERMITTED in judged and PermissionResult.DENIED not in judged
+
+
+def _missing_key_needs_list(app: Any) -> Any:
+    """APP, answering a read of a missing S3 key as S3 does to a caller without s3:ListBucket (403, not 404)."""
+
+    def wrapped(environ: Any, start_response: Any) -> Any:
+        method = environ.get("REQUEST_METHOD", "")
+        what = iam_action(method, environ.get("PATH_INFO", ""), "", b"", environ.get("HTTP_AUTHORIZATION", ""))
+        if what is None or what[0] != "s3:GetObject" or method not in ("GET", "HEAD"):
+            return app(environ, start_response)
+        answer: list[Any] = []
+
+        def held(status: str, headers: Any, exc_info: Any = None) -> Any:
+            answer[:] = [status, headers, exc_info]
+            return lambda _data: None  # moto's apps return their body, never write it
+
+        body = app(environ, held)
+        bucket = what[1].removeprefix("arn:aws:s3:::").partition("/")[0]
+        if answer and answer[0].startswith("404") and not _may_list(what[2], bucket):
+            if hasattr(body, "close"):
+                body.close()
+            denied = b"" if method == "HEAD" else _ACCESS_DENIED
+            start_response("403 Forbidden", [("Content-Type", "application/xml"), ("Content-Length", str(len(denied)))])
+            return [denied]
+        start_response(*answer)
+        return body
+
+    return wrapped
+
+
 def serve(host: str, port: int) -> None:
-    """moto's server app (as `moto.server.main` builds it), with the response delay."""
+    """moto's server app (as `moto.server.main` builds it), with the response delay, S3's answer to a read of a
+    missing key (and the action log)."""
     import os
 
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
@@ -103,8 +234,11 @@ def serve(host: str, port: int) -> None:
     os.environ.setdefault("MOTO_PORT", str(port))
     from ket_infra.sandbox_aws import layer
 
-    app = DomainDispatcherApplication(create_backend_app)
-    run_simple(host, port, _delayed(layer(app)), threaded=True, request_handler=MotoRequestHandler)
+    app = layer(_missing_key_needs_list(DomainDispatcherApplication(create_backend_app)))
+    log_path = os.environ.get(ACTION_LOG_VAR)
+    if log_path:
+        app = _logged(app, log_path)  # outermost: what the layer refuses is logged too
+    run_simple(host, port, _delayed(app), threaded=True, request_handler=MotoRequestHandler)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from ket_infra.environment import Environment
-from ket_infra.errors import Interrupted, KetInfraError
+from ket_infra.errors import Interrupted, KetInfraError, denied_action, lacks
 from ket_infra.progress import Live
 
 MIN_VERSION = (1, 5)
@@ -93,6 +93,20 @@ def _last_error(stderr: str, stdout: str) -> str:
     picked = lines[start:] if start is not None else lines[-6:]
     words = " ".join(ln for ln in picked if ln)
     return re.sub(r"\s+", " ", words)[:600] or "no error output"
+
+
+# How the AWS provider and the s3 backend (aws-sdk-go-v2) report a refused call.
+_SDK_ERROR = re.compile(r"operation error ([A-Za-z0-9]+): (\w+), .*?api error ([\w.]+): ([^\n]*)")
+
+
+def denied(error: str) -> list[str]:
+    """The IAM actions Terraform's error output says the identity was refused, in order, once each."""
+    found = []
+    for service, operation, code, message in _SDK_ERROR.findall(error):
+        action = denied_action(code, message, service, operation)
+        if action is not None and action not in found:
+            found.append(action)
+    return found
 
 
 def _lock_holder(stderr: str) -> dict[str, str] | None:
@@ -350,6 +364,9 @@ class Terraform:
             locked = _lock_holder(err or "")
             if locked is not None:
                 raise TerraformError(self._locked_message(locked))
+            refused = denied(err or out or "")
+            if refused:
+                raise TerraformError(f"{self.binary} {label} in {self.work}: {lacks(refused)}")
             raise TerraformError(self._failure(label, _last_error(err or "", out or "")))
         return rc, out or ""
 

@@ -7,6 +7,7 @@ Every check that can refuse runs before anything changes.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -15,11 +16,12 @@ import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ket_infra import yamldoc
+from ket_infra.aws import AwsError
 from ket_infra.environment import Environment, load_environment
 from ket_infra.errors import EnvironmentFileError, KetInfraError
 from ket_infra.layout import RuleSet, layout
@@ -420,8 +422,14 @@ def apply(ctx: Context, auto_approve: bool) -> Report:
     tf.forget_plan()
     if applied.has_changes:
         settle(ctx)
-    host_settings(ctx, restore=False)
-    foreign_groups(ctx)
+    try:
+        host_settings(ctx, restore=False)
+        foreign_groups(ctx)
+    except AwsError as exc:
+        raise AwsError(
+            f"{exc} -- Terraform applied ket-infra's groups and rules, the source/dest check and detach_groups "
+            f"are not all done; run ket-infra apply --env {ctx.env.arg} --auto-approve again once fixed (it converges)"
+        ) from None
     return proven(ctx, settling=applied.has_changes)
 
 
@@ -573,17 +581,55 @@ def _host_setting_targets(ctx: Context, found: Discovery) -> list[Any]:
 
 
 def host_settings(ctx: Context, restore: bool) -> None:
-    """Set (or, on destroy, restore) the EC2 source/dest check where the rules say so."""
-    if not ctx.rules.host_settings:
-        return
-    from ket_infra import aws
+    """Set the EC2 source/dest check where the rules say so, each node's value recorded before ket-infra first
+    changes it; put the recorded value back (RESTORE: on destroy, for every node; on apply, for nodes the rules
+    no longer set it on), not AWS's default: a node that had it off before ket-infra keeps it off."""
+    from ket_infra import aws, detach
 
-    targets = _host_setting_targets(ctx, ctx.found or aws.discover(ctx.plan, ctx.env))
-    value = True if restore else ctx.rules.host_settings[0].source_dest_check
-    ctx.progress(f"source/dest check {'on' if value else 'off'} for {len(targets)} node(s)")
-    changed = aws.set_source_dest_check(ctx.env, targets, value, ctx.progress)
-    if not changed:
-        ctx.progress("  already set")
+    record = detach.CheckRecord.of(ctx.env, ctx.work)
+    book = record.read()
+    if restore:
+        if book:
+            ctx.progress(f"source/dest check back as it was before ket-infra for {len(book)} node(s)")
+            if not aws.put_back_source_dest_checks(ctx.env, _was(book), ctx.progress):
+                ctx.progress("  already as it was")
+            record.write({})
+        return
+    if not ctx.rules.host_settings and not book:
+        return
+    targets = (
+        _host_setting_targets(ctx, ctx.found or aws.discover(ctx.plan, ctx.env)) if ctx.rules.host_settings else []
+    )
+    value = ctx.rules.host_settings[0].source_dest_check if targets else True
+    if targets:
+        ctx.progress(f"source/dest check {'on' if value else 'off'} for {len(targets)} node(s)")
+        current = aws.source_dest_checks(ctx.env, [t.instance_id for t in targets])
+        first = {
+            t.instance_id: detach.Checked(t.host, current[t.instance_id])
+            for t in targets
+            if t.instance_id in current and current[t.instance_id] != value and t.instance_id not in book
+        }
+        if first:
+            book = {**book, **first}
+            record.write(book)  # before any change: a run killed half-way still knows what was there
+        if not aws.set_source_dest_check(ctx.env, targets, value, ctx.progress):
+            ctx.progress("  already set")
+    named = {t.instance_id for t in targets}
+    back = {i: c for i, c in book.items() if i not in named}
+    if back:
+        ctx.progress(f"source/dest check back as it was for {len(back)} node(s) the rules no longer set it on")
+        aws.put_back_source_dest_checks(ctx.env, _was(back), ctx.progress)
+        record.write({i: c for i, c in book.items() if i not in back})
+    if ctx.found is not None:  # the nodes as they are now: what detach_groups judges next
+        now = {**{t.instance_id: value for t in targets}, **{i: c.source_dest_check for i, c in back.items()}}
+        nodes = tuple(
+            replace(n, source_dest_check=now.get(n.instance_id, n.source_dest_check)) for n in ctx.found.nodes
+        )
+        ctx.found = aws.Discovery(ctx.found.vpc_id, nodes)
+
+
+def _was(book: dict[str, Any]) -> dict[str, tuple[str, bool]]:
+    return {i: (c.host, c.source_dest_check) for i, c in book.items()}
 
 
 Approve = Callable[[list[str]], bool]
@@ -607,16 +653,14 @@ def destroy(ctx: Context, approve: Approve) -> None:
     tf.forget_plan()
     (ctx.work / IMPORTS).unlink(missing_ok=True)  # import blocks are for plan/apply; destroy acts on the state
     summary = tf.plan_destroy()
-    restore: list[str] = []
-    lost: KetInfraError | None = None  # the nodes whose check would be restored are gone
     reattach: dict[str, list[str]] = {}  # interface -> foreign groups ket-infra took off it, to put back
     record = detach.Record.of(ctx.env, ctx.work)
-    try:
+    checks = detach.CheckRecord.of(ctx.env, ctx.work)
+    # the source/dest checks ket-infra changed, as they were before (the record names the instances: no
+    # node needs to be found)
+    restore = sorted(f"{c.host} ({'on' if c.source_dest_check else 'off'})" for c in checks.read().values())
+    with contextlib.suppress(KetInfraError):  # nodes gone: the record still names their interfaces
         ctx.found = aws.discover(ctx.plan, ctx.env)
-        if ctx.rules.host_settings:
-            restore = [n.host for n in _host_setting_targets(ctx, ctx.found)]
-    except KetInfraError as exc:
-        lost = exc
     # the record names the interfaces, the plan's or not: they are found even when some nodes are gone
     recorded_on = ctx.found or aws.Discovery("", ())
     reattach = detach.recorded(ctx.env, recorded_on, record=record)
@@ -626,12 +670,12 @@ def destroy(ctx: Context, approve: Approve) -> None:
         return
     listing = summary_lines(summary)[:-1] if summary.has_changes else []
     if restore:
-        listing.append(f"  ~ source/dest check back on for {len(restore)} node(s): {', '.join(sorted(restore))}")
+        listing.append(
+            f"  ~ source/dest check back as it was before ket-infra for {len(restore)} node(s): {', '.join(restore)}"
+        )
     if reattach:
         back = sorted({g for groups in reattach.values() for g in groups})
         listing.append(f"  + re-attach {', '.join(back)} (detach_groups) to {len(reattach)} node(s) first")
-    if lost and ctx.rules.host_settings:
-        listing.append(f"  source/dest check: cannot be restored, the nodes were not found ({lost})")
     n = summary.counts()
     listing.append(
         f"Destroy: {n['delete']} to remove" + (f", {len(restore)} host setting(s) to restore" if restore else "")
@@ -644,14 +688,25 @@ def destroy(ctx: Context, approve: Approve) -> None:
     if reattach:
         # before ket-infra's groups go: an interface is never left without the groups it needs
         ctx.progress(f"re-attaching the groups detach_groups took off {len(reattach)} node(s)")
-        detach.reattach(ctx.env, recorded_on, ctx.progress, record=record)
-    tf.destroy()
-    failed = lost if ctx.rules.host_settings else None  # nodes found missing above are not asked of AWS again
-    if failed is None:
         try:
-            host_settings(ctx, restore=True)
-        except KetInfraError as exc:
-            failed = exc
-    if failed is not None:
-        ctx.progress(f"note: could not restore the source/dest check: {failed}")
+            detach.reattach(ctx.env, recorded_on, ctx.progress, record=record)
+        except AwsError as exc:
+            raise AwsError(
+                f"{exc} -- nothing of ket-infra's groups and rules was destroyed (the groups put back so far stay, "
+                f"the rest is kept in {record.where}); run ket-infra destroy --env {ctx.env.arg} again once fixed"
+            ) from None
+    try:
+        tf.destroy()
+    except TerraformError as exc:
+        raise TerraformError(
+            f"{exc} -- the destroy may have removed part of ket-infra's groups and rules; run ket-infra destroy "
+            f"--env {ctx.env.arg} again once fixed (the source/dest checks are put back after it)"
+        ) from None
+    try:
+        host_settings(ctx, restore=True)
+    except AwsError as exc:
+        raise AwsError(
+            f"{exc} -- ket-infra's groups and rules are destroyed, but the source/dest check is not all put back "
+            f"(what is left stays in {checks.record.where}); run ket-infra destroy --env {ctx.env.arg} again once fixed"
+        ) from None
     ctx.out(f"destroyed: ket-infra's groups and rules for environment {ctx.env.name} are gone")

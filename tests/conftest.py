@@ -129,6 +129,7 @@ HEAVY_FIRST = (
     "test_e2e.py",
     "test_faults.py",
     "test_packaging.py",
+    "test_iam_policy.py",
     "test_lab.py",
     "test_lab_referee.py",
     "test_properties.py",

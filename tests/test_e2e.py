@@ -554,8 +554,10 @@ def test_moving_a_kismatic_provision_cluster_off_its_wide_open_group(sandbox: Sa
     once the flows are proven open without it; verify and audit pass; destroy puts it back. The plan names an
     internal load balancer, an NFS volume and a proxy, which the wide-open group's allow-all egress reached:
     ket-infra's own egress rules reach them after the move, and each one removed by hand makes verify exit 3
-    naming its flow and plan key."""
-    data = base_plan()
+    naming its flow and plan key. Calico routed mode needs the source/dest check off, which kismatic-provision
+    leaves off (and someone turned back on on master01): destroy leaves every interface exactly as it was
+    before the first apply, its groups and its check, not AWS's default."""
+    data = base_plan({"provider": "calico", "options": {"calico": {"mode": "routed"}}})
     data["master"]["load_balancer"] = f"{LB}:6443"
     data["nfs"] = {"nfs_volume": [{"nfs_host": FILER, "mount_path": "/exports"}]}
     data["cluster"]["networking"].update(http_proxy=f"http://{PROXY}:3128", https_proxy=f"http://{PROXY}:3128")
@@ -569,6 +571,26 @@ def test_moving_a_kismatic_provision_cluster_off_its_wide_open_group(sandbox: Sa
     def groups_by_host() -> dict[str, list[str]]:
         enis = ec2.describe_network_interfaces()["NetworkInterfaces"]
         return {e["PrivateIpAddress"]: sorted(g["GroupName"] for g in e["Groups"]) for e in enis}
+
+    def interfaces() -> dict[str, tuple[list[str], bool]]:
+        """Each node's address -> the groups on its interface and its instance's source/dest check."""
+        checks = {
+            i["PrivateIpAddress"]: i["SourceDestCheck"]
+            for r in ec2.describe_instances()["Reservations"]
+            for i in r["Instances"]
+        }
+        return {address: (groups, checks[address]) for address, groups in groups_by_host().items()}
+
+    master01 = ec2.describe_instances(Filters=[{"Name": "private-ip-address", "Values": ["10.0.1.21"]}])
+    ec2.modify_instance_attribute(
+        InstanceId=master01["Reservations"][0]["Instances"][0]["InstanceId"], SourceDestCheck={"Value": True}
+    )
+    as_it_was = interfaces()
+    assert as_it_was == {
+        "10.0.1.11": (["default"], False),
+        "10.0.1.21": (["default"], True),
+        "10.0.1.31": (["default"], False),
+    }
 
     def detached_tags() -> list[str]:
         enis = ec2.describe_network_interfaces()["NetworkInterfaces"]
@@ -640,7 +662,8 @@ def test_moving_a_kismatic_provision_cluster_off_its_wide_open_group(sandbox: Sa
     destroyed = sandbox.run("destroy", "--auto-approve", env_file=env)
     assert destroyed.returncode == 0, destroyed.stdout + destroyed.stderr
     assert f"  + re-attach {default} (detach_groups) to 3 node(s) first" in destroyed.stdout
-    assert groups_by_host() == {a: ["default"] for a in ("10.0.1.11", "10.0.1.21", "10.0.1.31")}
+    assert "  ~ source/dest check back as it was before ket-infra for 1 node(s): master01 (on)" in destroyed.stdout
+    assert interfaces() == as_it_was
     assert detached_tags() == [] and sandbox.ket_groups() == []
 
 

@@ -192,7 +192,7 @@ def test_plan_apply_replan_destroy_in_process(box: Box) -> None:
     assert len(ctx.tf.state_resources()) == n_rules + 2  # declined: all still there
     assert not (work / "destroy.tfplan").exists()
     assert listed[-2:] == [
-        "  ~ source/dest check back on for 1 node(s): solo01",
+        "  ~ source/dest check back as it was before ket-infra for 1 node(s): solo01 (on)",
         f"Destroy: {n_rules + 2} to remove, 1 host setting(s) to restore",
     ]
     assert [ln for ln in listed if ln.startswith("    - group ")] and "    - attachment solo01" in listed
@@ -201,7 +201,7 @@ def test_plan_apply_replan_destroy_in_process(box: Box) -> None:
     ctx = box.context(env_file)
     workflow.destroy(ctx, lambda _listing: True)
     assert box.lines[-1] == "destroyed: ket-infra's groups and rules for environment solo are gone"
-    assert "source/dest check on for 1 node(s)" in box.lines
+    assert "source/dest check back as it was before ket-infra for 1 node(s)" in box.lines
     assert ctx.tf.state_resources() == []
 
 
@@ -220,7 +220,7 @@ ROUTED = {"provider": "calico", "options": {"calico": {"mode": "routed"}}}
 
 
 def test_host_settings_alone_set_then_restore_the_check(box: Box) -> None:
-    """The step after Terraform's apply on its own: routed Calico turns the check off, destroy turns it back on."""
+    """The step after Terraform's apply on its own: routed Calico turns the check off, destroy puts back what it was."""
     env_file = one_node(box, ROUTED, "hosts")
     ctx = box.context(env_file)
     workflow.host_settings(ctx, restore=False)
@@ -232,8 +232,10 @@ def test_host_settings_alone_set_then_restore_the_check(box: Box) -> None:
     assert box.lines == ["source/dest check off for 1 node(s)", "  already set"]
     ctx = box.context(env_file)
     workflow.host_settings(ctx, restore=True)
-    assert box.lines[0] == "source/dest check on for 1 node(s)" and len(box.lines) == 2
+    assert box.lines[0] == "source/dest check back as it was before ket-infra for 1 node(s)" and len(box.lines) == 2
+    assert re.fullmatch(r"  solo01 \(i-[0-9a-f]+\): source/dest check on, as it was", box.lines[1]), box.lines
     assert _source_dest_check(box) is True
+    assert not (box.root / ".work" / "hosts" / "terraform.tfstate.source-dest-check.json").exists()
 
 
 def test_host_settings_do_nothing_for_an_overlay(box: Box) -> None:
@@ -256,14 +258,11 @@ def test_destroy_before_any_apply(box: Box) -> None:
     assert not (work / "destroy.tfplan").exists()
 
     env_file = one_node(box, ROUTED, "routed-never")
-    asked: list[list[str]] = []
     ctx = box.context(env_file)
-    with pytest.raises(KetInfraError, match="destroy cancelled"):
-        workflow.destroy(ctx, lambda listing: asked.append(listing) or False)
-    assert asked == [
-        ["  ~ source/dest check back on for 1 node(s): solo01", "Destroy: 0 to remove, 1 host setting(s) to restore"]
-    ]
-    assert _source_dest_check(box) is True  # declined: left as it was
+    workflow.destroy(ctx, lambda listing: pytest.fail(f"asked to approve {listing}"))
+    # ket-infra never changed the check here (no record of it): destroy leaves it as it is, not AWS's default
+    assert box.lines[-1] == "nothing to destroy: the Terraform state of environment routed-never holds nothing"
+    assert _source_dest_check(box) is True
 
 
 def _interface(box: Box) -> dict[str, Any]:
