@@ -26,8 +26,8 @@ ROWS = [
     (
         "source/dest value",
         "ket_infra/aws.py",
-        'SourceDestCheck={"Value": value}',
-        'SourceDestCheck={"Value": True}',
+        'InstanceId=t.instance_id, SourceDestCheck={"Value": value}',  # set_source_dest_check's
+        'InstanceId=t.instance_id, SourceDestCheck={"Value": True}',
         ["tests/test_aws.py::test_source_dest_check_is_turned_off_and_back_on"],
     ),
     (

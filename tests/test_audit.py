@@ -619,6 +619,52 @@ def test_a_group_another_groups_rule_refers_to_is_not_detached(aws: None, record
     )
 
 
+def test_an_egress_rule_that_reaches_the_group_keeps_it_too(aws: None, record: Record) -> None:
+    """A registry's group lets its traffic out to the foreign group (rules that name other peers come first or
+    after): taking the group off cuts the nodes from what that egress rule reaches."""
+    cloud, plan, env, rules = named()
+    gid = foreign_group(cloud, "kismatic-open", WIDE_OPEN)
+    registry = cloud.ec2.create_security_group(GroupName="registry", Description="r", VpcId=cloud.vpc)["GroupId"]
+    others = [
+        {"IpProtocol": "tcp", "FromPort": p, "ToPort": p, "IpRanges": [{"CidrIp": f"10.0.{p % 200}.0/24"}]}
+        for p in range(5000, 5006)
+    ]
+    cloud.ec2.authorize_security_group_egress(GroupId=registry, IpPermissions=others)
+    back = {"IpProtocol": "tcp", "FromPort": 5000, "ToPort": 5001, "UserIdGroupPairs": [{"GroupId": gid}]}
+    cloud.ec2.authorize_security_group_egress(GroupId=registry, IpPermissions=[back])
+    rule = next(
+        r["SecurityGroupRuleId"]
+        for r in cloud.ec2.describe_security_group_rules(Filters=[{"Name": "group-id", "Values": [registry]}])[
+            "SecurityGroupRules"
+        ]
+        if r.get("ReferencedGroupInfo", {}).get("GroupId") == gid
+    )
+    assert refusal(cloud, plan, env, rules, record, "kismatic-open") == (
+        f"t.yaml: detach_groups: nothing was detached: {registry} (registry) reaches {gid} (kismatic-open) by its "
+        f"rule {rule} (egress tcp 5000-5001 to {gid}): taking {gid} off the nodes cuts them from what {registry} "
+        "guards; let ket-infra's groups in by that rule instead, or keep the group"
+    )
+
+
+def test_an_unreachable_endpoint_while_reading_the_referring_groups_says_so(aws: None) -> None:
+    import boto3
+    from botocore.config import Config
+
+    from ket_infra.detach import _referrers
+    from tests.conftest import free_port
+
+    _cloud, _plan, env, _rules = named()
+    dead = boto3.client(
+        "ec2",
+        region_name="eu-west-1",
+        endpoint_url=f"http://127.0.0.1:{free_port()}",  # nothing listens there
+        config=Config(retries={"max_attempts": 1}, connect_timeout=1),
+    )
+    with pytest.raises(AwsError) as info:
+        _referrers(env, {"sg-0123456789abcdef0"}, {}, dead)
+    assert "reading which groups refer to the groups to detach" in str(info.value)
+
+
 ENDPOINTS = {
     "load_balancer": "10.0.1.100:6443",  # the example's own: an internal balancer on no master
     "nfs_host": "172.31.8.5",  # a filer outside the VPC

@@ -391,6 +391,7 @@ def test_help_lists_the_commands_in_workflow_order_each_with_help_and_examples()
         "audit",
         "destroy",
         "render",
+        "iam-policy",
         "sandbox",
         "lab",
         "version",

@@ -440,7 +440,7 @@ def test_the_workflow_with_the_policy_and_without_terraforms_actions(tmp_path: P
         assert planned.returncode == 0, planned.stdout + planned.stderr
         applied = run(full, "apply")
         assert applied.returncode == 0, applied.stdout + applied.stderr
-        assert "detach_groups: done on 1 interface(s); destroy puts the groups back" in applied.stdout
+        assert "detach_groups: done on 1 interface(s); destroy puts the groups back" in applied.stderr  # progress
         assert interface() == (["test-etcd-master-worker"], False)
         for command in ("verify", "audit"):
             judged_ok = run(full, command)

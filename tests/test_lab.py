@@ -190,10 +190,13 @@ def test_down_does_not_wait_on_a_killed_process_its_parent_has_not_reaped() -> N
 def test_ctrl_c_during_run_removes_the_lab(tmp_path: Path) -> None:
     need_lab()
     state = tmp_path / "state.json"
-    assert cli("lab", "up", str(EXAMPLES / "v1-4-legacy.yaml"), "--state", str(state)).returncode == 0
+    assert cli("lab", "up", str(EXAMPLES / "calico-routed.yaml"), "--state", str(state)).returncode == 0
     the_lab = lab.Lab.load(state)
+    # without the BGP rule BIRD never gets Established, so the run waits out --wait: it is surely still
+    # running when interrupted, however slow the machine
+    run = ["lab", "run", "--state", str(state), "--drop-flow", "calico-bgp", "--wait", "600"]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "ket_infra", "lab", "run", "--state", str(state)],
+        [sys.executable, "-m", "ket_infra", *run],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -201,9 +204,9 @@ def test_ctrl_c_during_run_removes_the_lab(tmp_path: Path) -> None:
     )
     assert proc.stderr is not None
     seen = ""
-    while "flow packet(s)" not in seen:  # the run is driving packets: interrupt it there
+    while "starting BIRD" not in seen:  # the run waits for the daemons: interrupt it there
         line = proc.stderr.readline()
-        assert line, f"lab run ended before driving packets: {seen}"
+        assert line, f"lab run ended before starting the daemons: {seen}"
         seen += line
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=30)
