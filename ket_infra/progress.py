@@ -9,6 +9,7 @@ one at the end. Colour only on a terminal and only when NO_COLOR is unset
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import threading
 import time
@@ -48,6 +49,10 @@ class Heartbeat:
         said()
 
     def _run(self) -> None:
+        # The kernel hands a process's signal to any thread that does not block it. Delivered here, it would
+        # leave the main thread asleep in whatever call it is in (a pipe read, a wait) until that returns,
+        # and Ctrl-C could go unanswered for as long: this thread blocks them, so the main thread gets them.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
         while not self._stop.wait(min(1.0, self.interval / 4)):
             if time.monotonic() - _said[0] >= self.interval:
                 elapsed = f"{time.monotonic() - self.started:.0f} s"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import pytest
 
@@ -128,3 +129,26 @@ def test_a_hidden_bar_is_drawn_once_shown(monkeypatch: pytest.MonkeyPatch) -> No
     assert out.getvalue() == ""
     live.show()
     assert out.getvalue() == "\rterraform plan: [######------------------] 1/4 planning, 0 s"
+
+
+def test_the_heartbeat_thread_leaves_ctrl_c_and_termination_signals_to_the_main_thread() -> None:
+    """A signal the kernel hands to the heartbeat's thread would leave the main thread asleep in a blocking call
+    (Ctrl-C unanswered for as long): the thread blocks SIGINT, SIGTERM and SIGHUP, so they reach the main one."""
+    import signal
+    import threading
+    import time
+
+    from ket_infra.progress import Heartbeat
+
+    with Heartbeat(lambda _line: None, interval=60):
+        (beat,) = [t for t in threading.enumerate() if t.name == "heartbeat"]
+        deadline = time.monotonic() + 5
+        blocked = 0
+        while time.monotonic() < deadline:
+            status = Path(f"/proc/self/task/{beat.native_id}/status").read_text()
+            blocked = int(next(ln for ln in status.splitlines() if ln.startswith("SigBlk:")).split()[1], 16)
+            if blocked:
+                break
+            time.sleep(0.01)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        assert blocked & (1 << (sig - 1)), f"{sig.name} not blocked in the heartbeat thread"
