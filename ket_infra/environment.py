@@ -209,17 +209,24 @@ def _detach_groups(doc: yamldoc.Doc) -> tuple[str, ...]:
     return tuple(dict.fromkeys(out))
 
 
+def _bounded(doc: yamldoc.Doc, key: str, default: int, top: int, fix: str) -> int:
+    """KEY as an integer from 1 to TOP (DEFAULT when not given); out of range is refused with FIX."""
+    value = doc.integer(key, default=default)
+    assert value is not None
+    if not 1 <= value <= top:
+        doc.fail(key, f"{value} is out of range", fix)
+    return value
+
+
 def _rules_quota(doc: yamldoc.Doc) -> int:
-    quota = doc.integer("rules_per_group_quota", default=RULES_QUOTA)
-    assert quota is not None
-    if not 1 <= quota <= RULES_QUOTA_MAX:
-        doc.fail(
-            "rules_per_group_quota",
-            f"{quota} is out of range",
-            f"give the account's quota of inbound (and outbound) rules per security group, 1 to {RULES_QUOTA_MAX} "
-            f"(AWS's default is {RULES_QUOTA})",
-        )
-    return quota
+    return _bounded(
+        doc,
+        "rules_per_group_quota",
+        RULES_QUOTA,
+        RULES_QUOTA_MAX,
+        f"give the account's quota of inbound (and outbound) rules per security group, 1 to {RULES_QUOTA_MAX} "
+        f"(AWS's default is {RULES_QUOTA})",
+    )
 
 
 def _acknowledge(doc: yamldoc.Doc) -> tuple[str, ...]:
@@ -239,15 +246,13 @@ def _acknowledge(doc: yamldoc.Doc) -> tuple[str, ...]:
 
 
 def _brick_ports(doc: yamldoc.Doc) -> int:
-    count = doc.integer("gluster_brick_ports", default=BRICK_PORTS_DEFAULT)
-    assert count is not None
-    if not 1 <= count <= BRICK_PORTS_MAX:
-        doc.fail(
-            "gluster_brick_ports",
-            f"{count} is out of range",
-            f"give the most bricks (volumes) one storage node serves, 1 to {BRICK_PORTS_MAX}",
-        )
-    return count
+    return _bounded(
+        doc,
+        "gluster_brick_ports",
+        BRICK_PORTS_DEFAULT,
+        BRICK_PORTS_MAX,
+        f"give the most bricks (volumes) one storage node serves, 1 to {BRICK_PORTS_MAX}",
+    )
 
 
 def _ephemeral_ports(doc: yamldoc.Doc) -> tuple[int, int]:

@@ -533,19 +533,24 @@ def test_a_rule_that_opens_none_of_an_unnamed_dependency_is_no_path_of_it(aws: N
     assert all(gid not in groups_on(cloud, h) for h in ALL_NODES)
 
 
-def test_an_unreachable_endpoint_while_reading_a_groups_members_says_what_was_being_read(aws: None) -> None:
+def dead_ec2() -> Any:
+    """An EC2 client for an endpoint nothing listens on, failing at once."""
     import boto3
     from botocore.config import Config
 
     from tests.conftest import free_port
 
-    _cloud, plan, env, _rules = named()
-    dead = boto3.client(
+    return boto3.client(
         "ec2",
         region_name="eu-west-1",
-        endpoint_url=f"http://127.0.0.1:{free_port()}",  # nothing listens there
+        endpoint_url=f"http://127.0.0.1:{free_port()}",
         config=Config(retries={"max_attempts": 1}, connect_timeout=1),
     )
+
+
+def test_an_unreachable_endpoint_while_reading_a_groups_members_says_what_was_being_read(aws: None) -> None:
+    _cloud, plan, env, _rules = named()
+    dead = dead_ec2()
     with pytest.raises(AwsError) as info:
         _members(env, discover(plan, env), {"sg-0123456789abcdef0"}, dead)
     assert "reading which interfaces carry the groups to detach" in str(info.value)
@@ -647,19 +652,10 @@ def test_an_egress_rule_that_reaches_the_group_keeps_it_too(aws: None, record: R
 
 
 def test_an_unreachable_endpoint_while_reading_the_referring_groups_says_so(aws: None) -> None:
-    import boto3
-    from botocore.config import Config
-
     from ket_infra.detach import _referrers
-    from tests.conftest import free_port
 
     _cloud, _plan, env, _rules = named()
-    dead = boto3.client(
-        "ec2",
-        region_name="eu-west-1",
-        endpoint_url=f"http://127.0.0.1:{free_port()}",  # nothing listens there
-        config=Config(retries={"max_attempts": 1}, connect_timeout=1),
-    )
+    dead = dead_ec2()
     with pytest.raises(AwsError) as info:
         _referrers(env, {"sg-0123456789abcdef0"}, {}, dead)
     assert "reading which groups refer to the groups to detach" in str(info.value)
