@@ -274,13 +274,23 @@ def _collect(proc: subprocess.Popen[bytes], watch: _Watch | None) -> tuple[bytes
 
 
 def state_addresses(doc: dict[str, Any]) -> list[str]:
-    """Every resource address of a `terraform show -json` state document, child modules included."""
+    """Every resource address of a state document as `terraform state pull` prints it (format version 4),
+    child modules included, each as Terraform writes it (`module.m.type.name["key"]`)."""
     out: list[str] = []
-    pending = [doc.get("values", {}).get("root_module", {})]
-    while pending:
-        module = pending.pop()
-        out.extend(str(r["address"]) for r in module.get("resources", []))
-        pending.extend(module.get("child_modules", []))
+    for resource in doc.get("resources", []):
+        base = "".join(
+            (
+                f"{resource['module']}." if resource.get("module") else "",
+                "data." if resource.get("mode") == "data" else "",
+                f"{resource['type']}.{resource['name']}",
+            )
+        )
+        for instance in resource.get("instances", []):
+            key = instance.get("index_key")
+            if key is None:
+                out.append(base)
+            else:
+                out.append(f"{base}[{json.dumps(key, ensure_ascii=False) if isinstance(key, str) else key}]")
     return out
 
 
@@ -535,8 +545,9 @@ class Terraform:
             (self.work / DESTROY_PLAN).unlink(missing_ok=True)
 
     def state_resources(self) -> list[str]:
-        """The addresses in the state, from `terraform show -json` (never its human output)."""
-        rc, out = self._run("show", json=True, no_color=True, ok=(0, 1))
+        """The addresses in the state, from the state document itself (`terraform state pull`: no provider
+        is started, unlike `terraform show -json`; never a human-readable listing)."""
+        rc, out = self._run("state", "pull", ok=(0, 1))
         if rc != 0 or not out.strip():
             return []
         return state_addresses(json.loads(out))

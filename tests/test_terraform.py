@@ -183,7 +183,7 @@ def test_a_failing_plan_reports_terraforms_diagnostic_on_one_line(tmp_path: Path
 
 
 @needs_terraform_cli
-def test_state_addresses_come_whole_from_show_json(tmp_path: Path) -> None:
+def test_state_addresses_come_whole_from_the_state(tmp_path: Path) -> None:
     """Keys with spaces, quotes or emoji are one address each (`terraform state list` split them on spaces)."""
     names = ["worker 01", 'say "hi"', "node 😀"]
     tf = module(tmp_path / "work", names)
@@ -193,6 +193,31 @@ def test_state_addresses_come_whole_from_show_json(tmp_path: Path) -> None:
     assert sorted(tf.state_resources()) == sorted(
         f"terraform_data.rule[{json.dumps(n, ensure_ascii=False)}]" for n in names
     )
+
+
+@needs_terraform_cli
+def test_state_addresses_of_child_modules_counts_and_single_resources(tmp_path: Path) -> None:
+    """Every shape of address the state can hold, read from `state pull`, equals Terraform's own listing."""
+    tf = module(tmp_path / "work", ["a"])
+    (tmp_path / "work" / "child").mkdir()
+    (tmp_path / "work" / "child" / "main.tf").write_text(
+        'resource "terraform_data" "counted" {\n  count = 2\n}\n\nresource "terraform_data" "one" {}\n'
+    )
+    with (tmp_path / "work" / "main.tf").open("a") as main:
+        main.write('\nmodule "child" {\n  source   = "./child"\n  for_each = toset(["x y"])\n}\n')
+        main.write('\nresource "terraform_data" "single" {}\n')
+        main.write('\ndata "terraform_remote_state" "read" {\n  backend = "local"\n  config  = { path = "other.tfstate" }\n}\n')
+    other = {"version": 4, "serial": 1, "lineage": "other", "outputs": {}, "resources": []}
+    (tmp_path / "work" / "other.tfstate").write_text(json.dumps(other))  # what the data source reads
+    tf.init()
+    tf.plan()
+    tf.apply()
+    listed = subprocess.run(
+        ["terraform", "state", "list"], cwd=tmp_path / "work", capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    assert sorted(tf.state_resources()) == sorted(listed)
+    assert 'module.child["x y"].terraform_data.counted[1]' in listed and "terraform_data.single" in listed
+    assert "data.terraform_remote_state.read" in listed
 
 
 @needs_terraform_cli
@@ -1051,7 +1076,7 @@ def test_drift_is_not_a_planned_change() -> None:
 
 
 def test_an_empty_state_answer_is_no_resources(tmp_path: Path) -> None:
-    """`show -json` that prints nothing (no state yet, some versions) is an empty state, not a parse error."""
+    """`state pull` that prints nothing (no state yet) is an empty state, not a parse error."""
     silent = executable(tmp_path, "#!/bin/sh\nexit 0\n")
     assert Terraform(env(str(silent)), tmp_path / "work", lambda _m: None).state_resources() == []
 
