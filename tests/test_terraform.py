@@ -206,7 +206,9 @@ def test_state_addresses_of_child_modules_counts_and_single_resources(tmp_path: 
     with (tmp_path / "work" / "main.tf").open("a") as main:
         main.write('\nmodule "child" {\n  source   = "./child"\n  for_each = toset(["x y"])\n}\n')
         main.write('\nresource "terraform_data" "single" {}\n')
-        main.write('\ndata "terraform_remote_state" "read" {\n  backend = "local"\n  config  = { path = "other.tfstate" }\n}\n')
+        main.write(
+            '\ndata "terraform_remote_state" "read" {\n  backend = "local"\n  config  = { path = "other.tfstate" }\n}\n'
+        )
     other = {"version": 4, "serial": 1, "lineage": "other", "outputs": {}, "resources": []}
     (tmp_path / "work" / "other.tfstate").write_text(json.dumps(other))  # what the data source reads
     tf.init()
