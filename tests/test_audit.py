@@ -793,6 +793,49 @@ def test_a_rerun_after_a_kill_mid_reattach_says_only_what_it_did(aws: None, reco
     assert all(gid in groups_on(cloud, h) and tag_on(cloud, h) is None for h in ALL_NODES) and record.read() == {}
 
 
+def test_without_a_record_given_the_one_beside_the_state_is_used(
+    aws: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """apply, destroy's listing and destroy itself find the record where a local backend keeps it: in the
+    environment's work folder, beside terraform.tfstate (as the CLI calls them, with no record or client)."""
+    monkeypatch.chdir(tmp_path)  # the environment file t.yaml is here: its work folder is .work/t
+    cloud, plan, env, rules = named()
+    gid = foreign_group(cloud, "kismatic-open", WIDE_OPEN)
+    apply_detach(plan, replace(env, detach_groups=(gid,)), rules, discover(plan, env), lambda _s: None)
+    beside = Record(tmp_path / ".work" / "t" / "terraform.tfstate.detached-groups.json")
+    assert beside.read() == {cloud.enis[h]: (gid,) for h in ALL_NODES}
+    assert recorded(env, discover(plan, env)) == {h: [gid] for h in ALL_NODES}
+    assert reattach(env, discover(plan, env), lambda _s: None) == 10
+    assert all(gid in groups_on(cloud, h) for h in ALL_NODES) and not beside.path.exists()
+
+
+def test_the_record_names_every_interface_before_the_first_one_changes(aws: None, record: Record) -> None:
+    """A run killed after its first interface changed still knows, for every interface it was about to change,
+    each group to put back: the one it takes, and the one an earlier run took that it was giving back."""
+    import boto3
+
+    cloud, plan, env, rules = named()
+    old = foreign_group(cloud, "old", WIDE_OPEN)
+    apply_detach(plan, replace(env, detach_groups=(old,)), rules, discover(plan, env), print, record=record)
+    gid = foreign_group(cloud, "kismatic-open", WIDE_OPEN)
+    ec2 = boto3.client("ec2", region_name=env.aws.region)
+    calls: list[str] = []
+
+    def killed_after_the_first(params: dict[str, Any], **_: Any) -> None:
+        calls.append(params["NetworkInterfaceId"])
+        if len(calls) > 1:
+            raise KeyboardInterrupt  # the run stops here
+
+    ec2.meta.events.register("provide-client-params.ec2.ModifyNetworkInterfaceAttribute", killed_after_the_first)
+    with pytest.raises(KeyboardInterrupt):
+        apply_detach(plan, replace(env, detach_groups=(gid,)), rules, discover(plan, env), print, ec2, record)
+    changed = [h for h in ALL_NODES if gid not in groups_on(cloud, h)]
+    assert len(changed) == 1 and old in groups_on(cloud, changed[0])  # one interface changed: old back, gid off
+    assert {eni: set(groups) for eni, groups in record.read().items()} == {cloud.enis[h]: {old, gid} for h in ALL_NODES}
+    assert reattach(env, discover(plan, env), print, record=record) == 10
+    assert all({old, gid} <= set(groups_on(cloud, h)) for h in ALL_NODES) and record.read() == {}
+
+
 # ---------------------------------------------------------------- the diagram
 
 
