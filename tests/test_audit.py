@@ -26,7 +26,7 @@ from ket_infra.audit import (
     text_report,
 )
 from ket_infra.aws import DETACHED_TAG, AwsError, Counter, discover
-from ket_infra.detach import Record, _members, apply_detach, reattach, recorded
+from ket_infra.detach import Checked, CheckRecord, Record, _members, apply_detach, reattach, recorded
 from ket_infra.errors import EnvironmentFileError, KetInfraError
 from ket_infra.layout import layout
 from ket_infra.plan import load_plan
@@ -834,6 +834,34 @@ def test_the_record_names_every_interface_before_the_first_one_changes(aws: None
     assert {eni: set(groups) for eni, groups in record.read().items()} == {cloud.enis[h]: {old, gid} for h in ALL_NODES}
     assert reattach(env, discover(plan, env), print, record=record) == 10
     assert all({old, gid} <= set(groups_on(cloud, h)) for h in ALL_NODES) and record.read() == {}
+
+
+def test_the_records_are_read_back_as_written_and_refuse_what_ket_infra_does_not_write(tmp_path: Path) -> None:
+    """Both records beside the state: sorted, indented JSON a person can read and restore, read back whole;
+    anything else is refused naming the file. The check record's name is the state's with its own suffix."""
+    groups = Record(tmp_path / "groups.json")
+    groups.write({"eni-2": ["sg-b", "sg-a"], "eni-1": ["sg-c"], "eni-3": []})
+    doc = {"detached": {"eni-1": ["sg-c"], "eni-2": ["sg-a", "sg-b"]}}
+    assert groups.raw() == json.dumps(doc, indent=2) + "\n"
+    assert groups.read() == {"eni-1": ("sg-c",), "eni-2": ("sg-a", "sg-b")}
+    env = env_for(EXAMPLES / "calico-overlay.yaml")
+    checks = CheckRecord.of(env, tmp_path)
+    assert checks.record.path == tmp_path / "terraform.tfstate.source-dest-check.json"
+    book = {"i-2": Checked("worker01", True), "i-1": Checked("master01", False)}
+    checks.write(book)
+    doc2 = {"source_dest_check": {"i-1": {"host": "master01", "was": False}, "i-2": {"host": "worker01", "was": True}}}
+    assert checks.record.raw() == json.dumps(doc2, indent=2) + "\n"
+    assert checks.read() == book
+    for bad in ('{"source_dest_check": {"i-1": {"host": "master01"}}}', "[]", "{"):
+        checks.record.put(bad)
+        with pytest.raises(KetInfraError) as info:
+            checks.read()
+        assert str(info.value) == (
+            f"{checks.record.path}: ket-infra's record of the source/dest checks it changed is not what ket-infra "
+            "writes; restore it from the state's backup"
+        )
+    checks.write({})
+    assert not checks.record.path.exists() and checks.read() == {}
 
 
 # ---------------------------------------------------------------- the diagram
