@@ -227,6 +227,28 @@ def test_a_wide_port_range_from_one_role_is_what_it_opens_beyond_the_catalog(aws
     assert "tcp 0-178, 180-10249, 10251-65535 from master nodes" in e.reason
 
 
+def test_an_inbound_rule_no_sources_egress_can_use_opens_nothing_between_nodes(aws: None) -> None:
+    """Between nodes, what a rule lets in is only what the source's egress lets out to that node: an egress rule
+    to another group's members is no way out to this one."""
+    cloud, plan, env, rules = build(EXAMPLES / "calico-overlay.yaml")
+    everything = [{"IpProtocol": "-1", "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}]
+    cloud.ec2.revoke_security_group_egress(GroupId=cloud.default_group(), IpPermissions=everything)
+    worker, master, etcd = cloud.groups["worker"], cloud.groups["master"], cloud.groups["etcd"]
+
+    def tcp(direction: str, group: str, ports: tuple[int, int], peer: str) -> None:
+        call = getattr(cloud.ec2, f"authorize_security_group_{direction}")
+        pair = {"IpProtocol": "tcp", "FromPort": ports[0], "ToPort": ports[1], "UserIdGroupPairs": [{"GroupId": peer}]}
+        call(GroupId=group, IpPermissions=[pair])
+
+    tcp("ingress", worker, (9000, 9999), master)
+    tcp("egress", master, (9000, 9999), etcd)  # out to the etcd nodes only
+    assert audit(plan, env, rules).excess == []
+    tcp("egress", master, (9990, 9999), worker)  # of what the workers let in, the masters send only this
+    report = audit(plan, env, rules)
+    assert [(e.severity, e.targets) for e in report.excess] == [("cluster", WORKERS)]
+    assert report.excess[0].reason.endswith(": tcp 9990-9999 from master nodes is more than the plan needs")
+
+
 def test_a_network_acl_wider_than_needed_is_no_excess(aws: None) -> None:
     cloud, plan, env, rules = build(EXAMPLES / "calico-overlay.yaml")
     for subnet in cloud.subnets:
