@@ -30,7 +30,7 @@ from ket_infra.detach import Checked, CheckRecord, Record, _members, apply_detac
 from ket_infra.errors import EnvironmentFileError, KetInfraError
 from ket_infra.layout import layout
 from ket_infra.plan import load_plan
-from tests.conftest import EXAMPLES, write_yaml
+from tests.conftest import EXAMPLES, base_plan, node, write_yaml
 from tests.test_verify import Cloud, allow_all, build, env_for, permission
 
 ALL_NODES = [
@@ -176,6 +176,20 @@ def test_a_world_open_port_is_reported_alone(aws: None) -> None:
         }
     ]
     assert report.counts()["world"] == 1 and report.counts()["vpc"] == report.counts()["cluster"] == 0
+
+
+def test_the_senders_are_named_in_kets_role_order(aws: None, tmp_path: Path) -> None:
+    """A node holding two roles is one group of senders, named by its roles and placed by its first."""
+    data = base_plan({"provider": "calico", "options": {"calico": {"mode": "overlay"}}})
+    data["worker"] = {"expected_count": 2, "nodes": [node("master01", "10.0.1.21"), node("worker02", "10.0.1.32")]}
+    path = write_yaml(tmp_path / "plan.yaml", data)
+    plan, env = load_plan(path), env_for(path)
+    rules = layout(plan, env)
+    cloud = Cloud(plan, rules)
+    ssh = {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}
+    foreign_group(cloud, "hand-made", [ssh], hosts=["worker02"])
+    (excess,) = audit(plan, env, rules).excess
+    assert excess.reason.endswith("; tcp 22 from etcd, master-worker nodes is more than the plan needs")
 
 
 def test_ssh_open_to_the_installer_only_is_no_excess(aws: None) -> None:
