@@ -450,8 +450,8 @@ def test_an_environment_edited_while_plan_runs_makes_the_saved_plan_stale(box: B
     with pytest.raises(KetInfraError, match="the saved plan for environment edited is stale"):
         workflow.apply(box.context(env_file), auto_approve=False)
     assert world_rules(box) == []
-    workflow.apply(box.context(env_file), auto_approve=True)  # a fresh plan of the file as it is now
-    assert world_rules(box) == []  # (no destroy: the next one_node resets the sandbox)
+    fresh = workflow.plan(box.context(env_file))  # a fresh plan reads the file as it is now
+    assert not [c.name for c in fresh.changes if c.name.endswith("-from-0.0.0.0-0")], fresh.changes
 
 
 def test_a_plan_started_ahead_is_not_kept_when_the_folder_changed_under_it(box: Box) -> None:
