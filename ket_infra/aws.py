@@ -11,14 +11,17 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from ket_infra.environment import Environment
 from ket_infra.errors import S3_OPERATIONS, KetInfraError, denied_action, lacks
 from ket_infra.plan import Plan
+from ket_infra.progress import background
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 MAX_GROUPS_PER_INTERFACE = 5
 # Values across all the filters of one describe call (or IDs of one call): EC2 answers more with
@@ -196,6 +199,32 @@ def described(ec2: Any, operation: str, key: str, filter_name: str, values: list
             yield from page[key]
 
 
+def _at_once(ask: Callable[[T], R], items: list[T], most: int = 4) -> list[R]:
+    """ASK about each of ITEMS, up to MOST at a time, each in a daemon thread; the answers in ITEMS' order
+    (the first item's error, if any, raised). Not an executor: the interpreter joins an executor's threads
+    when it exits, so a run stopped by a signal would wait for AWS's answers (up to the read timeout)."""
+    if len(items) == 1:
+        return [ask(items[0])]
+    answers: dict[int, R] = {}
+    errors: dict[int, BaseException] = {}
+
+    def one(i: int) -> None:
+        try:
+            answers[i] = ask(items[i])
+        except BaseException as exc:
+            errors[i] = exc
+
+    for start in range(0, len(items), most):
+        threads = [
+            background(functools.partial(one, i), "aws lookup") for i in range(start, min(start + most, len(items)))
+        ]
+        for thread in threads:
+            thread.join()
+        if errors:
+            raise errors[min(errors)]
+    return [answers[i] for i in range(len(items))]
+
+
 def discover(plan: Plan, env: Environment, ec2: Any | None = None) -> Discovery:
     """Map every plan node to its running instance and primary interface."""
     ec2 = ec2 or client(env, "ec2")
@@ -216,9 +245,7 @@ def discover(plan: Plan, env: Environment, ec2: Any | None = None) -> Discovery:
         # A large plan's filter chunks are asked for at once (a botocore client may be shared by
         # threads); their answers are matched in order, so the result does not depend on timing.
         chunks = list(filter_chunks(sorted(wanted), _FILTER_VALUES - len(states)))
-        with ThreadPoolExecutor(max_workers=max(1, min(len(chunks), 4))) as pool:
-            answers = list(pool.map(instances, chunks))
-        for answer in answers:
+        for answer in _at_once(instances, chunks):
             for inst in answer:
                 _match(inst, wanted, found)
     missing = [n for n in plan.nodes if n.address not in found]

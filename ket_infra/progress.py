@@ -32,6 +32,27 @@ def said() -> None:
     _said[0] = time.monotonic()
 
 
+STOPPING = frozenset({signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
+
+
+def background(target: Callable[[], object], name: str) -> threading.Thread:
+    """Start TARGET in a daemon thread that leaves Ctrl-C, SIGTERM and SIGHUP to the main thread.
+
+    The kernel hands a process's signal to any thread that does not block it. Delivered to a thread
+    of ours, it would leave the main thread asleep in whatever call it is in (a lock, a pipe read, a
+    socket read of up to 30 s) until that returns, and the run would not stop for as long. The
+    thread is started with them blocked (it inherits the mask), so no signal reaches it even at its
+    first instruction; a signal that comes meanwhile waits for the main thread's mask to be put back.
+    """
+    thread = threading.Thread(target=target, name=name, daemon=True)
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, STOPPING)
+    try:
+        thread.start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+    return thread
+
+
 class Heartbeat:
     """A line whenever INTERVAL passes with nothing said, through the whole command (a node lookup, an init,
     a verify after the apply), not only while Terraform streams: `still working: <what was said last>, N s`."""
@@ -42,17 +63,13 @@ class Heartbeat:
         self.last = ""  # what was said last, to name where the command is
         self.started = time.monotonic()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
+        self._thread: threading.Thread | None = None
 
     def note(self, message: str) -> None:
         self.last = message
         said()
 
     def _run(self) -> None:
-        # The kernel hands a process's signal to any thread that does not block it. Delivered here, it would
-        # leave the main thread asleep in whatever call it is in (a pipe read, a wait) until that returns,
-        # and Ctrl-C could go unanswered for as long: this thread blocks them, so the main thread gets them.
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
         while not self._stop.wait(min(1.0, self.interval / 4)):
             if time.monotonic() - _said[0] >= self.interval:
                 elapsed = f"{time.monotonic() - self.started:.0f} s"
@@ -61,12 +78,13 @@ class Heartbeat:
 
     def __enter__(self) -> Heartbeat:
         said()
-        self._thread.start()
+        self._thread = background(self._run, "heartbeat")  # Ctrl-C stays the main thread's
         return self
 
     def __exit__(self, *_exc: object) -> None:
         self._stop.set()
-        self._thread.join()
+        if self._thread is not None:
+            self._thread.join()
 
 
 def wants_colour(stream: TextIO) -> bool:

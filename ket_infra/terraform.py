@@ -31,7 +31,7 @@ from typing import Any
 
 from ket_infra.environment import Environment
 from ket_infra.errors import Interrupted, KetInfraError, denied_action, lacks
-from ket_infra.progress import Live
+from ket_infra.progress import Live, background
 
 MIN_VERSION = (1, 5)
 PLAN_FILE = "tfplan"
@@ -257,11 +257,9 @@ def _collect(proc: subprocess.Popen[bytes], watch: _Watch | None) -> tuple[bytes
         watch.line(line)
 
     readers = [
-        threading.Thread(target=_read_lines, args=(proc.stdout, take), daemon=True),
-        threading.Thread(target=lambda: err.append(proc.stderr.read() if proc.stderr else b""), daemon=True),
+        background(lambda: _read_lines(proc.stdout, take), "terraform stdout"),
+        background(lambda: err.append(proc.stderr.read() if proc.stderr else b""), "terraform stderr"),
     ]
-    for reader in readers:
-        reader.start()
     # Terraform's output ends when it does: wait on the reader (woken by the last line), not on a
     # polling wait of the process, and tick the progress every second meanwhile.
     while readers[0].is_alive():
@@ -632,8 +630,7 @@ class Ahead:
         self._proc: subprocess.Popen[bytes] | None = None
         self._error: BaseException | None = None
         self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._go, name="terraform plan ahead", daemon=True)
-        self._thread.start()
+        self._thread = background(self._go, "terraform plan ahead")
 
     def _go(self) -> None:
         try:

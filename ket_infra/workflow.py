@@ -12,7 +12,6 @@ import fcntl
 import json
 import os
 import re
-import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
@@ -26,6 +25,7 @@ from ket_infra.environment import Environment, load_environment
 from ket_infra.errors import EnvironmentFileError, KetInfraError
 from ket_infra.layout import RuleSet, layout
 from ket_infra.plan import KUBELET_ROLES, Plan, load_plan
+from ket_infra.progress import background
 from ket_infra.render import (
     IMPORTS,
     MAIN,
@@ -244,7 +244,7 @@ def discover_and_render(ctx: Context) -> Discovery:
         except BaseException as exc:
             finding.set_exception(exc)
 
-    threading.Thread(target=find, name="discover", daemon=True).start()
+    background(find, "discover")
     aws.check_account(ctx.env)
     found = finding.result()
     own = {f"{ctx.rules.cluster}-{g.name}" for g in ctx.rules.groups}

@@ -457,3 +457,32 @@ def test_no_describe_call_asks_more_than_200_filter_values(aws: None, tmp_path) 
     with pytest.raises(AwsError, match="401 node"):
         discover(plan, env, ec2)
     assert len(asked) == 3 and sorted(a for call in asked for a in call) == sorted(n.address for n in plan.nodes)
+
+
+def test_lookups_at_once_answer_in_order_and_raise_the_first_items_error() -> None:
+    """The answers of the filter chunks asked for at once come in the chunks' order whatever the timing; an error
+    is the first failing chunk's; never more than `most` threads at a time."""
+    import threading
+    import time
+
+    from ket_infra.aws import _at_once
+
+    running: list[int] = []
+    peak = [0]
+    lock = threading.Lock()
+
+    def ask(n: int) -> int:
+        with lock:
+            running.append(n)
+            peak[0] = max(peak[0], len(running))
+        time.sleep(0.05 * (10 - n))  # the later chunks answer first
+        with lock:
+            running.remove(n)
+        if n in (7, 5):
+            raise ValueError(f"chunk {n}")
+        return n * n
+
+    assert _at_once(ask, [1, 2, 3], most=2) == [1, 4, 9]
+    assert peak[0] == 2
+    with pytest.raises(ValueError, match="chunk 5"):
+        _at_once(ask, [1, 5, 7, 2])

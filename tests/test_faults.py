@@ -347,7 +347,10 @@ def test_a_signal_during_the_node_lookup_stops_the_plan_started_ahead(sandbox: S
                 time.sleep(0.02)
             assert terraform_pids(work), f"{sig.name}: no plan was started ahead"
             proc.send_signal(sig)
-            out, err = proc.communicate(timeout=60)
+            try:  # at once, not when the held lookup's read gives up (30 s): no other thread took the signal
+                out, err = proc.communicate(timeout=20)
+            except subprocess.TimeoutExpired:
+                pytest.fail(f"{sig.name}: the run was still going 20 s after the signal")
         finally:
             if proc.poll() is None:
                 proc.kill()

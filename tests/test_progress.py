@@ -152,3 +152,25 @@ def test_the_heartbeat_thread_leaves_ctrl_c_and_termination_signals_to_the_main_
             time.sleep(0.01)
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         assert blocked & (1 << (sig - 1)), f"{sig.name} not blocked in the heartbeat thread"
+
+
+def test_every_background_thread_is_born_with_the_stopping_signals_blocked() -> None:
+    """A thread of ket-infra's (Terraform's output readers, the plan started ahead, the node lookup) blocks SIGINT,
+    SIGTERM and SIGHUP from its first instruction; the main thread's own mask is as it was."""
+    import signal
+    import threading
+
+    from ket_infra.progress import background
+
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, set())
+    seen: list[int] = []
+
+    def first_thing() -> None:
+        status = Path(f"/proc/self/task/{threading.get_native_id()}/status").read_text()
+        seen.append(int(next(ln for ln in status.splitlines() if ln.startswith("SigBlk:")).split()[1], 16))
+
+    background(first_thing, "probe").join(timeout=10)
+    (blocked,) = seen
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        assert blocked & (1 << (sig - 1)), f"{sig.name} not blocked in the thread"
+    assert signal.pthread_sigmask(signal.SIG_BLOCK, set()) == before
