@@ -1019,7 +1019,15 @@ def test_a_cidr_straddling_the_targets_subnet_is_split_at_its_edge(aws: None) ->
 def second_interface(cloud: Cloud, host: str, groups: list[str]) -> str:
     """Another interface attached to HOST's instance, carrying GROUPS."""
     own = cloud.ec2.describe_network_interfaces(NetworkInterfaceIds=[cloud.enis[host]])["NetworkInterfaces"][0]
-    eni = cloud.ec2.create_network_interface(SubnetId=own["SubnetId"], Groups=groups)["NetworkInterface"]
+    (subnet,) = cloud.ec2.describe_subnets(SubnetIds=[own["SubnetId"]])["Subnets"]
+    taken = {n.address for n in cloud.plan.nodes}
+    # an address of its own (left to moto, it may pick another node's: two instances would hold one address)
+    free = next(
+        str(a) for a in reversed(list(ipaddress.IPv4Network(subnet["CidrBlock"]).hosts())) if str(a) not in taken
+    )
+    eni = cloud.ec2.create_network_interface(SubnetId=own["SubnetId"], Groups=groups, PrivateIpAddress=free)[
+        "NetworkInterface"
+    ]
     cloud.ec2.attach_network_interface(
         NetworkInterfaceId=eni["NetworkInterfaceId"], InstanceId=cloud.instances[host], DeviceIndex=1
     )
