@@ -772,6 +772,9 @@ def test_the_record_lives_in_the_s3_backend_and_a_fresh_folder_puts_the_groups_b
     gid = foreign_group(cloud, "kismatic-open", WIDE_OPEN)
     first = Record.of(env, Path("/nonexistent/one"))
     assert first.where == "s3://states/ket/t.tfstate.detached-groups.json"
+    s3, bucket, _env = first._s3()
+    assert (s3.meta.region_name, bucket) == ("us-east-1", "states")  # the backend's region, not the nodes'
+    assert env.aws.region != "us-east-1"
     apply_detach(plan, replace(env, detach_groups=(gid,)), rules, discover(plan, env), print, record=first)
     assert all(gid not in groups_on(cloud, h) for h in ALL_NODES)
     again = Record.of(env, Path("/nonexistent/two"))  # another job, another (empty) work folder
