@@ -788,9 +788,14 @@ def test_a_deleted_group_is_skipped_and_never_sent(aws: None, record: Record) ->
 
     cloud, plan, env, rules = named()
     gid = foreign_group(cloud, "old", WIDE_OPEN, hosts=["worker01"])
-    apply_detach(plan, replace(env, detach_groups=(gid,)), rules, discover(plan, env), print, record=record)
-    cloud.ec2.delete_security_group(GroupId=gid)
-    assert not cloud.ec2.describe_security_groups(Filters=[{"Name": "group-id", "Values": [gid]}])["SecurityGroups"]
+    gid2 = foreign_group(cloud, "older", WIDE_OPEN, hosts=["worker01"])
+    both = (gid, gid2)
+    apply_detach(plan, replace(env, detach_groups=both), rules, discover(plan, env), print, record=record)
+    for g in both:
+        cloud.ec2.delete_security_group(GroupId=g)
+    assert not cloud.ec2.describe_security_groups(Filters=[{"Name": "group-id", "Values": list(both)}])[
+        "SecurityGroups"
+    ]
     ec2 = boto3.client("ec2", region_name=env.aws.region)
     sent: list[list[str]] = []
     ec2.meta.events.register(
@@ -799,9 +804,10 @@ def test_a_deleted_group_is_skipped_and_never_sent(aws: None, record: Record) ->
     said: list[str] = []
     assert reattach(env, discover(plan, env), said.append, ec2=ec2, record=record) == 0
     assert sent == [] and record.read() == {} and tag_on(cloud, "worker01") is None
+    first, second = sorted(both)
     assert said == [
-        f"  worker01 ({cloud.enis['worker01']}): {gid} no longer exists (deleted since ket-infra took it off): "
-        "not re-attached, dropped from the record"
+        f"  worker01 ({cloud.enis['worker01']}): {first}, {second} no longer exist (deleted since ket-infra took it "
+        "off): not re-attached, dropped from the record"
     ]
 
 
@@ -866,10 +872,13 @@ def test_the_record_names_every_interface_before_the_first_one_changes(aws: None
             raise KeyboardInterrupt  # the run stops here
 
     ec2.meta.events.register("provide-client-params.ec2.ModifyNetworkInterfaceAttribute", killed_after_the_first)
+    said: list[str] = []
     with pytest.raises(KeyboardInterrupt):
-        apply_detach(plan, replace(env, detach_groups=(gid,)), rules, discover(plan, env), print, ec2, record)
+        apply_detach(plan, replace(env, detach_groups=(gid,)), rules, discover(plan, env), said.append, ec2, record)
     changed = [h for h in ALL_NODES if gid not in groups_on(cloud, h)]
     assert len(changed) == 1 and old in groups_on(cloud, changed[0])  # one interface changed: old back, gid off
+    host = changed[0]
+    assert said[-1] == f"  {host} ({cloud.enis[host]}): detached {gid} (kismatic-open); re-attached {old} (old)"
     assert {eni: set(groups) for eni, groups in record.read().items()} == {cloud.enis[h]: {old, gid} for h in ALL_NODES}
     assert reattach(env, discover(plan, env), print, record=record) == 10
     assert all({old, gid} <= set(groups_on(cloud, h)) for h in ALL_NODES) and record.read() == {}
