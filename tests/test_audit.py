@@ -782,18 +782,17 @@ def test_the_record_lives_in_the_s3_backend_and_a_fresh_folder_puts_the_groups_b
     assert all(gid in groups_on(cloud, h) for h in ALL_NODES) and again.read() == {}
 
 
-def test_a_deleted_group_is_skipped_and_never_sent(aws: None, record: Record) -> None:
+@pytest.mark.parametrize("deleted", [1, 2])
+def test_a_deleted_group_is_skipped_and_never_sent(aws: None, record: Record, deleted: int) -> None:
     """The operator deleted a group ket-infra had detached: AWS would refuse it (InvalidGroup.NotFound)."""
     import boto3
 
     cloud, plan, env, rules = named()
-    gid = foreign_group(cloud, "old", WIDE_OPEN, hosts=["worker01"])
-    gid2 = foreign_group(cloud, "older", WIDE_OPEN, hosts=["worker01"])
-    both = (gid, gid2)
-    apply_detach(plan, replace(env, detach_groups=both), rules, discover(plan, env), print, record=record)
-    for g in both:
+    gone = tuple(foreign_group(cloud, f"old{i}", WIDE_OPEN, hosts=["worker01"]) for i in range(deleted))
+    apply_detach(plan, replace(env, detach_groups=gone), rules, discover(plan, env), print, record=record)
+    for g in gone:
         cloud.ec2.delete_security_group(GroupId=g)
-    assert not cloud.ec2.describe_security_groups(Filters=[{"Name": "group-id", "Values": list(both)}])[
+    assert not cloud.ec2.describe_security_groups(Filters=[{"Name": "group-id", "Values": list(gone)}])[
         "SecurityGroups"
     ]
     ec2 = boto3.client("ec2", region_name=env.aws.region)
@@ -804,10 +803,9 @@ def test_a_deleted_group_is_skipped_and_never_sent(aws: None, record: Record) ->
     said: list[str] = []
     assert reattach(env, discover(plan, env), said.append, ec2=ec2, record=record) == 0
     assert sent == [] and record.read() == {} and tag_on(cloud, "worker01") is None
-    first, second = sorted(both)
     assert said == [
-        f"  worker01 ({cloud.enis['worker01']}): {first}, {second} no longer exist (deleted since ket-infra took it "
-        "off): not re-attached, dropped from the record"
+        f"  worker01 ({cloud.enis['worker01']}): {', '.join(sorted(gone))} no longer exist{'s' * (deleted == 1)} "
+        "(deleted since ket-infra took it off): not re-attached, dropped from the record"
     ]
 
 
