@@ -276,13 +276,9 @@ def state_addresses(doc: dict[str, Any]) -> list[str]:
     child modules included, each as Terraform writes it (`module.m.type.name["key"]`)."""
     out: list[str] = []
     for resource in doc.get("resources", []):
-        base = "".join(
-            (
-                f"{resource['module']}." if resource.get("module") else "",
-                "data." if resource.get("mode") == "data" else "",
-                f"{resource['type']}.{resource['name']}",
-            )
-        )
+        module = f"{resource['module']}." if resource.get("module") else ""
+        data = "data." if resource.get("mode") == "data" else ""
+        base = f"{module}{data}{resource['type']}.{resource['name']}"
         for instance in resource.get("instances", []):
             key = instance.get("index_key")
             if key is None:

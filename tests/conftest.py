@@ -44,6 +44,22 @@ def sandbox_client(port: int, service: str = "ec2") -> Any:
     )
 
 
+def wait_until_shown(ec2: Any, group_id: str, rule_id: str, timeout: float = 30.0) -> None:
+    """Wait until RULE_ID is among GROUP_ID's rules: the sandbox, as EC2, shows a rule just made to Describe
+    calls only after a delay (as a script run against AWS would wait)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while rule_id not in {
+        r["SecurityGroupRuleId"]
+        for r in ec2.describe_security_group_rules(Filters=[{"Name": "group-id", "Values": [group_id]}])[
+            "SecurityGroupRules"
+        ]
+    }:
+        assert time.monotonic() < deadline, f"rule {rule_id} of {group_id} never became visible"
+        time.sleep(0.1)
+
+
 def child_env(cwd: Path, base: dict[str, str] | None = None) -> dict[str, str]:
     """The environment of a ket-infra process a test starts in CWD.
 

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from ket_infra.sandbox import sandbox_down, sandbox_up
-from tests.conftest import EXAMPLES, base_plan, free_port, node, sandbox_client, write_yaml
+from tests.conftest import EXAMPLES, base_plan, free_port, node, sandbox_client, wait_until_shown, write_yaml
 from tests.tf import PLUGIN_DIR, needs_terraform
 
 pytestmark = [needs_terraform, pytest.mark.e2e]
@@ -635,18 +635,6 @@ def test_moving_a_kismatic_provision_cluster_off_its_wide_open_group(sandbox: Sa
         + [f"{g}-out-tcp-{port}-to-{ip}-32" for g in ("master", "worker") for port, ip in ((6443, LB), (2049, FILER))]
     )
 
-    def visible(group_id: str, rule_id: str) -> None:
-        """Wait until RULE_ID shows: the sandbox, as EC2, shows a new rule to Describe calls only after a delay."""
-        deadline = time.monotonic() + 30
-        while rule_id not in {
-            rule["SecurityGroupRuleId"]
-            for rule in ec2.describe_security_group_rules(Filters=[{"Name": "group-id", "Values": [group_id]}])[
-                "SecurityGroupRules"
-            ]
-        }:
-            assert time.monotonic() < deadline, f"the rule put back, {rule_id}, never became visible"
-            time.sleep(0.1)
-
     for name, r in sorted(outbound.items()):
         ec2.revoke_security_group_egress(GroupId=r["GroupId"], SecurityGroupRuleIds=[r["SecurityGroupRuleId"]])
         cut = sandbox.run("verify", env_file=env)
@@ -666,7 +654,7 @@ def test_moving_a_kismatic_provision_cluster_off_its_wide_open_group(sandbox: Sa
             IpPermissions=[permission],
             TagSpecifications=[{"ResourceType": "security-group-rule", "Tags": r["Tags"]}],
         )["SecurityGroupRules"]
-        visible(r["GroupId"], put_back["SecurityGroupRuleId"])
+        wait_until_shown(ec2, r["GroupId"], put_back["SecurityGroupRuleId"])
     verified = sandbox.run("verify", env_file=env)
     assert verified.returncode == 0, verified.stdout + verified.stderr
 

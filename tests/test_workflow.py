@@ -22,7 +22,7 @@ from ket_infra.detach import Record
 from ket_infra.errors import KetInfraError
 from ket_infra.sandbox import sandbox_down, sandbox_up
 from ket_infra.terraform import TerraformError
-from tests.conftest import base_plan, node, sandbox_client, write_yaml
+from tests.conftest import base_plan, node, sandbox_client, wait_until_shown, write_yaml
 from tests.tf import PLUGIN_DIR, needs_terraform, terraform
 
 pytestmark = [needs_terraform, pytest.mark.slow]
@@ -150,19 +150,14 @@ def test_plan_apply_replan_destroy_in_process(box: Box) -> None:
     (group,) = ec2.describe_security_groups(
         Filters=[{"Name": "group-name", "Values": [f"{wanted['cluster_name']}-{key}"]}]
     )["SecurityGroups"]
-    ec2.authorize_security_group_ingress(
+    (retired,) = ec2.authorize_security_group_ingress(
         GroupId=group["GroupId"],
         IpPermissions=[
             {"IpProtocol": "tcp", "FromPort": 7777, "ToPort": 7777, "IpRanges": [{"CidrIp": "10.0.1.250/32"}]}
         ],
         TagSpecifications=[{"ResourceType": "security-group-rule", "Tags": [{"Key": "Name", "Value": "retired"}]}],
-    )
-    shown = lambda: ec2.describe_security_group_rules(  # noqa: E731
-        Filters=[{"Name": "tag:Name", "Values": ["retired"]}]
     )["SecurityGroupRules"]
-    deadline = time.monotonic() + 30
-    while not shown() and time.monotonic() < deadline:  # the sandbox, as EC2, shows a new rule after a delay
-        time.sleep(0.1)
+    wait_until_shown(ec2, group["GroupId"], retired["SecurityGroupRuleId"])
     ctx = box.context(env_file)
     workflow.apply(ctx, auto_approve=True)  # plans (adopting) and applies at once
     adopting = [ln for ln in box.lines if ln.startswith("adopting ")]
