@@ -758,6 +758,64 @@ def test_a_forged_record_on_an_interface_is_ignored(aws: None, record: Record) -
     said.clear()
     assert reattach(env, discover(plan, env), said.append, record=record) == 0
     assert said == [ignored] and evil not in groups_on(cloud, "worker01")
+    assert recorded(env, discover(plan, env), record=record) == {}  # destroy's listing: nothing, and no line
+
+
+def test_the_record_is_read_and_carried_out_through_the_client_given(aws: None, record: Record) -> None:
+    """destroy hands reattach and its listing the EC2 client whose calls it counts: every call goes through it
+    (an environment pointing elsewhere, here another region with nothing in it, is not asked)."""
+    import boto3
+
+    cloud, plan, env, rules = named()
+    gid = foreign_group(cloud, "kismatic-open", WIDE_OPEN)
+    found = discover(plan, env)
+    apply_detach(plan, replace(env, detach_groups=(gid,)), rules, found, print, record=record)
+    elsewhere = replace(env, aws=replace(env.aws, region="ap-southeast-2"))
+    ec2 = boto3.client("ec2", region_name=env.aws.region)
+    assert recorded(elsewhere, found, ec2=ec2, record=record) == {h: [gid] for h in ALL_NODES}
+    assert reattach(elsewhere, found, lambda _s: None, ec2=ec2, record=record) == 10
+    assert all(gid in groups_on(cloud, h) for h in ALL_NODES) and record.read() == {}
+
+
+@pytest.mark.parametrize(
+    ("protocol", "ports", "opens"),
+    [
+        ("tcp", (2000, 3000), True),  # shares its first port with the rule's last
+        ("tcp", (500, 1000), True),  # shares its last port with the rule's first
+        ("tcp", (1500, 2500), True),  # starts inside, ends beyond
+        ("tcp", (2001, 3000), False),
+        ("tcp", (500, 999), False),
+        ("udp", (53, 53), False),  # the rule is TCP's
+        ("icmp", (8, 0), False),
+    ],
+)
+def test_a_rule_opens_a_flow_when_it_lets_any_of_its_ports_through(
+    protocol: str, ports: tuple[int, int], opens: bool
+) -> None:
+    from ket_infra import detach, verify
+
+    tcp = verify.Permission("sg-1", "tcp", 1000, 2000, frozenset(), (verify.Net("10.0.0.0/8"),))
+    assert detach._opens(tcp, verify.Traffic(protocol, ports)) is opens
+
+
+@pytest.mark.parametrize(
+    ("permission", "traffic", "opens"),
+    [
+        (("udp", 53, 53), ("udp", (53, 53)), True),
+        (("udp", 53, 53), ("udp", (54, 60)), False),
+        (("icmp", -1, -1), ("icmp", (8, 0)), True),  # any ICMP: no ports to compare
+        (("icmp", 8, -1), ("icmp", (3, 4)), False),
+        (("4", None, None), ("4", None), True),  # IP-in-IP
+        (("-1", None, None), ("udp", (8472, 8472)), True),
+    ],
+)
+def test_a_rule_of_another_protocol_opens_what_it_names(
+    permission: tuple[str, int | None, int | None], traffic: tuple[str, tuple[int, int] | None], opens: bool
+) -> None:
+    from ket_infra import detach, verify
+
+    p = verify.Permission("sg-1", *permission, frozenset(), (verify.Net("10.0.0.0/8"),))
+    assert detach._opens(p, verify.Traffic(*traffic)) is opens
 
 
 def test_the_record_lives_in_the_s3_backend_and_a_fresh_folder_puts_the_groups_back(aws: None) -> None:
