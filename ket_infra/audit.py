@@ -372,9 +372,7 @@ def _acl_open(entries: list[AclEntry], egress: bool, lo: int, hi: int) -> Open:
         first, last = int(e.cidr.network_address), int(e.cidr.broadcast_address)
         if last < lo or first > hi:
             continue
-        if e.protocol == "-1":
-            span = Open(rest=True)
-        elif e.protocol == "icmp":
+        if e.protocol == "icmp":
             span = opening("icmp", e.icmp[0] if e.icmp else None, None)
         else:
             span = opening(e.protocol, *(e.ports or (None, None)))

@@ -82,6 +82,69 @@ def test_traffic_sets_subtract_and_describe() -> None:
     )
     assert opening("-1", None, None).describe() == "all traffic"
     assert not Open() and not (opening("50", None, None) - everything)
+    assert (opening("udp", 0, 65535) - opening("udp", 53, 53) - opening("udp", 8472, 8472)).describe() == (
+        "udp 0-52, 54-8471, 8473-65535"
+    )
+    assert (opening("icmp", -1, -1) - opening("icmp", 8, 0) - opening("icmp", 0, 0)).describe() == (
+        "icmp type 1-7, 9-255"
+    )
+    assert (everything - opening("icmp", 3, 4)).describe() == "all traffic but icmp type 3"
+
+
+def acl_entry(number: int, cidr: str, action: str, protocol: str = "-1", **fields: Any) -> Any:
+    """A network ACL entry as verify reads it (inbound unless egress=True)."""
+    from ket_infra.verify import AclEntry, Net
+
+    return AclEntry(
+        number, fields.get("egress", False), protocol, action == "allow", Net(cidr), fields.get("ports"),
+        fields.get("icmp"),
+    )  # fmt: skip
+
+
+def acl_open(entries: list[Any], source: str, egress: bool = False) -> Open:
+    from ket_infra.audit import _acl_open
+
+    net = ipaddress.ip_network(source)
+    return _acl_open(sorted(entries, key=lambda e: e.number), egress, int(net.network_address), int(net[-1]))
+
+
+def test_a_network_acl_lets_through_what_its_first_deciding_entries_allow() -> None:
+    """Entries decide in rule-number order; an entry decides for the whole source only when its CIDR holds
+    all of it, and one that overlaps the source only at one end still lets its part through."""
+    deny_all = acl_entry(32767, "0.0.0.0/0", "deny")
+    ssh = acl_entry(100, "10.9.0.0/16", "allow", "tcp", ports=(22, 22))
+    assert acl_open([ssh, deny_all], "10.9.4.0/24") == opening("tcp", 22, 22)
+    assert acl_open([ssh, deny_all], "10.9.4.0/24", egress=True) == Open()  # inbound entries only
+    assert acl_open([ssh, acl_entry(100, "10.9.0.0/16", "allow", egress=True), deny_all], "10.9.4.0/24", True) == (
+        Open(rest=True)
+    )
+    ping = acl_entry(110, "10.9.0.0/16", "allow", "icmp", icmp=(8, -1))
+    assert acl_open([ping, deny_all], "10.9.4.0/24") == opening("icmp", 8, 0)
+    assert acl_open([acl_entry(110, "10.9.0.0/16", "allow", "icmp"), deny_all], "10.9.4.0/24") == (
+        opening("icmp", -1, -1)
+    )
+    # an entry for other addresses is passed over, whatever its place: the later ones still decide
+    elsewhere = acl_entry(90, "10.8.0.0/16", "deny")
+    assert acl_open([elsewhere, ssh, deny_all], "10.9.4.0/24") == opening("tcp", 22, 22)
+    assert acl_open([acl_entry(90, "10.8.0.0/16", "allow"), deny_all], "10.9.4.0/24") == Open()
+    below, above = acl_entry(90, "10.9.3.255/32", "deny"), acl_entry(91, "10.9.5.0/32", "deny")
+    assert acl_open([below, above, acl_entry(100, "0.0.0.0/0", "allow")], "10.9.4.0/24") == Open(rest=True)
+    # ... and one that touches the source's first or last address only is not
+    first, last = acl_entry(100, "10.9.4.0/32", "allow"), acl_entry(100, "10.9.4.255/32", "allow")
+    assert acl_open([first, deny_all], "10.9.4.0/24") == Open(rest=True)
+    assert acl_open([last, deny_all], "10.9.4.0/24") == Open(rest=True)
+    # a deny for part of the source leaves the rest to later entries
+    half = acl_entry(100, "10.9.4.0/25", "deny")
+    assert acl_open([half, acl_entry(200, "0.0.0.0/0", "allow"), deny_all], "10.9.4.0/24") == Open(rest=True)
+    # a deny for all of it decides: nothing later gets a say
+    assert acl_open([acl_entry(100, "10.9.0.0/16", "deny"), acl_entry(200, "0.0.0.0/0", "allow")], "10.9.4.0/24") == (
+        Open()
+    )
+    # a deny for one port decides for that port alone
+    no_ssh = acl_entry(100, "0.0.0.0/0", "deny", "tcp", ports=(22, 22))
+    assert acl_open([no_ssh, acl_entry(200, "0.0.0.0/0", "allow", "tcp", ports=(0, 65535))], "10.9.4.0/24") == (
+        opening("tcp", 0, 21) | opening("tcp", 23, 65535)
+    )
 
 
 # ---------------------------------------------------------------- audit
