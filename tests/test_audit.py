@@ -609,6 +609,43 @@ def test_the_only_path_of_the_load_balancer_is_not_detached(aws: None, record: R
     )
 
 
+def test_a_load_balancer_named_in_endpoint_cidrs_keeps_its_path_in_ket_infras_groups(
+    aws: None, record: Record, tmp_path: Path
+) -> None:
+    """endpoint_cidrs names the DNS-named balancer's addresses: ket-infra's groups open 6443 to them, so the
+    wide-open group is no longer its only path and comes off."""
+    doc = yaml.safe_load((EXAMPLES / "calico-overlay.yaml").read_text())
+    doc["master"]["load_balancer"] = "api.cluster.internal:6443"
+    path = write_yaml(tmp_path / "dns-lb.yaml", doc)
+    plan = load_plan(path)
+    env = replace(env_for(path), endpoint_cidrs=(("load_balancer", ("10.0.1.100/32",)),))
+    rules = layout(plan, env)
+    cloud = Cloud(plan, rules)
+    gid = foreign_group(cloud, "kismatic-open", WIDE_OPEN)
+    apply_detach(plan, replace(env, detach_groups=(gid,)), rules, discover(plan, env), print, record=record)
+    assert all(gid not in groups_on(cloud, h) for h in ALL_NODES)
+
+
+def test_a_load_balancer_at_an_address_keeps_the_path_from_that_address_alone(
+    aws: None, record: Record, tmp_path: Path
+) -> None:
+    """master.load_balancer is master01's public address, which no rule of ket-infra's can open the masters to:
+    only a rule whose source holds that address is its path; a rule for another address is not, and comes off."""
+    doc = yaml.safe_load((EXAMPLES / "calico-overlay.yaml").read_text())
+    doc["master"]["load_balancer"] = "203.0.113.21:6443"
+    cloud, plan, env, rules = build(write_yaml(tmp_path / "ip-lb.yaml", doc))
+    api = {"IpProtocol": "tcp", "FromPort": 6443, "ToPort": 6443}
+    near = foreign_group(cloud, "lb-net", [{**api, "IpRanges": [{"CidrIp": "203.0.113.0/24"}]}], hosts=["master01"])
+    assert refusal(cloud, plan, env, rules, record, "lb-net") == (
+        f"t.yaml: detach_groups: nothing was detached: {near} (lb-net) is the only path for "
+        "master.load_balancer 203.0.113.21:6443 (apiserver-clients: tcp 6443 from 203.0.113.0/24 to 1 node(s)); "
+        "name it in the environment file (endpoint_cidrs.load_balancer) so ket-infra opens it, or keep the group"
+    )
+    other = foreign_group(cloud, "other-host", [{**api, "IpRanges": [{"CidrIp": "198.51.100.9/32"}]}])
+    apply_detach(plan, replace(env, detach_groups=(other,)), rules, discover(plan, env), print, record=record)
+    assert all(other not in groups_on(cloud, h) for h in ALL_NODES)
+
+
 def test_a_rule_that_opens_none_of_an_unnamed_dependency_is_no_path_of_it(aws: None, record: Record) -> None:
     """installer_cidr unset: a foreign group opening other ports, another protocol on the SSH port, or the SSH
     port to a group whose only member carries another group, is no path of the installer's: it comes off."""
@@ -708,17 +745,29 @@ def test_the_s3_record_goes_to_the_backends_own_endpoint(tmp_path: Path, monkeyp
         server.stop()
 
 
-def test_a_group_another_groups_rule_refers_to_is_not_detached(aws: None, record: Record) -> None:
+@pytest.mark.parametrize(
+    ("allowed", "said"),
+    [
+        ({"IpProtocol": "tcp", "FromPort": 3128, "ToPort": 3128}, "tcp 3128"),
+        ({"IpProtocol": "tcp", "FromPort": 8000, "ToPort": 8080}, "tcp 8000-8080"),
+        ({"IpProtocol": "-1"}, "all traffic"),
+        ({"IpProtocol": "icmp", "FromPort": -1, "ToPort": -1}, "icmp"),
+    ],
+)
+def test_a_group_another_groups_rule_refers_to_is_not_detached(
+    aws: None, record: Record, allowed: dict[str, Any], said: str
+) -> None:
     """A proxy's group lets the nodes in by the foreign group: taking it off cuts them from the proxy."""
     cloud, plan, env, rules = named()
     gid = foreign_group(cloud, "kismatic-open", WIDE_OPEN)
     proxy = cloud.ec2.create_security_group(GroupName="proxy", Description="proxy", VpcId=cloud.vpc)["GroupId"]
-    squid = {"IpProtocol": "tcp", "FromPort": 3128, "ToPort": 3128, "UserIdGroupPairs": [{"GroupId": gid}]}
-    cloud.ec2.authorize_security_group_ingress(GroupId=proxy, IpPermissions=[squid])
+    cloud.ec2.authorize_security_group_ingress(
+        GroupId=proxy, IpPermissions=[{**allowed, "UserIdGroupPairs": [{"GroupId": gid}]}]
+    )
     (rule,) = rule_ids(cloud, proxy)
     assert refusal(cloud, plan, env, rules, record, "kismatic-open") == (
         f"t.yaml: detach_groups: nothing was detached: {proxy} (proxy) lets {gid} (kismatic-open) in by its rule "
-        f"{rule} (ingress tcp 3128 from {gid}): taking {gid} off the nodes cuts them from what {proxy} guards; "
+        f"{rule} (ingress {said} from {gid}): taking {gid} off the nodes cuts them from what {proxy} guards; "
         f"let ket-infra's groups in by that rule instead, or keep the group"
     )
 
