@@ -26,7 +26,7 @@ from ket_infra.audit import (
     text_report,
 )
 from ket_infra.aws import DETACHED_TAG, AwsError, Counter, discover
-from ket_infra.detach import Checked, CheckRecord, Record, _members, apply_detach, reattach, recorded
+from ket_infra.detach import Checked, CheckRecord, Record, _members, _referrers, apply_detach, reattach, recorded
 from ket_infra.errors import EnvironmentFileError, KetInfraError
 from ket_infra.layout import layout
 from ket_infra.plan import load_plan
@@ -544,8 +544,12 @@ def test_detach_groups_naming_nothing_or_ket_infras_own_group_is_refused(aws: No
     found = discover(plan, env)
     with pytest.raises(EnvironmentFileError, match=r"t.yaml: detach_groups: kismatic-open is on none of the cluster"):
         apply_detach(plan, replace(env, detach_groups=("kismatic-open",)), rules, found, print, record=record)
-    with pytest.raises(EnvironmentFileError, match=r"detach_groups\[0\]: prod-east-worker is ket-infra's own group"):
+    with pytest.raises(EnvironmentFileError) as info:
         apply_detach(plan, replace(env, detach_groups=("prod-east-worker",)), rules, found, print, record=record)
+    assert str(info.value) == (
+        f"t.yaml: detach_groups[0]: prod-east-worker is ket-infra's own group for this cluster "
+        f"({cloud.groups['worker']}); list only the foreign groups to take off the nodes"
+    )
     assert all(cloud.groups[plan.node(h).group] in groups_on(cloud, h) for h in ALL_NODES)
 
 
@@ -642,8 +646,32 @@ def test_a_load_balancer_at_an_address_keeps_the_path_from_that_address_alone(
         "name it in the environment file (endpoint_cidrs.load_balancer) so ket-infra opens it, or keep the group"
     )
     other = foreign_group(cloud, "other-host", [{**api, "IpRanges": [{"CidrIp": "198.51.100.9/32"}]}])
-    apply_detach(plan, replace(env, detach_groups=(other,)), rules, discover(plan, env), print, record=record)
-    assert all(other not in groups_on(cloud, h) for h in ALL_NODES)
+    # nor is a rule letting in the members of a group, none of them at the balancer's address
+    peers = foreign_group(cloud, "peers", [], hosts=[])
+    subnet = next(iter(cloud.subnets.values()))
+    cloud.ec2.create_network_interface(SubnetId=subnet, Groups=[peers], PrivateIpAddress="10.0.1.250")
+    by_group = foreign_group(cloud, "from-peers", [{**api, "UserIdGroupPairs": [{"GroupId": peers}]}])
+    detach = (other, by_group)
+    apply_detach(plan, replace(env, detach_groups=detach), rules, discover(plan, env), print, record=record)
+    assert all(g not in groups_on(cloud, h) for h in ALL_NODES for g in detach)
+
+
+def test_a_path_among_rules_that_open_nothing_of_it_is_still_found(aws: None, record: Record) -> None:
+    """installer_cidr unset: the group's rules for other ports and protocols come before the one that opens SSH."""
+    cloud, plan, env, rules = named()
+    env = replace(env, installer_cidr=None)
+    wide = {"IpRanges": [{"CidrIp": "10.0.0.0/8"}]}
+    foreign_group(
+        cloud,
+        "kismatic-misc",
+        [
+            {"IpProtocol": "udp", "FromPort": 22, "ToPort": 22, **wide},
+            {"IpProtocol": "tcp", "FromPort": 21, "ToPort": 21, **wide},
+            {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, **wide},
+            {"IpProtocol": "tcp", "FromPort": 23, "ToPort": 23, **wide},
+        ],
+    )
+    assert "(ssh: tcp 22 from 10.0.0.0/8 to 10 node(s))" in refusal(cloud, plan, env, rules, record, "kismatic-misc")
 
 
 def test_a_rule_that_opens_none_of_an_unnamed_dependency_is_no_path_of_it(aws: None, record: Record) -> None:
@@ -690,6 +718,9 @@ def test_an_unreachable_endpoint_while_reading_a_groups_members_says_what_was_be
     with pytest.raises(AwsError) as info:
         _members(env, discover(plan, env), {"sg-0123456789abcdef0"}, dead)
     assert "reading which interfaces carry the groups to detach" in str(info.value)
+    with pytest.raises(AwsError) as info:
+        _referrers(env, {"sg-0123456789abcdef0"}, {}, dead)
+    assert "reading which groups refer to the groups to detach" in str(info.value)
 
 
 def test_the_s3_record_is_encrypted_and_an_unreadable_bucket_is_one_line(aws: None, tmp_path: Path) -> None:
@@ -1078,6 +1109,8 @@ def test_the_records_are_read_back_as_written_and_refuse_what_ket_infra_does_not
         )
     checks.write({})
     assert not checks.record.path.exists() and checks.read() == {}
+    checks.write({})  # nothing to record and no record yet: nothing to remove either
+    assert not checks.record.path.exists()
 
 
 # ---------------------------------------------------------------- the diagram
