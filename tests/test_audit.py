@@ -512,6 +512,19 @@ def test_a_proven_group_is_detached_recorded_and_put_back(aws: None, record: Rec
     assert record.read() == {} and not record.path.exists()
 
 
+def test_the_groups_the_nodes_carry_now_are_judged_not_those_found_before_the_apply(aws: None, record: Record) -> None:
+    """The nodes are found before Terraform attaches ket-infra's groups: detach judges the flows by the groups
+    the interfaces carry when it runs."""
+    cloud, plan, env, rules = named()
+    gid = foreign_group(cloud, "kismatic-open", WIDE_OPEN)
+    eni, ours = cloud.enis["worker01"], groups_on(cloud, "worker01")
+    cloud.ec2.modify_network_interface_attribute(NetworkInterfaceId=eni, Groups=[gid])  # before the apply
+    found = discover(plan, env)
+    cloud.ec2.modify_network_interface_attribute(NetworkInterfaceId=eni, Groups=ours)  # the apply attached ours
+    apply_detach(plan, replace(env, detach_groups=(gid,)), rules, found, lambda _s: None, record=record)
+    assert all(gid not in groups_on(cloud, h) for h in ALL_NODES)
+
+
 def test_a_group_no_longer_listed_is_put_back_by_the_next_apply(aws: None, record: Record) -> None:
     cloud, plan, env, rules = build(EXAMPLES / "calico-overlay.yaml")
     gid = foreign_group(cloud, "old", [])
@@ -542,8 +555,17 @@ def test_a_group_the_flows_still_need_is_not_detached(aws: None, record: Record)
 def test_detach_groups_naming_nothing_or_ket_infras_own_group_is_refused(aws: None, record: Record) -> None:
     cloud, plan, env, rules = build(EXAMPLES / "calico-overlay.yaml")
     found = discover(plan, env)
-    with pytest.raises(EnvironmentFileError, match=r"t.yaml: detach_groups: kismatic-open is on none of the cluster"):
+    with pytest.raises(EnvironmentFileError) as info:
         apply_detach(plan, replace(env, detach_groups=("kismatic-open",)), rules, found, print, record=record)
+    carried = sorted({g for h in ALL_NODES for g in groups_on(cloud, h)})
+    names = {
+        g["GroupId"]: g["GroupName"] for g in cloud.ec2.describe_security_groups(GroupIds=carried)["SecurityGroups"]
+    }
+    assert len(carried) > 1 and str(info.value) == (
+        "t.yaml: detach_groups: kismatic-open is on none of the cluster's interfaces (they carry "
+        f"{', '.join(f'{g} ({names[g]})' for g in carried)}); give the id (sg-...) or name of a group the nodes "
+        "carry, or remove the entry; ket-infra's groups and rules are applied, nothing was detached"
+    )
     with pytest.raises(EnvironmentFileError) as info:
         apply_detach(plan, replace(env, detach_groups=("prod-east-worker",)), rules, found, print, record=record)
     assert str(info.value) == (
@@ -652,8 +674,11 @@ def test_a_load_balancer_at_an_address_keeps_the_path_from_that_address_alone(
     cloud.ec2.create_network_interface(SubnetId=subnet, Groups=[peers], PrivateIpAddress="10.0.1.250")
     by_group = foreign_group(cloud, "from-peers", [{**api, "UserIdGroupPairs": [{"GroupId": peers}]}])
     detach = (other, by_group)
-    apply_detach(plan, replace(env, detach_groups=detach), rules, discover(plan, env), print, record=record)
+    said: list[str] = []
+    apply_detach(plan, replace(env, detach_groups=detach), rules, discover(plan, env), said.append, record=record)
     assert all(g not in groups_on(cloud, h) for h in ALL_NODES for g in detach)
+    both = ", ".join(f"{g} ({n})" for g, n in sorted([(other, "other-host"), (by_group, "from-peers")]))
+    assert said[0].startswith(f"detach_groups: every required flow is open without {both} (")
 
 
 def test_a_path_among_rules_that_open_nothing_of_it_is_still_found(aws: None, record: Record) -> None:
