@@ -525,6 +525,29 @@ def test_the_groups_the_nodes_carry_now_are_judged_not_those_found_before_the_ap
     assert all(gid not in groups_on(cloud, h) for h in ALL_NODES)
 
 
+@pytest.mark.parametrize("where", ["in the plan", "gone from the plan"])
+def test_a_detached_group_deleted_since_is_dropped_by_the_next_apply(aws: None, record: Record, where: str) -> None:
+    """The operator deleted a group ket-infra had detached, then the next apply runs (of the same plan, or of
+    one without that node): the group is not sent back (AWS would refuse it) and leaves the record."""
+    import boto3
+
+    cloud, plan, env, rules = named()
+    gid = foreign_group(cloud, "old", WIDE_OPEN, hosts=["worker01"])
+    apply_detach(plan, replace(env, detach_groups=(gid,)), rules, discover(plan, env), print, record=record)
+    cloud.ec2.delete_security_group(GroupId=gid)
+    if where == "gone from the plan":
+        plan = replace(plan, nodes=tuple(n for n in plan.nodes if n.host != "worker01"))
+    ec2 = boto3.client("ec2", region_name=env.aws.region)
+    sent: list[list[str]] = []
+    ec2.meta.events.register(
+        "provide-client-params.ec2.ModifyNetworkInterfaceAttribute", lambda params, **_: sent.append(params["Groups"])
+    )
+    said: list[str] = []
+    apply_detach(plan, env, rules, discover(plan, env), said.append, ec2=ec2, record=record)
+    assert record.read() == {} and not [groups for groups in sent if gid in groups]
+    assert said[-1] == "detach_groups: done on 1 interface(s); destroy puts the groups back"
+
+
 def test_a_group_no_longer_listed_is_put_back_by_the_next_apply(aws: None, record: Record) -> None:
     cloud, plan, env, rules = build(EXAMPLES / "calico-overlay.yaml")
     gid = foreign_group(cloud, "old", [])
@@ -549,6 +572,7 @@ def test_a_group_the_flows_still_need_is_not_detached(aws: None, record: Record)
         "be blocked (calico-ipip from worker to master: no ingress rule on "
     )
     assert "\n" not in message and message.endswith("open what is missing (extra_rules) or keep the group")
+    assert message.count("; calico-ipip from worker") == 2 and " and 1 more); ket-infra's groups" in message  # 3 shown
     assert {h: groups_on(cloud, h) for h in ALL_NODES} == before
 
 
