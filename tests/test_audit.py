@@ -951,6 +951,15 @@ def test_a_forged_record_on_an_interface_is_ignored(aws: None, record: Record) -
     assert reattach(env, discover(plan, env), said.append, record=record) == 0
     assert said == [ignored] and evil not in groups_on(cloud, "worker01")
     assert recorded(env, discover(plan, env), record=record) == {}  # destroy's listing: nothing, and no line
+    # two groups named: both are ignored, in one line
+    worse = cloud.ec2.create_security_group(GroupName="worse", Description="worse", VpcId=cloud.vpc)["GroupId"]
+    cloud.ec2.create_tags(Resources=[cloud.enis["worker01"]], Tags=[{"Key": DETACHED_TAG, "Value": f"{evil} {worse}"}])
+    said.clear()
+    assert reattach(env, discover(plan, env), said.append, record=record) == 0
+    assert said == [
+        f"  worker01 ({cloud.enis['worker01']}): ignored the {DETACHED_TAG} tag naming {', '.join(sorted([evil, worse]))}: "
+        f"ket-infra's record ({record.where}) does not hold them, so they are not attached"
+    ]
 
 
 def test_the_record_is_read_and_carried_out_through_the_client_given(aws: None, record: Record) -> None:
