@@ -181,9 +181,7 @@ def opening(protocol: str, lo: int | None, hi: int | None) -> Open:
 
 def flow_opening(flow: Flow) -> Open:
     lo, hi = flow.ports if flow.ports is not None else (None, None)
-    if flow.protocol == "icmp":
-        return opening("icmp", lo, None)  # (type, code): the type
-    return opening(flow.protocol, lo, hi)
+    return opening(flow.protocol, lo, hi)  # an ICMP flow's ports are (type, code): opening reads the type
 
 
 # ---------------------------------------------------------------- live state audit needs beyond verify's

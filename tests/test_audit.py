@@ -91,6 +91,17 @@ def test_traffic_sets_subtract_and_describe() -> None:
     assert (everything - opening("icmp", 3, 4)).describe() == "all traffic but icmp type 3"
 
 
+def test_a_flow_needs_its_icmp_type_alone_and_its_ports_alone() -> None:
+    """The preflight's ping needs ICMP echo (type 8), not every ICMP type; a TCP flow its ports."""
+    from ket_infra.audit import flow_opening
+    from ket_infra.flows import Flow
+
+    ping = Flow("ping", "icmp", (8, 0), ("master",), "ping", "PORTS.md", "ket-preflight", src=("worker",))
+    assert flow_opening(ping) == opening("icmp", 8, 0) != opening("icmp", -1, -1)
+    api = Flow("api", "tcp", (6443, 6443), ("master",), "api", "PORTS.md", "kubelet", src=("worker",))
+    assert flow_opening(api) == opening("tcp", 6443, 6443)
+
+
 def acl_entry(number: int, cidr: str, action: str, protocol: str = "-1", **fields: Any) -> Any:
     """A network ACL entry as verify reads it (inbound unless egress=True)."""
     from ket_infra.verify import AclEntry, Net
