@@ -31,6 +31,7 @@ from ket_infra.errors import EnvironmentFileError, KetInfraError
 from ket_infra.layout import layout
 from ket_infra.plan import load_plan
 from tests.conftest import EXAMPLES, base_plan, node, write_yaml
+from tests.test_judge import acl
 from tests.test_verify import Cloud, allow_all, build, env_for, permission
 
 ALL_NODES = [
@@ -49,6 +50,18 @@ def foreign_group(cloud: Cloud, name: str, permissions: list[dict[str, Any]], ho
         now = cloud.ec2.describe_network_interfaces(NetworkInterfaceIds=[eni])["NetworkInterfaces"][0]["Groups"]
         cloud.ec2.modify_network_interface_attribute(NetworkInterfaceId=eni, Groups=[g["GroupId"] for g in now] + [gid])
     return gid
+
+
+def groups_sent(env: Any) -> tuple[Any, list[list[str]]]:
+    """An EC2 client for ENV's region, and the groups of every ModifyNetworkInterfaceAttribute it sends."""
+    import boto3
+
+    ec2 = boto3.client("ec2", region_name=env.aws.region)
+    sent: list[list[str]] = []
+    ec2.meta.events.register(
+        "provide-client-params.ec2.ModifyNetworkInterfaceAttribute", lambda params, **_: sent.append(params["Groups"])
+    )
+    return ec2, sent
 
 
 def rule_ids(cloud: Cloud, gid: str) -> list[str]:
@@ -102,16 +115,6 @@ def test_a_flow_needs_its_icmp_type_alone_and_its_ports_alone() -> None:
     assert flow_opening(api) == opening("tcp", 6443, 6443)
 
 
-def acl_entry(number: int, cidr: str, action: str, protocol: str = "-1", **fields: Any) -> Any:
-    """A network ACL entry as verify reads it (inbound unless egress=True)."""
-    from ket_infra.verify import AclEntry, Net
-
-    return AclEntry(
-        number, fields.get("egress", False), protocol, action == "allow", Net(cidr), fields.get("ports"),
-        fields.get("icmp"),
-    )  # fmt: skip
-
-
 def acl_open(entries: list[Any], source: str, egress: bool = False) -> Open:
     from ket_infra.audit import _acl_open
 
@@ -122,38 +125,39 @@ def acl_open(entries: list[Any], source: str, egress: bool = False) -> Open:
 def test_a_network_acl_lets_through_what_its_first_deciding_entries_allow() -> None:
     """Entries decide in rule-number order; an entry decides for the whole source only when its CIDR holds
     all of it, and one that overlaps the source only at one end still lets its part through."""
-    deny_all = acl_entry(32767, "0.0.0.0/0", "deny")
-    ssh = acl_entry(100, "10.9.0.0/16", "allow", "tcp", ports=(22, 22))
+    deny_all = acl(32767, False, "-1", False, "0.0.0.0/0")
+    ssh = acl(100, False, "tcp", True, "10.9.0.0/16", ports=(22, 22))
     assert acl_open([ssh, deny_all], "10.9.4.0/24") == opening("tcp", 22, 22)
     assert acl_open([ssh, deny_all], "10.9.4.0/24", egress=True) == Open()  # inbound entries only
-    assert acl_open([ssh, acl_entry(100, "10.9.0.0/16", "allow", egress=True), deny_all], "10.9.4.0/24", True) == (
+    assert acl_open([ssh, acl(100, True, "-1", True, "10.9.0.0/16"), deny_all], "10.9.4.0/24", True) == (
         Open(rest=True)
     )
-    ping = acl_entry(110, "10.9.0.0/16", "allow", "icmp", icmp=(8, -1))
+    ping = acl(110, False, "icmp", True, "10.9.0.0/16", icmp=(8, -1))
     assert acl_open([ping, deny_all], "10.9.4.0/24") == opening("icmp", 8, 0)
-    assert acl_open([acl_entry(110, "10.9.0.0/16", "allow", "icmp"), deny_all], "10.9.4.0/24") == (
+    assert acl_open([acl(110, False, "icmp", True, "10.9.0.0/16"), deny_all], "10.9.4.0/24") == (
         opening("icmp", -1, -1)
     )
     # an entry for other addresses is passed over, whatever its place: the later ones still decide
-    elsewhere = acl_entry(90, "10.8.0.0/16", "deny")
+    elsewhere = acl(90, False, "-1", False, "10.8.0.0/16")
     assert acl_open([elsewhere, ssh, deny_all], "10.9.4.0/24") == opening("tcp", 22, 22)
-    assert acl_open([acl_entry(90, "10.8.0.0/16", "allow"), deny_all], "10.9.4.0/24") == Open()
-    below, above = acl_entry(90, "10.9.3.255/32", "deny"), acl_entry(91, "10.9.5.0/32", "deny")
-    assert acl_open([below, above, acl_entry(100, "0.0.0.0/0", "allow")], "10.9.4.0/24") == Open(rest=True)
+    assert acl_open([acl(90, False, "-1", True, "10.8.0.0/16"), deny_all], "10.9.4.0/24") == Open()
+    below, above = acl(90, False, "-1", False, "10.9.3.255/32"), acl(91, False, "-1", False, "10.9.5.0/32")
+    assert acl_open([below, above, acl(100, False, "-1", True, "0.0.0.0/0")], "10.9.4.0/24") == Open(rest=True)
     # ... and one that touches the source's first or last address only is not
-    first, last = acl_entry(100, "10.9.4.0/32", "allow"), acl_entry(100, "10.9.4.255/32", "allow")
+    first, last = acl(100, False, "-1", True, "10.9.4.0/32"), acl(100, False, "-1", True, "10.9.4.255/32")
     assert acl_open([first, deny_all], "10.9.4.0/24") == Open(rest=True)
     assert acl_open([last, deny_all], "10.9.4.0/24") == Open(rest=True)
     # a deny for part of the source leaves the rest to later entries
-    half = acl_entry(100, "10.9.4.0/25", "deny")
-    assert acl_open([half, acl_entry(200, "0.0.0.0/0", "allow"), deny_all], "10.9.4.0/24") == Open(rest=True)
+    half = acl(100, False, "-1", False, "10.9.4.0/25")
+    assert acl_open([half, acl(200, False, "-1", True, "0.0.0.0/0"), deny_all], "10.9.4.0/24") == Open(rest=True)
     # a deny for all of it decides: nothing later gets a say
-    assert acl_open([acl_entry(100, "10.9.0.0/16", "deny"), acl_entry(200, "0.0.0.0/0", "allow")], "10.9.4.0/24") == (
-        Open()
+    assert (
+        acl_open([acl(100, False, "-1", False, "10.9.0.0/16"), acl(200, False, "-1", True, "0.0.0.0/0")], "10.9.4.0/24")
+        == Open()
     )
     # a deny for one port decides for that port alone
-    no_ssh = acl_entry(100, "0.0.0.0/0", "deny", "tcp", ports=(22, 22))
-    assert acl_open([no_ssh, acl_entry(200, "0.0.0.0/0", "allow", "tcp", ports=(0, 65535))], "10.9.4.0/24") == (
+    no_ssh = acl(100, False, "tcp", False, "0.0.0.0/0", ports=(22, 22))
+    assert acl_open([no_ssh, acl(200, False, "tcp", True, "0.0.0.0/0", ports=(0, 65535))], "10.9.4.0/24") == (
         opening("tcp", 0, 21) | opening("tcp", 23, 65535)
     )
 
@@ -540,7 +544,6 @@ def test_the_groups_the_nodes_carry_now_are_judged_not_those_found_before_the_ap
 def test_a_detached_group_deleted_since_is_dropped_by_the_next_apply(aws: None, record: Record, where: str) -> None:
     """The operator deleted a group ket-infra had detached, then the next apply runs (of the same plan, or of
     one without that node): the group is not sent back (AWS would refuse it) and leaves the record."""
-    import boto3
 
     cloud, plan, env, rules = named()
     gid = foreign_group(cloud, "old", WIDE_OPEN, hosts=["worker01"])
@@ -548,11 +551,7 @@ def test_a_detached_group_deleted_since_is_dropped_by_the_next_apply(aws: None, 
     cloud.ec2.delete_security_group(GroupId=gid)
     if where == "gone from the plan":
         plan = replace(plan, nodes=tuple(n for n in plan.nodes if n.host != "worker01"))
-    ec2 = boto3.client("ec2", region_name=env.aws.region)
-    sent: list[list[str]] = []
-    ec2.meta.events.register(
-        "provide-client-params.ec2.ModifyNetworkInterfaceAttribute", lambda params, **_: sent.append(params["Groups"])
-    )
+    ec2, sent = groups_sent(env)
     said: list[str] = []
     apply_detach(plan, env, rules, discover(plan, env), said.append, ec2=ec2, record=record)
     assert record.read() == {} and not [groups for groups in sent if gid in groups]
@@ -1055,7 +1054,6 @@ def test_the_record_lives_in_the_s3_backend_and_a_fresh_folder_puts_the_groups_b
 @pytest.mark.parametrize("deleted", [1, 2])
 def test_a_deleted_group_is_skipped_and_never_sent(aws: None, record: Record, deleted: int) -> None:
     """The operator deleted a group ket-infra had detached: AWS would refuse it (InvalidGroup.NotFound)."""
-    import boto3
 
     cloud, plan, env, rules = named()
     gone = tuple(foreign_group(cloud, f"old{i}", WIDE_OPEN, hosts=["worker01"]) for i in range(deleted))
@@ -1065,11 +1063,7 @@ def test_a_deleted_group_is_skipped_and_never_sent(aws: None, record: Record, de
     assert not cloud.ec2.describe_security_groups(Filters=[{"Name": "group-id", "Values": list(gone)}])[
         "SecurityGroups"
     ]
-    ec2 = boto3.client("ec2", region_name=env.aws.region)
-    sent: list[list[str]] = []
-    ec2.meta.events.register(
-        "provide-client-params.ec2.ModifyNetworkInterfaceAttribute", lambda params, **_: sent.append(params["Groups"])
-    )
+    ec2, sent = groups_sent(env)
     said: list[str] = []
     assert reattach(env, discover(plan, env), said.append, ec2=ec2, record=record) == 0
     assert sent == [] and record.read() == {} and tag_on(cloud, "worker01") is None

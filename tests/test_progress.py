@@ -131,6 +131,12 @@ def test_a_hidden_bar_is_drawn_once_shown(monkeypatch: pytest.MonkeyPatch) -> No
     assert out.getvalue() == "\rterraform plan: [######------------------] 1/4 planning, 0 s"
 
 
+def signals_blocked(native_id: int | None) -> int:
+    """The mask of signals the thread NATIVE_ID blocks, as the kernel shows it (bit N-1 for signal N)."""
+    status = Path(f"/proc/self/task/{native_id}/status").read_text()
+    return int(next(ln for ln in status.splitlines() if ln.startswith("SigBlk:")).split()[1], 16)
+
+
 def test_the_heartbeat_thread_leaves_ctrl_c_and_termination_signals_to_the_main_thread() -> None:
     """A signal the kernel hands to the heartbeat's thread would leave the main thread asleep in a blocking call
     (Ctrl-C unanswered for as long): the thread blocks SIGINT, SIGTERM and SIGHUP, so they reach the main one."""
@@ -145,8 +151,7 @@ def test_the_heartbeat_thread_leaves_ctrl_c_and_termination_signals_to_the_main_
         deadline = time.monotonic() + 5
         blocked = 0
         while time.monotonic() < deadline:
-            status = Path(f"/proc/self/task/{beat.native_id}/status").read_text()
-            blocked = int(next(ln for ln in status.splitlines() if ln.startswith("SigBlk:")).split()[1], 16)
+            blocked = signals_blocked(beat.native_id)
             if blocked:
                 break
             time.sleep(0.01)
@@ -166,8 +171,7 @@ def test_every_background_thread_is_born_with_the_stopping_signals_blocked() -> 
     seen: list[int] = []
 
     def first_thing() -> None:
-        status = Path(f"/proc/self/task/{threading.get_native_id()}/status").read_text()
-        seen.append(int(next(ln for ln in status.splitlines() if ln.startswith("SigBlk:")).split()[1], 16))
+        seen.append(signals_blocked(threading.get_native_id()))
 
     background(first_thing, "probe").join(timeout=10)
     (blocked,) = seen
