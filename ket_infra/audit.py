@@ -245,9 +245,8 @@ def read_members(env: Environment, group_ids: list[str], ec2: Any) -> dict[str, 
     out: dict[str, set[str]] = {g: set() for g in group_ids}
     with aws_errors(env, "reading the interfaces of referenced security groups"):
         for eni in described(ec2, "describe_network_interfaces", "NetworkInterfaces", "group-id", group_ids):
+            # every address of the interface, its primary one included
             addresses = {a["PrivateIpAddress"] for a in eni.get("PrivateIpAddresses", [])}
-            if eni.get("PrivateIpAddress"):
-                addresses.add(eni["PrivateIpAddress"])
             for g in eni.get("Groups", []):
                 if g.get("GroupId") in out:
                     out[g["GroupId"]].update(addresses)

@@ -23,6 +23,9 @@ from ket_infra.audit import (
     junit_report,
     markdown_report,
     opening,
+    read_members,
+    read_rules,
+    read_subnets,
     text_report,
 )
 from ket_infra.aws import DETACHED_TAG, AwsError, Counter, discover
@@ -102,6 +105,7 @@ def test_traffic_sets_subtract_and_describe() -> None:
         "icmp type 1-7, 9-255"
     )
     assert (everything - opening("icmp", 3, 4)).describe() == "all traffic but icmp type 3"
+    assert (opening("udp", 53, 53) | opening("tcp", 22, 22)).describe() == "tcp 22, udp 53"
 
 
 def test_a_flow_needs_its_icmp_type_alone_and_its_ports_alone() -> None:
@@ -1336,8 +1340,14 @@ def test_a_group_source_without_visible_members_is_a_standing_door(aws: None, ki
         cloud.ec2.delete_security_group(GroupId=pair["GroupId"])
     report = audit(plan, env, rules)
     assert [(e.severity, e.what, e.rule.group_id, e.targets) for e in report.excess] == [("vpc", "tcp 2379", gid, ETCD)]
-    said = "members unknown" if kind == "other account" else "no members now"
-    assert said in report.excess[0].reason
+    said = (
+        "members unknown: a group of account 111122223333, whatever joins it gets in"
+        if kind == "other account"
+        else "no members now: whatever joins the group gets in"
+    )
+    assert report.excess[0].reason == (
+        f"open to addresses outside the cluster: tcp 2379 from {pair['GroupId']} ({said}) is more than the plan needs"
+    )
 
 
 @pytest.mark.parametrize(
@@ -1386,3 +1396,109 @@ def test_ipv6_sources_are_rated_by_what_they_span(aws: None, cidr: str, severity
     foreign_group(cloud, "v6", [ssh], hosts=WORKERS)
     report = audit(plan, env, rules)
     assert [(e.severity, e.source_label, e.targets) for e in report.excess] == [(severity, cidr, WORKERS)]
+
+
+def test_a_port_one_role_needs_is_excess_from_another(aws: None) -> None:
+    """The masters need etcd's client port; the workers do not, and a rule letting them in is excess."""
+    cloud, plan, env, rules = build(EXAMPLES / "calico-overlay.yaml")
+    client = {
+        "IpProtocol": "tcp",
+        "FromPort": 2379,
+        "ToPort": 2379,
+        "UserIdGroupPairs": [{"GroupId": cloud.groups["worker"]}],
+    }
+    gid = foreign_group(cloud, "etcd-from-workers", [client], hosts=ETCD)
+    report = audit(plan, env, rules)
+    assert [(e.severity, e.rule.group_id, e.targets, e.reason) for e in report.excess] == [
+        (
+            "cluster",
+            gid,
+            ETCD,
+            "open between nodes wider than the catalog requires: tcp 2379 from worker nodes is more than the plan needs",
+        )
+    ]
+
+
+def test_a_cidr_the_environment_names_for_one_role_is_excess_on_another(aws: None) -> None:
+    """api_cidrs naming the whole VPC makes 6443 required on the masters from all of it, and on no one else."""
+    cloud, plan, env, rules = build(EXAMPLES / "calico-overlay.yaml")
+    env = replace(env, api_cidrs=("10.0.0.0/16",))
+    api = {"IpProtocol": "tcp", "FromPort": 6443, "ToPort": 6443, "IpRanges": [{"CidrIp": "10.0.0.0/16"}]}
+    gid = foreign_group(cloud, "api-from-the-vpc", [api], hosts=["master01", "worker01"])
+    report = audit(plan, env, rules)
+    assert [(e.severity, e.rule.group_id, e.targets, e.reason) for e in report.excess] == [
+        (
+            "vpc",
+            gid,
+            ["worker01"],
+            "open to addresses outside the cluster: tcp 6443 from 10.0.0.0/16 beyond the nodes and named CIDRs; "
+            "tcp 6443 from etcd, master, worker, ingress, storage nodes is more than the plan needs",
+        )
+    ]
+
+
+def test_a_cidr_at_either_edge_of_the_targets_subnet_is_not_filtered_by_its_acl(aws: None) -> None:
+    """The subnet's first and last addresses are in it: the ACL that denies all of it does not filter them."""
+    cloud, plan, env, rules = build(EXAMPLES / "calico-overlay.yaml")
+    edges = ["10.0.1.0/28", "10.0.1.240/28"]
+    ports = [{"IpProtocol": "tcp", "FromPort": 9999, "ToPort": 9999, "IpRanges": [{"CidrIp": c}]} for c in edges]
+    foreign_group(cloud, "subnet-edges", ports, hosts=ETCD)
+    cloud.own_acl("10.0.1.0/24", [deny_in(5, "10.0.1.0/24"), *allow_all()])
+    report = audit(plan, env, rules)
+    assert sorted((e.severity, e.source_label, e.what, tuple(e.targets)) for e in report.excess) == [
+        ("vpc", c, "tcp 9999", tuple(ETCD)) for c in edges
+    ]
+
+
+def test_an_empty_prefix_list_is_a_standing_door(aws: None) -> None:
+    cloud, plan, env, rules = build(EXAMPLES / "calico-overlay.yaml")
+    empty = str(
+        cloud.ec2.create_managed_prefix_list(PrefixListName="empty", AddressFamily="IPv4", MaxEntries=5)["PrefixList"][
+            "PrefixListId"
+        ]
+    )
+    ssh = {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "PrefixListIds": [{"PrefixListId": empty}]}
+    foreign_group(cloud, "from-an-empty-list", [ssh], hosts=WORKERS)
+    (excess,) = audit(plan, env, rules).excess
+    assert (excess.severity, excess.targets) == ("vpc", WORKERS)
+    assert excess.reason == (
+        f"open to addresses outside the cluster: tcp 22 from {empty} "
+        "(no entries now: whatever is added to the prefix list gets in) is more than the plan needs"
+    )
+
+
+def test_every_address_of_a_referenced_groups_member_counts(aws: None) -> None:
+    """A member's second address is as much a source as its first: an ACL that stops the first alone leaves
+    the second let in."""
+    cloud, plan, env, rules = build(EXAMPLES / "calico-overlay.yaml")
+    admins = foreign_group(cloud, "admins", [], hosts=[])
+    eni = bystander(cloud, "10.0.2.50", [admins])
+    port = {"IpProtocol": "tcp", "FromPort": 9999, "ToPort": 9999, "UserIdGroupPairs": [{"GroupId": admins}]}
+    foreign_group(cloud, "from-admins", [port], hosts=ETCD)
+    cloud.own_acl("10.0.1.0/24", [deny_in(5, "10.0.2.50/32"), *allow_all()])
+    assert audit(plan, env, rules).ok
+    cloud.ec2.assign_private_ip_addresses(NetworkInterfaceId=eni, PrivateIpAddresses=["10.0.2.60"])
+    report = audit(plan, env, rules)
+    assert [(e.severity, e.what, e.source_label, e.targets) for e in report.excess] == [
+        ("vpc", "tcp 9999", admins, ETCD)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("reader", "doing"),
+    [
+        (lambda env, ec2: read_rules(env, ["sg-0123456789abcdef0"], ec2), "reading security group rules"),
+        (
+            lambda env, ec2: read_members(env, ["sg-0123456789abcdef0"], ec2),
+            "reading the interfaces of referenced security groups",
+        ),
+        (lambda env, ec2: read_subnets(env, "vpc-0123456789abcdef0", ec2), "reading the VPC's subnets"),
+    ],
+    ids=["rules", "members", "subnets"],
+)
+def test_an_unreachable_endpoint_while_auditing_says_what_was_being_read(aws: None, reader: Any, doing: str) -> None:
+    env = env_for(EXAMPLES / "calico-overlay.yaml")
+    with pytest.raises(AwsError) as info:
+        reader(env, dead_ec2())
+    assert str(info.value).startswith(f"{doing}: cannot reach AWS region eu-west-1 (EndpointConnectionError); ")
+
