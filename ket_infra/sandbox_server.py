@@ -1,10 +1,12 @@
-"""The sandbox's AWS API emulator: moto's server, with one fix applied first, behind a layer that refuses
+"""The sandbox's AWS API emulator: moto's server, with two fixes applied first, behind a layer that refuses
 what AWS refuses (ket_infra.sandbox_aws).
 
 Run as `python -m ket_infra.sandbox_server --port PORT [--host 127.0.0.1]`;
 `ket-infra sandbox up` starts it in the background.
 
-The fix (written for moto 5.2.5, checked against 5.2.1 to 5.2.5): moto keeps
+The fixes (written for moto 5.2.5, checked against 5.2.1 to 5.2.5):
+
+1. A rule's description. moto keeps
 the `Description` of a security-group rule whose source is another security
 group (a `UserIdGroupPairs` entry) in the rule's `source_group` dict, but
 `moto.ec2.models.security_groups.SecurityGroupRule.description` reads only
@@ -16,6 +18,17 @@ none, and every `terraform plan` after an apply shows a description change.
 The patch makes `description` fall back to `source_group["Description"]`
 when moto's own property returns nothing. Where moto already returns a
 description the patch changes nothing.
+
+2. Several values of one filter. EC2 joins the values of a filter with OR
+("the request returns all results that match any of the specified values",
+EC2 API Reference, Filter). moto does so for a field with one value, but
+for a field with several (`group-id` of DescribeNetworkInterfaces: the
+groups an interface carries) `moto.ec2.utils.is_filter_matching` matches
+only when the field's values are a subset or a superset of the filter's. An
+interface carrying a group asked for and one not asked for is then left
+out: the members of referenced groups that audit and detach read come back
+short. The patch asks moto about each value on its own and joins the
+answers with OR.
 
 """
 
@@ -30,7 +43,30 @@ _PATCHED = "_ket_infra_description_patch"
 
 
 def patch_moto() -> bool:
-    """Apply the rule-description fix to moto (idempotent); True if applied now."""
+    """Apply both fixes to moto (idempotent); True if either was applied now."""
+    described = _patch_description()
+    filtered = _patch_filters()
+    return described or filtered
+
+
+def _patch_filters() -> bool:
+    from moto.ec2 import utils
+
+    original = utils.is_filter_matching
+    if getattr(original, _PATCHED, False):
+        return False
+
+    def is_filter_matching(obj: Any, _filter: str, filter_value: Any) -> bool:
+        if isinstance(filter_value, list) and len(filter_value) > 1:
+            return any(original(obj, _filter, [one]) for one in filter_value)
+        return original(obj, _filter, filter_value)
+
+    setattr(is_filter_matching, _PATCHED, True)
+    utils.is_filter_matching = is_filter_matching
+    return True
+
+
+def _patch_description() -> bool:
     from moto.ec2.models.security_groups import SecurityGroupRule
 
     original = SecurityGroupRule.__dict__.get("description")

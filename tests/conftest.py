@@ -126,9 +126,13 @@ def plan_file(tmp_path: Path):
 
 @pytest.fixture
 def aws():
-    """boto3 calls go to moto's in-process AWS for the test."""
+    """boto3 calls go to moto's in-process AWS for the test, with the sandbox's fixes to what moto answers
+    (ket_infra.sandbox_server.patch_moto): the tests see what the sandbox and EC2 answer."""
     from moto import mock_aws
 
+    from ket_infra.sandbox_server import patch_moto
+
+    patch_moto()
     with mock_aws():
         yield
 

@@ -1502,3 +1502,17 @@ def test_an_unreachable_endpoint_while_auditing_says_what_was_being_read(aws: No
         reader(env, dead_ec2())
     assert str(info.value).startswith(f"{doing}: cannot reach AWS region eu-west-1 (EndpointConnectionError); ")
 
+
+def test_a_host_that_joins_a_node_group_among_other_groups_is_found(aws: None) -> None:
+    """An ordinary instance carrying the workers' group (and one of its own) gets in wherever workers do.
+    EC2 finds it by any of the groups asked about at once (the values of a filter are joined with OR)."""
+    cloud, plan, env, rules = build(EXAMPLES / "calico-overlay.yaml")
+    assert audit(plan, env, rules).ok
+    backup = foreign_group(cloud, "backup-agents", [], hosts=[])
+    worker = cloud.groups["worker"]
+    bystander(cloud, "10.0.2.50", [worker, backup])
+    report = audit(plan, env, rules)
+    assert report.excess and {(e.severity, e.source_label) for e in report.excess} == {
+        ("vpc", f"{worker} (prod-east-worker)")
+    }
+    assert {t for e in report.excess for t in e.targets} == set(ALL_NODES)

@@ -96,6 +96,21 @@ def test_at_most_five_groups_per_interface(box: Box) -> None:
     ec2.modify_network_interface_attribute(NetworkInterfaceId=box.eni, Groups=groups[:1])
 
 
+def test_the_values_of_a_filter_are_joined_with_or(box: Box) -> None:
+    """An interface carrying one group asked for and one not is found, as EC2 finds it (the sandbox_server
+    fix: moto alone wants the interface's groups to be a subset or superset of those asked for)."""
+    ec2 = box.ec2()
+    carried, other, asked = box.group("or-carried"), box.group("or-other"), box.group("or-asked")
+    ec2.modify_network_interface_attribute(NetworkInterfaceId=box.eni, Groups=[carried, other])
+    try:
+        found = ec2.describe_network_interfaces(Filters=[{"Name": "group-id", "Values": [carried, asked]}])
+        assert [e["NetworkInterfaceId"] for e in found["NetworkInterfaces"]] == [box.eni]
+        none = ec2.describe_network_interfaces(Filters=[{"Name": "group-id", "Values": [asked, box.group("or-no")]}])
+        assert none["NetworkInterfaces"] == []
+    finally:
+        ec2.modify_network_interface_attribute(NetworkInterfaceId=box.eni, Groups=[carried])
+
+
 def _cidrs(n: int, start: int = 0) -> list[dict[str, Any]]:
     return [
         {"IpProtocol": "tcp", "FromPort": 1000 + i, "ToPort": 1000 + i, "IpRanges": [{"CidrIp": "10.9.0.0/16"}]}
