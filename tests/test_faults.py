@@ -419,7 +419,9 @@ def test_throttled_describe_is_retried(status: int, tmp_path: Path, monkeypatch:
     from ket_infra.environment import AwsConfig, Environment
     from ket_infra.plan import load_plan
     from ket_infra.sandbox import image_id
+    from ket_infra.sandbox_server import patch_moto
 
+    patch_moto()  # moto answers as the sandbox and the other moto tests see it
     monkeypatch.setattr("time.sleep", lambda _s: None)  # the backoff is botocore's: keep the test fast
     plan = load_plan(CONTIV)
     env = Environment(name="t", path="t.yaml", plan_file=CONTIV, aws=AwsConfig("eu-west-1"))

@@ -245,6 +245,9 @@ def _policy(root: Path) -> dict[str, Any]:
 def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     from moto import mock_aws
 
+    from ket_infra.sandbox_server import patch_moto
+
+    patch_moto()  # moto answers as the sandbox and the other moto tests see it
     with pytest.MonkeyPatch.context() as patch:
         patch.delenv("AWS_PROFILE", raising=False)
         for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
