@@ -659,6 +659,26 @@ def test_an_installer_inside_the_group_keeps_its_path_or_the_group_stays(aws: No
     )
 
 
+def test_an_installer_carrying_other_groups_too_is_found_whatever_else_is_detached(aws: None, record: Record) -> None:
+    """Two groups to detach are asked about at once; the installer carries one of them and a group of its own."""
+    cloud, plan, env, rules = named()
+    env = replace(env, installer_cidr=None)
+    gid, spare = foreign_group(cloud, "shared", []), foreign_group(cloud, "spare", [])
+    for g in (gid, spare):  # each lets its own members in
+        cloud.ec2.authorize_security_group_ingress(
+            GroupId=g, IpPermissions=[{"IpProtocol": "-1", "UserIdGroupPairs": [{"GroupId": g}]}]
+        )
+    own = foreign_group(cloud, "installer-own", [], hosts=[])
+    subnet = next(iter(cloud.subnets.values()))
+    cloud.ec2.create_network_interface(SubnetId=subnet, Groups=[gid, own], PrivateIpAddress="10.0.1.250")
+    before = {h: groups_on(cloud, h) for h in ALL_NODES}
+    with pytest.raises(KetInfraError) as exc:
+        apply_detach(plan, replace(env, detach_groups=(gid, spare)), rules, discover(plan, env), print, record=record)
+    assert f"{gid} (shared) is the only path for the installer" in str(exc.value)
+    assert "10.0.1.250 (a member of" in str(exc.value)
+    assert {h: groups_on(cloud, h) for h in ALL_NODES} == before and record.read() == {}
+
+
 def test_the_only_path_of_the_load_balancer_is_not_detached(aws: None, record: Record, tmp_path: Path) -> None:
     """master.load_balancer is a DNS name and endpoint_cidrs names none of its addresses: ket-infra's groups
     cannot open the masters to it, so the wide-open group is its only path to 6443."""
