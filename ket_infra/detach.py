@@ -23,7 +23,7 @@ import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ket_infra import aws
 from ket_infra import flows as catalog
@@ -33,6 +33,9 @@ from ket_infra.errors import EnvironmentFileError, KetInfraError
 from ket_infra.flows import Flow
 from ket_infra.layout import RuleSet, load_balancer_warning
 from ket_infra.plan import Plan, split_host_port
+
+if TYPE_CHECKING:
+    from ket_infra import verify
 
 Progress = Callable[[str], None]
 RECORD_SUFFIX = ".detached-groups.json"
@@ -371,6 +374,25 @@ def _members(env: Environment, discovery: Discovery, group_ids: set[str], ec2: A
     return out
 
 
+def not_proven(report: verify.Report) -> str:
+    """Why REPORT proves nothing open: the blocked flow checks (three shown, the rest counted), the wrong host
+    settings (each named), or that it judged nothing."""
+    if not report.judged:
+        return "nothing could be judged (no node found, or no flow the plan requires)"
+    parts = []
+    blocked = [c for c in report.checks if c.status == "blocked"]
+    if blocked:
+        shown = "; ".join(f"{c.rule} from {c.source.label} to {c.target.label}: {c.reason}" for c in blocked[:3])
+        more = f" and {len(blocked) - 3} more" if len(blocked) > 3 else ""
+        parts.append(f"{len(blocked)} required flow check(s) would be blocked ({shown}{more})")
+    hosts = [h for h in report.host_settings if h.status == "blocked"]
+    if hosts:
+        shown = "; ".join(f"{h.node.host}: {h.problem}" for h in hosts[:3])
+        more = f" and {len(hosts) - 3} more" if len(hosts) > 3 else ""
+        parts.append(f"{len(hosts)} host setting(s) wrong ({shown}{more})")
+    return "; ".join(parts)
+
+
 def _only_paths(
     plan: Plan, env: Environment, discovery: Discovery, state: Any, todo: list[Change], names: dict[str, str], ec2: Any
 ) -> None:
@@ -495,7 +517,8 @@ def apply_detach(
         raise EnvironmentFileError(
             env.path,
             "detach_groups",
-            f"{', '.join(unknown)} is on none of the cluster's interfaces (they carry {on})",
+            f"{', '.join(unknown)} {'is' if len(unknown) == 1 else 'are'} on none of the cluster's interfaces "
+            f"(they carry {on})",
             "give the id (sg-...) or name of a group the nodes carry, or remove the entry; "
             "ket-infra's groups and rules are applied, nothing was detached",
         )
@@ -508,15 +531,10 @@ def apply_detach(
     if taking:
         report = verify.evaluate(plan, env, rules, without(discovery, wanted), state)
         if not report.ok:
-            blocked = [c for c in report.checks if c.status == "blocked"]
-            shown = "; ".join(f"{c.rule} from {c.source.label} to {c.target.label}: {c.reason}" for c in blocked[:3])
-            more = f" and {len(blocked) - 3} more" if len(blocked) > 3 else ""
-            bad_hosts = [h for h in report.host_settings if h.status == "blocked"]
-            hosts = f"; {len(bad_hosts)} host setting(s) wrong" if bad_hosts else ""
             raise KetInfraError(
                 f"{env.path}: detach_groups: nothing was detached: without {_names(taking, names)} "
-                f"{len(blocked)} required flow check(s) would be blocked ({shown}{more}){hosts}; "
-                "ket-infra's groups and rules are applied; open what is missing (extra_rules) or keep the group"
+                f"{not_proven(report)}; ket-infra's groups and rules are applied; open what is missing "
+                "(extra_rules) or keep the group"
             )
         _only_paths(plan, env, discovery, state, todo, names, ec2)
         _referrers(env, taking, names, ec2)

@@ -29,7 +29,17 @@ from ket_infra.audit import (
     text_report,
 )
 from ket_infra.aws import DETACHED_TAG, AwsError, Counter, discover
-from ket_infra.detach import Checked, CheckRecord, Record, _members, _referrers, apply_detach, reattach, recorded
+from ket_infra.detach import (
+    Checked,
+    CheckRecord,
+    Record,
+    _members,
+    _referrers,
+    apply_detach,
+    not_proven,
+    reattach,
+    recorded,
+)
 from ket_infra.errors import EnvironmentFileError, KetInfraError
 from ket_infra.layout import layout
 from ket_infra.plan import load_plan
@@ -590,6 +600,54 @@ def test_a_group_the_flows_still_need_is_not_detached(aws: None, record: Record)
     assert {h: groups_on(cloud, h) for h in ALL_NODES} == before
 
 
+def test_why_a_detach_is_not_proven_shows_three_of_each_kind_and_counts_the_rest(aws: None) -> None:
+    from ket_infra.verify import HostCheck, Report
+    from ket_infra.verify import verify as judge
+
+    cloud, plan, env, rules = build(EXAMPLES / "calico-overlay.yaml")
+    cloud.revoke_ipip_from_workers()
+    report = judge(plan, env, rules)
+    blocked = [c for c in report.checks if c.status == "blocked"]
+    allowed = [c for c in report.checks if c.status != "blocked"]
+    assert len(blocked) == 4 and allowed
+    said = [f"{c.rule} from {c.source.label} to {c.target.label}: {c.reason}" for c in blocked]
+    for n in (1, 3, 4):
+        shown = "; ".join(said[: min(n, 3)]) + (" and 1 more" if n == 4 else "")
+        assert not_proven(replace(report, checks=allowed + blocked[:n])) == (
+            f"{n} required flow check(s) would be blocked ({shown})"
+        )
+    node = next(n for n in discover(plan, env).nodes if n.host == "worker01")
+    wrong = [HostCheck(replace(node, host=f"worker{i:02}", source_dest_check=True), False) for i in range(1, 5)]
+    right = HostCheck(replace(node, source_dest_check=False), False)
+    problem = "source/dest check is on, must be off (Calico routed mode); run ket-infra apply to set it"
+    hosts = "; ".join(f"worker{i:02}: {problem}" for i in range(1, 4))
+    assert not_proven(replace(report, checks=allowed, host_settings=[right, *wrong[:3]])) == (
+        f"3 host setting(s) wrong ({hosts})"
+    )
+    assert not_proven(replace(report, checks=allowed + blocked[:1], host_settings=[right, *wrong])) == (
+        f"1 required flow check(s) would be blocked ({said[0]}); 4 host setting(s) wrong ({hosts} and 1 more)"
+    )
+    assert (
+        not_proven(Report(nodes=10))
+        == not_proven(replace(report, nodes=0))
+        == ("nothing could be judged (no node found, or no flow the plan requires)")
+    )
+
+
+def test_a_detach_is_refused_while_a_host_setting_is_wrong(aws: None, record: Record) -> None:
+    cloud, plan, env, rules = build(EXAMPLES / "calico-routed.yaml")
+    gid = foreign_group(cloud, "kismatic-open", WIDE_OPEN)
+    cloud.ec2.modify_instance_attribute(InstanceId=cloud.instances["node02"], SourceDestCheck={"Value": True})
+    with pytest.raises(KetInfraError) as exc:
+        apply_detach(plan, replace(env, detach_groups=(gid,)), rules, discover(plan, env), print, record=record)
+    assert all(gid in groups_on(cloud, n.host) for n in plan.nodes) and record.read() == {}
+    assert str(exc.value) == (
+        f"t.yaml: detach_groups: nothing was detached: without {gid} (kismatic-open) 1 host setting(s) wrong "
+        "(node02: source/dest check is on, must be off (Calico routed mode); run ket-infra apply to set it); "
+        "ket-infra's groups and rules are applied; open what is missing (extra_rules) or keep the group"
+    )
+
+
 def test_detach_groups_naming_nothing_or_ket_infras_own_group_is_refused(aws: None, record: Record) -> None:
     cloud, plan, env, rules = build(EXAMPLES / "calico-overlay.yaml")
     found = discover(plan, env)
@@ -604,6 +662,9 @@ def test_detach_groups_naming_nothing_or_ket_infras_own_group_is_refused(aws: No
         f"{', '.join(f'{g} ({names[g]})' for g in carried)}); give the id (sg-...) or name of a group the nodes "
         "carry, or remove the entry; ket-infra's groups and rules are applied, nothing was detached"
     )
+    with pytest.raises(EnvironmentFileError) as info:
+        apply_detach(plan, replace(env, detach_groups=("kismatic-open", "sg-0123")), rules, found, print, record=record)
+    assert str(info.value).startswith("t.yaml: detach_groups: kismatic-open, sg-0123 are on none of the cluster's ")
     with pytest.raises(EnvironmentFileError) as info:
         apply_detach(plan, replace(env, detach_groups=("prod-east-worker",)), rules, found, print, record=record)
     assert str(info.value) == (
@@ -800,10 +861,10 @@ def test_an_unreachable_endpoint_while_reading_a_groups_members_says_what_was_be
     dead = dead_ec2()
     with pytest.raises(AwsError) as info:
         _members(env, discover(plan, env), {"sg-0123456789abcdef0"}, dead)
-    assert "reading which interfaces carry the groups to detach" in str(info.value)
+    assert str(info.value).startswith("reading which interfaces carry the groups to detach: cannot reach ")
     with pytest.raises(AwsError) as info:
         _referrers(env, {"sg-0123456789abcdef0"}, {}, dead)
-    assert "reading which groups refer to the groups to detach" in str(info.value)
+    assert str(info.value).startswith("reading which groups refer to the groups to detach: cannot reach ")
 
 
 def test_the_s3_record_is_encrypted_and_an_unreadable_bucket_is_one_line(aws: None, tmp_path: Path) -> None:
