@@ -4,7 +4,8 @@ what AWS refuses (ket_infra.sandbox_aws).
 Run as `python -m ket_infra.sandbox_server --port PORT [--host 127.0.0.1]`;
 `ket-infra sandbox up` starts it in the background.
 
-The fixes (written for moto 5.2.5, checked against 5.2.1 to 5.2.5):
+The fixes (written for moto 5.2.5, the lowest version pyproject.toml allows; the first
+checked against 5.2.1 to 5.2.5 too):
 
 1. A rule's description. moto keeps
 the `Description` of a security-group rule whose source is another security
@@ -39,7 +40,7 @@ import json
 import re
 from typing import Any
 
-_PATCHED = "_ket_infra_description_patch"
+_PATCHED = "_ket_infra_patch"  # marks a function of moto the fixes below have replaced
 
 
 def patch_moto() -> bool:
