@@ -1597,3 +1597,36 @@ def test_a_host_that_joins_a_node_group_among_other_groups_is_found(aws: None) -
         ("vpc", f"{worker} (prod-east-worker)")
     }
     assert {t for e in report.excess for t in e.targets} == set(ALL_NODES)
+
+
+@pytest.mark.parametrize(
+    ("cidr", "outside"),
+    [("10.0.1.21/32", False), ("10.0.1.12/31", False), ("10.0.1.20/31", True)],
+    ids=["one-node", "two-nodes", "a-host-beside-a-node"],
+)
+def test_a_cidr_of_nodes_alone_is_judged_between_nodes_only(aws: None, cidr: str, outside: bool) -> None:
+    """The addresses of a source that are all nodes' are judged as those nodes; one address more is outside."""
+    cloud, plan, env, rules = build(EXAMPLES / "calico-overlay.yaml")
+    port = {"IpProtocol": "tcp", "FromPort": 9999, "ToPort": 9999, "IpRanges": [{"CidrIp": cidr}]}
+    foreign_group(cloud, "from-nodes", [port], hosts=WORKERS)
+    (excess,) = audit(plan, env, rules).excess
+    assert (excess.severity, excess.targets) == ("vpc" if outside else "cluster", WORKERS)
+    assert (f"tcp 9999 from {cidr} beyond the nodes and named CIDRs" in excess.reason) == outside
+
+
+def test_a_source_is_cut_exactly_where_a_named_cidr_ends(aws: None) -> None:
+    """10.0.9.0/29 with the installer at 10.0.9.6: the installer's ssh is required and the ACL stops the seven
+    others, so nothing is let in beyond the plan; a cut one address off would leave 10.0.9.6 with a neighbour."""
+    plan = load_plan(EXAMPLES / "calico-overlay.yaml")
+    env = replace(env_for(EXAMPLES / "calico-overlay.yaml"), installer_cidr="10.0.9.6/32")
+    rules = layout(plan, env)
+    cloud = Cloud(plan, rules)
+    ssh = {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": "10.0.9.0/29"}]}
+    foreign_group(cloud, "installer-block", [ssh], hosts=WORKERS)
+    installer = {"RuleNumber": 1, "Protocol": "-1", "RuleAction": "allow", "Egress": False, "CidrBlock": "10.0.9.6/32"}
+    cloud.own_acl("10.0.2.0/24", [installer, deny_in(2, "10.0.9.0/29"), *allow_all()])
+    report = audit(plan, env, rules)
+    assert report.ok, [e.reason for e in report.excess]
+    cloud.own_acl("10.0.2.0/24", [installer, deny_in(2, "10.0.9.0/30"), *allow_all()])  # 10.0.9.4-7 let in
+    (excess,) = audit(plan, env, rules).excess
+    assert (excess.severity, excess.what, excess.targets) == ("vpc", "tcp 22", WORKERS)
