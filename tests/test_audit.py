@@ -524,6 +524,7 @@ def test_a_proven_group_is_detached_recorded_and_put_back(aws: None, record: Rec
     assert all(tag_on(cloud, h) == gid for h in ALL_NODES)
     assert record.read() == {cloud.enis[h]: (gid,) for h in ALL_NODES}
     assert said[0].startswith("detach_groups: every required flow is open without " + f"{gid} (kismatic-open) (")
+    assert said[0].endswith(" checks); taking it off 10 interface(s)")
     assert said[-1] == "detach_groups: done on 10 interface(s); destroy puts the groups back"
     assert audit(plan, env, rules).ok
     # a second run changes nothing
