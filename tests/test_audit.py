@@ -116,6 +116,8 @@ def test_traffic_sets_subtract_and_describe() -> None:
     )
     assert (everything - opening("icmp", 3, 4)).describe() == "all traffic but icmp type 3"
     assert (opening("udp", 53, 53) | opening("tcp", 22, 22)).describe() == "tcp 22, udp 53"
+    assert (opening("tcp", 1, 5) | opening("tcp", 6, 10)).describe() == "tcp 1-10"  # adjacent ranges are one
+    assert Open(rest=True, by={"icmp": [(0, 255)], "tcp": [(0, 21)]}).describe() == "all traffic but tcp 22-65535"
 
 
 def test_a_flow_needs_its_icmp_type_alone_and_its_ports_alone() -> None:
@@ -1631,3 +1633,33 @@ def test_a_source_is_cut_exactly_where_a_named_cidr_ends(aws: None) -> None:
     cloud.own_acl("10.0.2.0/24", [installer, deny_in(2, "10.0.9.0/30"), *allow_all()])  # 10.0.9.4-7 let in
     (excess,) = audit(plan, env, rules).excess
     assert (excess.severity, excess.what, excess.targets) == ("vpc", "tcp 22", WORKERS)
+
+
+def test_a_nodes_other_interface_is_open_to_other_nodes_not_to_itself(aws: None) -> None:
+    """ingress01 and storage01 are each alone in their group: a rule on ingress01's second interface from both
+    lets storage01 in, and ingress01 itself does not count (it does not reach itself through the network)."""
+    cloud, plan, env, rules = build(EXAMPLES / "calico-overlay.yaml")
+    pairs = [{"GroupId": cloud.groups["ingress"]}, {"GroupId": cloud.groups["storage"]}]
+    port = {"IpProtocol": "tcp", "FromPort": 9999, "ToPort": 9999, "UserIdGroupPairs": pairs}
+    gid = foreign_group(cloud, "side-door", [port], hosts=[])
+    second_interface(cloud, "ingress01", [gid])
+    report = audit(plan, env, rules)
+    assert [(e.severity, e.targets) for e in report.excess] == [("cluster", ["ingress01"])]
+    assert report.excess[0].reason.startswith(
+        "open between nodes wider than the catalog requires: tcp 9999 from storage nodes is more than the plan needs"
+    )
+
+
+def test_the_source_subnets_outbound_acl_stops_traffic_between_nodes(aws: None) -> None:
+    cloud, plan, env, rules = build(EXAMPLES / "calico-overlay.yaml")
+    port = {
+        "IpProtocol": "tcp",
+        "FromPort": 9999,
+        "ToPort": 9999,
+        "UserIdGroupPairs": [{"GroupId": cloud.groups["worker"]}],
+    }
+    foreign_group(cloud, "etcd-9999", [port], hosts=ETCD)
+    assert [e.targets for e in audit(plan, env, rules).excess] == [ETCD]
+    out = {"RuleNumber": 5, "Protocol": "6", "RuleAction": "deny", "Egress": True, "CidrBlock": "10.0.1.0/24"}
+    cloud.own_acl("10.0.2.0/24", [{**out, "PortRange": {"From": 9999, "To": 9999}}, *allow_all()])
+    assert audit(plan, env, rules).ok
