@@ -1663,3 +1663,16 @@ def test_the_source_subnets_outbound_acl_stops_traffic_between_nodes(aws: None) 
     out = {"RuleNumber": 5, "Protocol": "6", "RuleAction": "deny", "Egress": True, "CidrBlock": "10.0.1.0/24"}
     cloud.own_acl("10.0.2.0/24", [{**out, "PortRange": {"From": 9999, "To": 9999}}, *allow_all()])
     assert audit(plan, env, rules).ok
+
+
+def test_a_flow_the_environment_adds_is_required_too(aws: None) -> None:
+    from ket_infra.flows import Flow
+
+    plan = load_plan(EXAMPLES / "calico-overlay.yaml")
+    metrics = Flow("node-metrics", "tcp", (9100, 9100), ("worker",), "metrics", "s", "environment", src=("master",))
+    env = replace(env_for(EXAMPLES / "calico-overlay.yaml"), extra_flows=(metrics,))
+    rules = layout(plan, env)
+    Cloud(plan, rules)
+    assert audit(plan, env, rules).ok  # ket-infra's own rule for it is no excess
+    (excess,) = audit(plan, env_for(EXAMPLES / "calico-overlay.yaml"), rules).excess
+    assert (excess.severity, excess.what, excess.targets) == ("cluster", "tcp 9100", WORKERS)
