@@ -1676,3 +1676,11 @@ def test_a_flow_the_environment_adds_is_required_too(aws: None) -> None:
     assert audit(plan, env, rules).ok  # ket-infra's own rule for it is no excess
     (excess,) = audit(plan, env_for(EXAMPLES / "calico-overlay.yaml"), rules).excess
     assert (excess.severity, excess.what, excess.targets) == ("cluster", "tcp 9100", WORKERS)
+
+
+def test_every_inbound_rule_on_the_nodes_is_counted_once(aws: None) -> None:
+    cloud, plan, env, rules = build(EXAMPLES / "calico-overlay.yaml")
+    checked = audit(plan, env, rules).rules_checked
+    ssh = {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": "10.0.9.5/32"}]}
+    foreign_group(cloud, "one-more", [ssh], hosts=WORKERS)
+    assert audit(plan, env, rules).rules_checked == checked + 1
