@@ -1684,3 +1684,15 @@ def test_every_inbound_rule_on_the_nodes_is_counted_once(aws: None) -> None:
     ssh = {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": "10.0.9.5/32"}]}
     foreign_group(cloud, "one-more", [ssh], hosts=WORKERS)
     assert audit(plan, env, rules).rules_checked == checked + 1
+
+
+def test_the_ipv6_block_of_the_vpcs_own_subnet_is_not_the_internet(aws: None) -> None:
+    """Amazon's IPv6 blocks are public addresses, but a subnet's own block holds only the VPC's hosts: `vpc`."""
+    cloud, plan, env, rules = build(EXAMPLES / "calico-overlay.yaml")
+    block = cloud.ec2.associate_vpc_cidr_block(VpcId=cloud.vpc, AmazonProvidedIpv6CidrBlock=True)
+    subnet = str(next(ipaddress.IPv6Network(block["Ipv6CidrBlockAssociation"]["Ipv6CidrBlock"]).subnets(new_prefix=64)))
+    cloud.ec2.associate_subnet_cidr_block(SubnetId=cloud.subnets["10.0.2.0/24"], Ipv6CidrBlock=subnet)
+    ssh = {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "Ipv6Ranges": [{"CidrIpv6": subnet}]}
+    foreign_group(cloud, "from-the-subnets-ipv6", [ssh], hosts=WORKERS)
+    report = audit(plan, env, rules)
+    assert [(e.severity, e.source_label, e.targets) for e in report.excess] == [("vpc", subnet, WORKERS)]
