@@ -77,6 +77,11 @@ def groups_sent(env: Any) -> tuple[Any, list[list[str]]]:
     return ec2, sent
 
 
+def tcp_from_groups(port: int, *groups: str) -> dict[str, Any]:
+    """An inbound permission: tcp PORT from the members of GROUPS."""
+    return {"IpProtocol": "tcp", "FromPort": port, "ToPort": port, "UserIdGroupPairs": [{"GroupId": g} for g in groups]}
+
+
 def rule_ids(cloud: Cloud, gid: str) -> list[str]:
     rules = cloud.ec2.describe_security_group_rules(Filters=[{"Name": "group-id", "Values": [gid]}])
     return sorted(r["SecurityGroupRuleId"] for r in rules["SecurityGroupRules"] if not r["IsEgress"])
@@ -1485,13 +1490,7 @@ def test_ipv6_sources_are_rated_by_what_they_span(aws: None, cidr: str, severity
 def test_a_port_one_role_needs_is_excess_from_another(aws: None) -> None:
     """The masters need etcd's client port; the workers do not, and a rule letting them in is excess."""
     cloud, plan, env, rules = build(EXAMPLES / "calico-overlay.yaml")
-    client = {
-        "IpProtocol": "tcp",
-        "FromPort": 2379,
-        "ToPort": 2379,
-        "UserIdGroupPairs": [{"GroupId": cloud.groups["worker"]}],
-    }
-    gid = foreign_group(cloud, "etcd-from-workers", [client], hosts=ETCD)
+    gid = foreign_group(cloud, "etcd-from-workers", [tcp_from_groups(2379, cloud.groups["worker"])], hosts=ETCD)
     report = audit(plan, env, rules)
     assert [(e.severity, e.rule.group_id, e.targets, e.reason) for e in report.excess] == [
         (
@@ -1557,8 +1556,7 @@ def test_every_address_of_a_referenced_groups_member_counts(aws: None) -> None:
     cloud, plan, env, rules = build(EXAMPLES / "calico-overlay.yaml")
     admins = foreign_group(cloud, "admins", [], hosts=[])
     eni = bystander(cloud, "10.0.2.50", [admins])
-    port = {"IpProtocol": "tcp", "FromPort": 9999, "ToPort": 9999, "UserIdGroupPairs": [{"GroupId": admins}]}
-    foreign_group(cloud, "from-admins", [port], hosts=ETCD)
+    foreign_group(cloud, "from-admins", [tcp_from_groups(9999, admins)], hosts=ETCD)
     cloud.own_acl("10.0.1.0/24", [deny_in(5, "10.0.2.50/32"), *allow_all()])
     assert audit(plan, env, rules).ok
     cloud.ec2.assign_private_ip_addresses(NetworkInterfaceId=eni, PrivateIpAddresses=["10.0.2.60"])
@@ -1639,8 +1637,7 @@ def test_a_nodes_other_interface_is_open_to_other_nodes_not_to_itself(aws: None)
     """ingress01 and storage01 are each alone in their group: a rule on ingress01's second interface from both
     lets storage01 in, and ingress01 itself does not count (it does not reach itself through the network)."""
     cloud, plan, env, rules = build(EXAMPLES / "calico-overlay.yaml")
-    pairs = [{"GroupId": cloud.groups["ingress"]}, {"GroupId": cloud.groups["storage"]}]
-    port = {"IpProtocol": "tcp", "FromPort": 9999, "ToPort": 9999, "UserIdGroupPairs": pairs}
+    port = tcp_from_groups(9999, cloud.groups["ingress"], cloud.groups["storage"])
     gid = foreign_group(cloud, "side-door", [port], hosts=[])
     second_interface(cloud, "ingress01", [gid])
     report = audit(plan, env, rules)
@@ -1652,13 +1649,7 @@ def test_a_nodes_other_interface_is_open_to_other_nodes_not_to_itself(aws: None)
 
 def test_the_source_subnets_outbound_acl_stops_traffic_between_nodes(aws: None) -> None:
     cloud, plan, env, rules = build(EXAMPLES / "calico-overlay.yaml")
-    port = {
-        "IpProtocol": "tcp",
-        "FromPort": 9999,
-        "ToPort": 9999,
-        "UserIdGroupPairs": [{"GroupId": cloud.groups["worker"]}],
-    }
-    foreign_group(cloud, "etcd-9999", [port], hosts=ETCD)
+    foreign_group(cloud, "etcd-9999", [tcp_from_groups(9999, cloud.groups["worker"])], hosts=ETCD)
     assert [e.targets for e in audit(plan, env, rules).excess] == [ETCD]
     out = {"RuleNumber": 5, "Protocol": "6", "RuleAction": "deny", "Egress": True, "CidrBlock": "10.0.1.0/24"}
     cloud.own_acl("10.0.2.0/24", [{**out, "PortRange": {"From": 9999, "To": 9999}}, *allow_all()])
