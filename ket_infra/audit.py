@@ -60,6 +60,7 @@ from ket_infra.environment import Environment
 from ket_infra.flows import Flow, protocol_label, protocol_name
 from ket_infra.layout import RuleSet, cidr_sources
 from ket_infra.plan import Plan, role_key
+from ket_infra.report import listed
 from ket_infra.verify import AclEntry, LiveState, Permission, node_classes, read_state, subtract
 
 SEVERITIES = ("world", "vpc", "cluster")  # worst first
@@ -717,11 +718,6 @@ def audit(plan: Plan, env: Environment, rules: RuleSet, counter: Counter | None 
 # ---------------------------------------------------------------- reports
 
 
-def _names(hosts: list[str], limit: int = 5) -> str:
-    shown = ", ".join(hosts[:limit])
-    return shown + (f" and {len(hosts) - limit} more" if len(hosts) > limit else "")
-
-
 def verdict(report: AuditReport, env_name: str, cluster: str) -> str:
     """The report's first line: clean, or how many excess rules and the worst exposure."""
     head = f"audit {env_name} (cluster {cluster})"
@@ -756,7 +752,7 @@ def text_report(report: AuditReport, env_name: str, cluster: str) -> str:
         lines.append("")
         lines.append(f"{severity.upper()} ({len(found)}): {_WHY[severity]}")
         for e in found:
-            lines.append(f"  {e.what} from {e.source_label} to {_names(e.targets)} via {e.via}")
+            lines.append(f"  {e.what} from {e.source_label} to {listed(e.targets, 5)} via {e.via}")
             lines.append(f"    {e.reason}")
     lines.append("")
     if not report.judged:
@@ -788,7 +784,7 @@ def markdown_report(report: AuditReport, env_name: str, cluster: str) -> str:
                 e.severity,
                 e.what,
                 f"`{e.source_label}`",
-                _names(e.targets, 8),
+                listed(e.targets, 8),
                 f"`{e.rule.group_id}` ({e.group_name}), rule `{e.rule.rule_id}`",
                 e.reason,
             ]

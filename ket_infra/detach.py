@@ -33,6 +33,7 @@ from ket_infra.errors import EnvironmentFileError, KetInfraError
 from ket_infra.flows import Flow
 from ket_infra.layout import RuleSet, load_balancer_warning
 from ket_infra.plan import Plan, split_host_port
+from ket_infra.report import listed
 
 if TYPE_CHECKING:
     from ket_infra import verify
@@ -382,14 +383,12 @@ def not_proven(report: verify.Report) -> str:
     parts = []
     blocked = [c for c in report.checks if c.status == "blocked"]
     if blocked:
-        shown = "; ".join(f"{c.rule} from {c.source.label} to {c.target.label}: {c.reason}" for c in blocked[:3])
-        more = f" and {len(blocked) - 3} more" if len(blocked) > 3 else ""
-        parts.append(f"{len(blocked)} required flow check(s) would be blocked ({shown}{more})")
+        said = [f"{c.rule} from {c.source.label} to {c.target.label}: {c.reason}" for c in blocked]
+        parts.append(f"{len(blocked)} required flow check(s) would be blocked ({listed(said, 3, '; ')})")
     hosts = [h for h in report.host_settings if h.status == "blocked"]
     if hosts:
-        shown = "; ".join(f"{h.node.host}: {h.problem}" for h in hosts[:3])
-        more = f" and {len(hosts) - 3} more" if len(hosts) > 3 else ""
-        parts.append(f"{len(hosts)} host setting(s) wrong ({shown}{more})")
+        said = [f"{h.node.host}: {h.problem}" for h in hosts]
+        parts.append(f"{len(hosts)} host setting(s) wrong ({listed(said, 3, '; ')})")
     return "; ".join(parts)
 
 

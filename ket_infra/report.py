@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import string
 from collections import defaultdict
+from collections.abc import Sequence
 from typing import Any
 
 from ket_infra.flows import protocol_label
@@ -81,15 +82,16 @@ def _cni_line(rs: RuleSet) -> str:
     return f"{cni.provider}{extra}"
 
 
-def _nodes(nodes: tuple[str, ...], limit: int = 8) -> str:
-    shown = ", ".join(nodes[:limit])
-    return shown + (f" and {len(nodes) - limit} more" if len(nodes) > limit else "")
+def listed(items: Sequence[str], limit: int, sep: str = ", ") -> str:
+    """The first LIMIT of ITEMS joined with SEP, and how many more there are: "a, b and 3 more"."""
+    shown = sep.join(items[:limit])
+    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
 
 
 def to_table(rs: RuleSet) -> str:
     lines = [f"cluster {rs.cluster}; CNI {_cni_line(rs)}; {len(rs.groups)} groups, {len(rs.rules)} rules", ""]
     for g in rs.groups:
-        lines.append(f"group {g.name:<28} {len(g.nodes):>5} node(s): {_nodes(g.nodes)}")
+        lines.append(f"group {g.name:<28} {len(g.nodes):>5} node(s): {listed(g.nodes, 8)}")
     header = ("GROUP", "DIR", "PROTOCOL", "PORTS", "PEER", "PURPOSE")
     rows = [
         (
@@ -129,7 +131,7 @@ def to_markdown(rs: RuleSet) -> str:
         "| group | roles | nodes |",
         "|---|---|---|",
     ]
-    out += [f"| `{g.name}` | {', '.join(g.roles)} | {_md(_nodes(g.nodes))} |" for g in rs.groups]
+    out += [f"| `{g.name}` | {', '.join(g.roles)} | {_md(listed(g.nodes, 8))} |" for g in rs.groups]
     by_group: dict[str, list[Rule]] = defaultdict(list)
     for r in rs.rules:
         by_group[r.group].append(r)

@@ -37,6 +37,7 @@ from ket_infra.environment import EPHEMERAL_PORTS, Environment
 from ket_infra.flows import Flow, protocol_label, protocol_name
 from ket_infra.layout import RuleSet
 from ket_infra.plan import ROLES, Plan
+from ket_infra.report import listed
 
 EPHEMERAL = EPHEMERAL_PORTS  # Linux's net.ipv4.ip_local_port_range; the environment's ephemeral_ports overrides it
 INTERNET = "0.0.0.0/0"  # judged, never opened: where downloads go when egress_cidrs names nothing
@@ -722,7 +723,7 @@ def text_report(report: Report, env_name: str, cluster: str, checks_on_nodes: It
             dsts.extend(n for n in c.target.hosts if n not in dsts)
         for (rule, src_label, dst_label), (c, srcs, dsts) in merged.items():
             lines.append(
-                f"  {rule}: {c.what} from {src_label} ({_names(sorted(srcs))}) to {dst_label} ({_names(sorted(dsts))})"
+                f"  {rule}: {c.what} from {src_label} ({listed(sorted(srcs), 5)}) to {dst_label} ({listed(sorted(dsts), 5)})"
             )
     bad_hosts = [h for h in report.host_settings if h.status == "blocked"]
     if report.host_settings:
@@ -796,8 +797,3 @@ def junit_report(report: Report, env_name: str, cluster: str, warnings: Iterable
         ET.SubElement(suite, "system-out").text = "\n".join(f"warning: {w}" for w in listed)
     ET.indent(root)
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
-
-
-def _names(hosts: list[str], limit: int = 5) -> str:
-    shown = ", ".join(hosts[:limit])
-    return shown + (f" and {len(hosts) - limit} more" if len(hosts) > limit else "")

@@ -44,6 +44,7 @@ from ket_infra.render import (
     work_dir,
     write_imports,
 )
+from ket_infra.report import listed
 from ket_infra.terraform import INPUT_DIGESTS, PlanSummary, Terraform, TerraformError, summary_lines
 
 if TYPE_CHECKING:
@@ -162,8 +163,7 @@ def _what_changed(ctx: Context, now: list[tuple[str, bytes]]) -> str:
             keys = ["a value not shown here"]  # only a secret's key changed
         keys = [k for k in keys if k != "*"]
         if keys:
-            shown = ", ".join(keys[:3]) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
-            parts.append(f"{label} ({shown})")
+            parts.append(f"{label} ({listed(keys, 3)})")
     files = [k for k in changed if "#" not in k]
     if files:
         parts.append(f"the rendered module ({', '.join(files[:3])}{' and more' if len(files) > 3 else ''})")

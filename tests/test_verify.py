@@ -928,12 +928,12 @@ def test_permissions_are_read_field_by_field() -> None:
 
 
 def test_a_few_names_then_how_many_more() -> None:
-    from ket_infra.verify import _names
+    from ket_infra.report import listed
 
     five = ["a", "b", "c", "d", "e"]
-    assert _names(five) == "a, b, c, d, e"
-    assert _names([*five, "f"]) == "a, b, c, d, e and 1 more"
-    assert _names(["a", "b", "c"], limit=2) == "a, b and 1 more"
+    assert listed(five, 5) == "a, b, c, d, e"
+    assert listed([*five, "f"], 5) == "a, b, c, d, e and 1 more"
+    assert listed(["a", "b", "c"], limit=2) == "a, b and 1 more"
 
 
 def test_a_check_names_a_pair_of_two_different_nodes() -> None:
