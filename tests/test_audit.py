@@ -24,11 +24,12 @@ from ket_infra.audit import (
     markdown_report,
     opening,
     read_members,
+    read_other_interfaces,
     read_rules,
     read_subnets,
     text_report,
 )
-from ket_infra.aws import DETACHED_TAG, AwsError, Counter, discover
+from ket_infra.aws import DETACHED_TAG, AwsError, Counter, Discovery, NodeInterface, discover
 from ket_infra.detach import (
     Checked,
     CheckRecord,
@@ -1385,11 +1386,12 @@ def test_a_cidr_straddling_the_targets_subnet_is_split_at_its_edge(aws: None) ->
     assert "tcp 9999 from 10.0.0.0/16 beyond the nodes and named CIDRs" in report.excess[0].reason
 
 
-def second_interface(cloud: Cloud, host: str, groups: list[str]) -> str:
-    """Another interface attached to HOST's instance, carrying GROUPS."""
+def second_interface(cloud: Cloud, host: str, groups: list[str], device: int = 1) -> str:
+    """Another interface attached to HOST's instance (at DEVICE), carrying GROUPS."""
     own = cloud.ec2.describe_network_interfaces(NetworkInterfaceIds=[cloud.enis[host]])["NetworkInterfaces"][0]
     (subnet,) = cloud.ec2.describe_subnets(SubnetIds=[own["SubnetId"]])["Subnets"]
-    taken = {n.address for n in cloud.plan.nodes}
+    in_use = cloud.ec2.describe_network_interfaces(Filters=[{"Name": "subnet-id", "Values": [own["SubnetId"]]}])
+    taken = {n.address for n in cloud.plan.nodes} | {e["PrivateIpAddress"] for e in in_use["NetworkInterfaces"]}
     # an address of its own (left to moto, it may pick another node's: two instances would hold one address)
     free = next(
         str(a) for a in reversed(list(ipaddress.IPv4Network(subnet["CidrBlock"]).hosts())) if str(a) not in taken
@@ -1398,7 +1400,7 @@ def second_interface(cloud: Cloud, host: str, groups: list[str]) -> str:
         "NetworkInterface"
     ]
     cloud.ec2.attach_network_interface(
-        NetworkInterfaceId=eni["NetworkInterfaceId"], InstanceId=cloud.instances[host], DeviceIndex=1
+        NetworkInterfaceId=eni["NetworkInterfaceId"], InstanceId=cloud.instances[host], DeviceIndex=device
     )
     return str(eni["NetworkInterfaceId"])
 
@@ -1413,8 +1415,12 @@ def test_a_nodes_other_interface_is_audited(aws: None) -> None:
     assert [(e.severity, e.what, e.rule.group_id, e.targets) for e in report.excess] == [
         ("world", "all traffic", gid, ["worker01"])
     ]
-    assert f"worker01's interface {eni}" in report.excess[0].reason
+    assert f"(on worker01's interface {eni}, besides the one holding the node's address)" in report.excess[0].reason
     assert counter.calls["DescribeNetworkInterfaces"] == 2  # the nodes' interfaces, the referenced groups' members
+    third = second_interface(cloud, "worker01", [gid], device=2)
+    (excess,) = audit(plan, env, rules).excess
+    both = ", ".join(f"worker01's interface {e}" for e in sorted([eni, third]))
+    assert f"(on {both}, besides the one holding the node's address)" in excess.reason
 
 
 @pytest.mark.parametrize("kind", ["no members", "deleted", "other account"])
@@ -1566,6 +1572,23 @@ def test_every_address_of_a_referenced_groups_member_counts(aws: None) -> None:
     ]
 
 
+ONE_NODE = Discovery(
+    "vpc-0123456789abcdef0",
+    (
+        NodeInterface(
+            "etcd01",
+            "10.0.1.11",
+            "i-0123456789abcdef0",
+            "eni-0123456789abcdef0",
+            "subnet-0123",
+            "vpc-0123",
+            ("sg-1",),
+            True,
+        ),
+    ),
+)
+
+
 @pytest.mark.parametrize(
     ("reader", "doing"),
     [
@@ -1575,8 +1598,12 @@ def test_every_address_of_a_referenced_groups_member_counts(aws: None) -> None:
             "reading the interfaces of referenced security groups",
         ),
         (lambda env, ec2: read_subnets(env, "vpc-0123456789abcdef0", ec2), "reading the VPC's subnets"),
+        (
+            lambda env, ec2: read_other_interfaces(env, ONE_NODE, ec2),
+            "reading the nodes' network interfaces",
+        ),
     ],
-    ids=["rules", "members", "subnets"],
+    ids=["rules", "members", "subnets", "other-interfaces"],
 )
 def test_an_unreachable_endpoint_while_auditing_says_what_was_being_read(aws: None, reader: Any, doing: str) -> None:
     env = env_for(EXAMPLES / "calico-overlay.yaml")
