@@ -1421,6 +1421,10 @@ def test_a_nodes_other_interface_is_audited(aws: None) -> None:
     (excess,) = audit(plan, env, rules).excess
     both = ", ".join(f"worker01's interface {e}" for e in sorted([eni, third]))
     assert f"(on {both}, besides the one holding the node's address)" in excess.reason
+    # the subnet's network ACL filters what comes from outside it to those interfaces too
+    deny = {"RuleNumber": 5, "Protocol": "-1", "RuleAction": "deny", "Egress": False, "CidrBlock": "0.0.0.0/0"}
+    cloud.own_acl("10.0.2.0/24", [deny, *allow_all()])
+    assert [(e.severity, e.targets) for e in audit(plan, env, rules).excess] == [("vpc", ["worker01"])]
 
 
 @pytest.mark.parametrize("kind", ["no members", "deleted", "other account"])
