@@ -1687,6 +1687,23 @@ def test_the_source_subnets_outbound_acl_stops_traffic_between_nodes(aws: None) 
     assert audit(plan, env, rules).ok
 
 
+def test_the_source_subnets_outbound_acl_is_judged_for_the_other_interfaces_own_address(aws: None) -> None:
+    """Traffic to a node's other interface goes to that interface's address, not to the node's."""
+    cloud, plan, env, rules = build(EXAMPLES / "calico-overlay.yaml")
+    gid = foreign_group(cloud, "etcd-9999", [tcp_from_groups(9999, cloud.groups["worker"])], hosts=[])
+    eni = second_interface(cloud, "etcd01", [gid])
+    assert [e.targets for e in audit(plan, env, rules).excess] == [["etcd01"]]
+    (address,) = [
+        a["PrivateIpAddress"]
+        for a in cloud.ec2.describe_network_interfaces(NetworkInterfaceIds=[eni])["NetworkInterfaces"][0][
+            "PrivateIpAddresses"
+        ]
+    ]
+    out = {"RuleNumber": 5, "Protocol": "6", "RuleAction": "deny", "Egress": True, "CidrBlock": f"{address}/32"}
+    cloud.own_acl("10.0.2.0/24", [{**out, "PortRange": {"From": 9999, "To": 9999}}, *allow_all()])
+    assert audit(plan, env, rules).ok
+
+
 def test_a_flow_the_environment_adds_is_required_too(aws: None) -> None:
     from ket_infra.flows import Flow
 
