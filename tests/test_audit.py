@@ -206,6 +206,7 @@ def test_ket_infras_own_rules_are_no_excess(aws: None, example: str) -> None:
         "DescribeSubnets": 1,
     }
     assert report.api_calls == 8
+    assert 0 < report.seconds < 60  # how long reading and judging took (the JUnit report's time)
     assert report.as_json() == {
         "ok": True,
         "excess": [],
@@ -1415,6 +1416,7 @@ def test_a_nodes_other_interface_is_audited(aws: None) -> None:
     assert [(e.severity, e.what, e.rule.group_id, e.targets) for e in report.excess] == [
         ("world", "all traffic", gid, ["worker01"])
     ]
+    assert report.excess[0].group_name == "side-door"  # the group read with the nodes' own
     assert f"(on worker01's interface {eni}, besides the one holding the node's address)" in report.excess[0].reason
     assert counter.calls["DescribeNetworkInterfaces"] == 2  # the nodes' interfaces, the referenced groups' members
     third = second_interface(cloud, "worker01", [gid], device=2)
