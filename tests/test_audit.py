@@ -1387,17 +1387,19 @@ def test_a_cidr_straddling_the_targets_subnet_is_split_at_its_edge(aws: None) ->
     assert "tcp 9999 from 10.0.0.0/16 beyond the nodes and named CIDRs" in report.excess[0].reason
 
 
-def second_interface(cloud: Cloud, host: str, groups: list[str], device: int = 1) -> str:
-    """Another interface attached to HOST's instance (at DEVICE), carrying GROUPS."""
+def second_interface(cloud: Cloud, host: str, groups: list[str], device: int = 1, cidr: str | None = None) -> str:
+    """Another interface attached to HOST's instance (at DEVICE), carrying GROUPS, in the subnet of CIDR
+    (HOST's own by default)."""
     own = cloud.ec2.describe_network_interfaces(NetworkInterfaceIds=[cloud.enis[host]])["NetworkInterfaces"][0]
-    (subnet,) = cloud.ec2.describe_subnets(SubnetIds=[own["SubnetId"]])["Subnets"]
-    in_use = cloud.ec2.describe_network_interfaces(Filters=[{"Name": "subnet-id", "Values": [own["SubnetId"]]}])
+    subnet_id = cloud.subnets[cidr] if cidr else own["SubnetId"]
+    (subnet,) = cloud.ec2.describe_subnets(SubnetIds=[subnet_id])["Subnets"]
+    in_use = cloud.ec2.describe_network_interfaces(Filters=[{"Name": "subnet-id", "Values": [subnet_id]}])
     taken = {n.address for n in cloud.plan.nodes} | {e["PrivateIpAddress"] for e in in_use["NetworkInterfaces"]}
     # an address of its own (left to moto, it may pick another node's: two instances would hold one address)
     free = next(
         str(a) for a in reversed(list(ipaddress.IPv4Network(subnet["CidrBlock"]).hosts())) if str(a) not in taken
     )
-    eni = cloud.ec2.create_network_interface(SubnetId=own["SubnetId"], Groups=groups, PrivateIpAddress=free)[
+    eni = cloud.ec2.create_network_interface(SubnetId=subnet_id, Groups=groups, PrivateIpAddress=free)[
         "NetworkInterface"
     ]
     cloud.ec2.attach_network_interface(
@@ -1427,6 +1429,17 @@ def test_a_nodes_other_interface_is_audited(aws: None) -> None:
     deny = {"RuleNumber": 5, "Protocol": "-1", "RuleAction": "deny", "Egress": False, "CidrBlock": "0.0.0.0/0"}
     cloud.own_acl("10.0.2.0/24", [deny, *allow_all()])
     assert [(e.severity, e.targets) for e in audit(plan, env, rules).excess] == [("vpc", ["worker01"])]
+
+
+def test_a_nodes_other_interface_in_another_subnet_is_behind_that_subnets_acl(aws: None) -> None:
+    cloud, plan, env, rules = build(EXAMPLES / "calico-overlay.yaml")
+    everything = {"IpProtocol": "-1", "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}
+    gid = foreign_group(cloud, "side-door", [everything], hosts=[])
+    second_interface(cloud, "etcd01", [gid], cidr="10.0.2.0/24")  # etcd01 itself is in 10.0.1.0/24
+    deny = {"RuleNumber": 5, "Protocol": "-1", "RuleAction": "deny", "Egress": False, "CidrBlock": "0.0.0.0/0"}
+    cloud.own_acl("10.0.2.0/24", [deny, *allow_all()])
+    # the ACL keeps out what comes from outside the interface's subnet; what is inside it still gets in
+    assert [(e.severity, e.targets) for e in audit(plan, env, rules).excess] == [("vpc", ["etcd01"])]
 
 
 @pytest.mark.parametrize("kind", ["no members", "deleted", "other account"])
