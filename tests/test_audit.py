@@ -1595,14 +1595,14 @@ ONE_NODE = Discovery(
     "vpc-0123456789abcdef0",
     (
         NodeInterface(
-            "etcd01",
-            "10.0.1.11",
-            "i-0123456789abcdef0",
-            "eni-0123456789abcdef0",
-            "subnet-0123",
-            "vpc-0123",
-            ("sg-1",),
-            True,
+            host="etcd01",
+            address="10.0.1.11",
+            instance_id="i-0123456789abcdef0",
+            network_interface_id="eni-0123456789abcdef0",
+            subnet_id="subnet-0123456789abcdef0",
+            vpc_id="vpc-0123456789abcdef0",
+            security_groups=("sg-0123456789abcdef0",),
+            source_dest_check=True,
         ),
     ),
 )
@@ -1708,11 +1708,8 @@ def test_the_source_subnets_outbound_acl_is_judged_for_the_other_interfaces_own_
     gid = foreign_group(cloud, "etcd-9999", [tcp_from_groups(9999, cloud.groups["worker"])], hosts=[])
     eni = second_interface(cloud, "etcd01", [gid])
     assert [e.targets for e in audit(plan, env, rules).excess] == [["etcd01"]]
-    (address,) = [
-        a["PrivateIpAddress"]
-        for a in cloud.ec2.describe_network_interfaces(NetworkInterfaceIds=[eni])["NetworkInterfaces"][0][
-            "PrivateIpAddresses"
-        ]
+    address = cloud.ec2.describe_network_interfaces(NetworkInterfaceIds=[eni])["NetworkInterfaces"][0][
+        "PrivateIpAddress"
     ]
     out = {"RuleNumber": 5, "Protocol": "6", "RuleAction": "deny", "Egress": True, "CidrBlock": f"{address}/32"}
     cloud.own_acl("10.0.2.0/24", [{**out, "PortRange": {"From": 9999, "To": 9999}}, *allow_all()])
