@@ -792,8 +792,8 @@ def junit_report(report: Report, env_name: str, cluster: str, warnings: Iterable
         case = ET.SubElement(suite, "testcase", classname=classname, name=name, time=share)
         if message is not None:
             ET.SubElement(case, "failure", type="blocked", message=message).text = detail
-    listed = list(warnings)
-    if listed:
-        ET.SubElement(suite, "system-out").text = "\n".join(f"warning: {w}" for w in listed)
+    warned = list(warnings)
+    if warned:
+        ET.SubElement(suite, "system-out").text = "\n".join(f"warning: {w}" for w in warned)
     ET.indent(root)
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"

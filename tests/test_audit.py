@@ -524,7 +524,7 @@ def record(tmp_path: Path) -> Record:
 
 def test_a_proven_group_is_detached_recorded_and_put_back(aws: None, record: Record) -> None:
     cloud, plan, env, rules = named()
-    gid = foreign_group(cloud, "kismatic-open", [{"IpProtocol": "-1", "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}])
+    gid = foreign_group(cloud, "kismatic-open", WIDE_OPEN)
     assert not audit(plan, env, rules).ok
     said: list[str] = []
     found = discover(plan, env)
@@ -593,7 +593,7 @@ def test_a_group_no_longer_listed_is_put_back_by_the_next_apply(aws: None, recor
 
 def test_a_group_the_flows_still_need_is_not_detached(aws: None, record: Record) -> None:
     cloud, plan, env, rules = build(EXAMPLES / "calico-overlay.yaml")
-    gid = foreign_group(cloud, "kismatic-open", [{"IpProtocol": "-1", "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}])
+    gid = foreign_group(cloud, "kismatic-open", WIDE_OPEN)
     cloud.revoke_ipip_from_workers()  # only the foreign group still lets IP-in-IP into the masters
     before = {h: groups_on(cloud, h) for h in ALL_NODES}
     with pytest.raises(KetInfraError) as exc:
@@ -1347,6 +1347,17 @@ def deny_in(number: int, cidr: str) -> dict[str, Any]:
     return {"RuleNumber": number, "Protocol": "-1", "RuleAction": "deny", "Egress": False, "CidrBlock": cidr}
 
 
+def deny_tcp_out(number: int, cidr: str, port: int) -> dict[str, Any]:
+    return {
+        "RuleNumber": number,
+        "Protocol": "6",
+        "RuleAction": "deny",
+        "Egress": True,
+        "CidrBlock": cidr,
+        "PortRange": {"From": port, "To": port},
+    }
+
+
 ETCD = ["etcd01", "etcd02", "etcd03"]
 
 
@@ -1410,8 +1421,7 @@ def second_interface(cloud: Cloud, host: str, groups: list[str], device: int = 1
 
 def test_a_nodes_other_interface_is_audited(aws: None) -> None:
     cloud, plan, env, rules = build(EXAMPLES / "calico-overlay.yaml")
-    everything = {"IpProtocol": "-1", "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}
-    gid = foreign_group(cloud, "side-door", [everything], hosts=[])
+    gid = foreign_group(cloud, "side-door", WIDE_OPEN, hosts=[])
     eni = second_interface(cloud, "worker01", [gid])
     counter = Counter()
     report = audit(plan, env, rules, counter)
@@ -1426,18 +1436,15 @@ def test_a_nodes_other_interface_is_audited(aws: None) -> None:
     both = ", ".join(f"worker01's interface {e}" for e in sorted([eni, third]))
     assert f"(on {both}, besides the one holding the node's address)" in excess.reason
     # the subnet's network ACL filters what comes from outside it to those interfaces too
-    deny = {"RuleNumber": 5, "Protocol": "-1", "RuleAction": "deny", "Egress": False, "CidrBlock": "0.0.0.0/0"}
-    cloud.own_acl("10.0.2.0/24", [deny, *allow_all()])
+    cloud.own_acl("10.0.2.0/24", [deny_in(5, "0.0.0.0/0"), *allow_all()])
     assert [(e.severity, e.targets) for e in audit(plan, env, rules).excess] == [("vpc", ["worker01"])]
 
 
 def test_a_nodes_other_interface_in_another_subnet_is_behind_that_subnets_acl(aws: None) -> None:
     cloud, plan, env, rules = build(EXAMPLES / "calico-overlay.yaml")
-    everything = {"IpProtocol": "-1", "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}
-    gid = foreign_group(cloud, "side-door", [everything], hosts=[])
+    gid = foreign_group(cloud, "side-door", WIDE_OPEN, hosts=[])
     second_interface(cloud, "etcd01", [gid], cidr="10.0.2.0/24")  # etcd01 itself is in 10.0.1.0/24
-    deny = {"RuleNumber": 5, "Protocol": "-1", "RuleAction": "deny", "Egress": False, "CidrBlock": "0.0.0.0/0"}
-    cloud.own_acl("10.0.2.0/24", [deny, *allow_all()])
+    cloud.own_acl("10.0.2.0/24", [deny_in(5, "0.0.0.0/0"), *allow_all()])
     # the ACL keeps out what comes from outside the interface's subnet; what is inside it still gets in
     assert [(e.severity, e.targets) for e in audit(plan, env, rules).excess] == [("vpc", ["etcd01"])]
 
@@ -1697,8 +1704,7 @@ def test_the_source_subnets_outbound_acl_stops_traffic_between_nodes(aws: None) 
     cloud, plan, env, rules = build(EXAMPLES / "calico-overlay.yaml")
     foreign_group(cloud, "etcd-9999", [tcp_from_groups(9999, cloud.groups["worker"])], hosts=ETCD)
     assert [e.targets for e in audit(plan, env, rules).excess] == [ETCD]
-    out = {"RuleNumber": 5, "Protocol": "6", "RuleAction": "deny", "Egress": True, "CidrBlock": "10.0.1.0/24"}
-    cloud.own_acl("10.0.2.0/24", [{**out, "PortRange": {"From": 9999, "To": 9999}}, *allow_all()])
+    cloud.own_acl("10.0.2.0/24", [deny_tcp_out(5, "10.0.1.0/24", 9999), *allow_all()])
     assert audit(plan, env, rules).ok
 
 
@@ -1711,8 +1717,7 @@ def test_the_source_subnets_outbound_acl_is_judged_for_the_other_interfaces_own_
     address = cloud.ec2.describe_network_interfaces(NetworkInterfaceIds=[eni])["NetworkInterfaces"][0][
         "PrivateIpAddress"
     ]
-    out = {"RuleNumber": 5, "Protocol": "6", "RuleAction": "deny", "Egress": True, "CidrBlock": f"{address}/32"}
-    cloud.own_acl("10.0.2.0/24", [{**out, "PortRange": {"From": 9999, "To": 9999}}, *allow_all()])
+    cloud.own_acl("10.0.2.0/24", [deny_tcp_out(5, f"{address}/32", 9999), *allow_all()])
     assert audit(plan, env, rules).ok
 
 
